@@ -1,0 +1,96 @@
+# dtf: a distributed neural-network trainer in C with embedded Lua 5.4.
+#   make          build build/dtf
+#   make run      install what is missing, build, train the MNIST example on
+#                 this machine (2 ps + 2 workers on loopback)
+#   make test     install what is missing, build, run every test
+#   make asan     build with AddressSanitizer + UBSan and run the tests
+#   make bench    benchmarks against PyTorch, raw sgemm and iperf3
+#   make fuzz     run each libFuzzer target for FUZZ_SECONDS
+
+# ---- settings ---------------------------------------------------------------
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+SAN      ?=
+PKGS     := lua5.4 libevent openblas zlib libedit
+
+WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
+            -Wmissing-prototypes -Wvla -Wformat=2 -Wno-unused-parameter
+CFLAGS   := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -fno-strict-aliasing \
+            -MMD -MP $(SAN) $(EXTRA_CFLAGS)
+# pkg-config runs lazily so that `make deps` can install the .pc files first.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
+LDFLAGS  := $(SAN)
+
+# The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
+CORE     := util tensor tensor_naive optim data wire net ps ckpt
+# Bindings and the host: the Lua faces of the core and the dtf command.
+BIND     := ltensor ldata lps lckpt lutil log host repl local
+CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
+BIND_OBJ := $(BIND:%=$(BUILD)/src/%.o)
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+DTF      := $(BUILD)/dtf
+
+.PHONY: all deps deps-test deps-bench run test test-unit test-lua \
+        test-integration test-chart asan valgrind bench fuzz clean
+
+all: $(DTF)
+
+# ---- dependencies -----------------------------------------------------------
+deps:
+	@scripts/install-deps build
+deps-test:
+	@scripts/install-deps test
+deps-bench:
+	@scripts/install-deps bench
+
+# ---- build ------------------------------------------------------------------
+$(DTF): $(CORE_OBJ) $(BIND_OBJ) $(BUILD)/src/main.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Isrc -Itests/unit -o $@ $< $(CORE_OBJ) $(LDFLAGS) $(LDLIBS)
+
+-include $(wildcard $(BUILD)/src/*.d $(BUILD)/tests/*.d)
+
+# ---- run --------------------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(DTF) local train.lua --ps=2 --workers=2 $(RUN_ARGS)
+
+# ---- tests ------------------------------------------------------------------
+# tests/run runs each suite, prints its results and a closing total.
+test: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run $(BUILD) $(TEST_SUITES)
+
+test-unit test-lua test-integration test-chart: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run $(BUILD) $(@:test-%=%)
+
+asan: deps-test
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  test TEST_SUITES="unit lua integration"
+
+valgrind: deps-test all
+	@tests/valgrind-run $(BUILD)
+
+bench: deps-bench all
+	@bench/run $(BUILD)
+
+fuzz: deps-test
+	@tests/fuzz/run $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf build

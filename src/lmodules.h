@@ -1,0 +1,13 @@
+/* The dtf.* modules written in C, preloaded by the host (host.c). */
+#ifndef DTF_LMODULES_H
+#define DTF_LMODULES_H
+
+#include <lua.h>
+
+int luaopen_dtf_tensor(lua_State *L); /* ltensor.c */
+int luaopen_dtf_data(lua_State *L);   /* ldata.c */
+int luaopen_dtf_ps(lua_State *L);     /* lps.c: ps server and client */
+int luaopen_dtf_ckpt(lua_State *L);   /* lckpt.c: safetensors checkpoints */
+int luaopen_dtf_util(lua_State *L);   /* lutil.c: clocks, hashing, logging I/O */
+
+#endif

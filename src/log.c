@@ -1,0 +1,132 @@
+/* log: formats and writes the seed's log lines (see log.h). */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* deploy.log may be shared by every task on a node (the chart's hostPath
+ * volume), so lines are buffered here and written whole, a batch of lines
+ * per write(2) on an O_APPEND descriptor: tasks never split each other's
+ * lines, and a line a step costs no system call. The buffer goes out when
+ * full, a second after the last write, on warnings, and at close/exit. */
+static int logfd = -1;
+static char logbuf[1 << 16];
+static size_t loglen;
+static double lastflush;
+
+static void flush_file(void)
+{
+    size_t done = 0;
+    while (logfd >= 0 && done < loglen) {
+        ssize_t n = write(logfd, logbuf + done, loglen - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a full disk must not stop training: drop the batch */
+        done += (size_t)n;
+    }
+    loglen = 0;
+    lastflush = dtf_now();
+}
+
+static void flush_at_exit(void)
+{
+    flush_file();
+}
+
+int dtf_log_open(const char *dir)
+{
+    char path[4096];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        dtf_seterr("log directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (snprintf(path, sizeof path, "%s/deploy.log", dir) >= (int)sizeof path) {
+        dtf_seterr("log directory %s: path too long", dir);
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        dtf_seterr("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    static int registered;
+    if (!registered && atexit(flush_at_exit) == 0)
+        registered = 1;
+    dtf_log_close();
+    logfd = fd;
+    return 0;
+}
+
+void dtf_log_close(void)
+{
+    if (logfd >= 0) {
+        flush_file();
+        close(logfd);
+        logfd = -1;
+    }
+}
+
+const char *dtf_log_level_name(int level)
+{
+    if (level >= DTF_LOG_ERROR) return "ERROR";
+    if (level >= DTF_LOG_WARNING) return "WARNING";
+    if (level >= DTF_LOG_INFO) return "INFO";
+    return "DEBUG";
+}
+
+void dtf_log_write(int level, int to_stdout, const char *msg)
+{
+    struct timeval tv;
+    struct tm tm;
+    char stamp[32];
+    gettimeofday(&tv, NULL);
+    localtime_r(&tv.tv_sec, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    const char *lv = dtf_log_level_name(level);
+    int ms = (int)(tv.tv_usec / 1000);
+    if (logfd >= 0) {
+        char line[2304];
+        int n = snprintf(line, sizeof line, "%s,%03d - dtf - %s - %s\n", stamp, ms, lv, msg);
+        if (n >= (int)sizeof line) {
+            n = (int)sizeof line - 1;
+            line[n - 1] = '\n';
+        }
+        if (loglen + (size_t)n > sizeof logbuf)
+            flush_file();
+        memcpy(logbuf + loglen, line, (size_t)n);
+        loglen += (size_t)n;
+        if (level >= DTF_LOG_WARNING || dtf_now() - lastflush > 1.0)
+            flush_file();
+    }
+    if (to_stdout) {
+        fprintf(stdout, "%s,%03d - dtf - %s - %s\n", stamp, ms, lv, msg);
+        /* Line-at-a-time to stdout even when it is a pipe (dtf local, kubectl
+         * logs): a task's lines must not sit in a buffer when it dies. */
+        fflush(stdout);
+    }
+}
+
+void dtf_log(int level, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    dtf_log_write(level, 1, msg);
+}
+
+void dtf_log_cb(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    dtf_log_write(level, 1, msg);
+}

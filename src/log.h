@@ -1,0 +1,28 @@
+/* log: the seed's log lines, to stdout and to LOGDIR/deploy.log.
+ *
+ *   2026-11-28 10:07:34,373 - dtf - INFO - Worker 0: training step 132 done (global step: 132)
+ *
+ * Not part of the C core: the core reports through a dtf_log_fn callback it
+ * is handed, and the host/bindings pass dtf_log_cb. Every line goes to the
+ * file (when one is open); stdout gets a line unless it is thinned with
+ * dtf_log_quiet(). */
+#ifndef DTF_LOG_H
+#define DTF_LOG_H
+
+#include "util.h"
+
+enum { DTF_LOG_DEBUG = 10, DTF_LOG_INFO = 20, DTF_LOG_WARNING = 30, DTF_LOG_ERROR = 40 };
+
+typedef void (*dtf_log_fn)(void *ud, int level, const char *msg);
+
+/* Opens (appending) DIR/deploy.log, creating DIR; -1 and dtf_error() on failure. */
+int dtf_log_open(const char *dir);
+void dtf_log_close(void);
+/* Writes one line; to_stdout = 0 writes to the file only. */
+void dtf_log_write(int level, int to_stdout, const char *msg);
+void dtf_log(int level, const char *fmt, ...) DTF_PRINTF(2, 3);
+/* A dtf_log_fn for the core: writes to stdout and the file. */
+void dtf_log_cb(void *ud, int level, const char *msg);
+const char *dtf_log_level_name(int level);
+
+#endif

@@ -1,0 +1,118 @@
+/* lutil: dtf.util, the small host services Lua scripts need: clocks, the
+ * seed's log lines, hashing, sleeping, the process's identity. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lmodules.h"
+#include "log.h"
+#include "util.h"
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, dtf_now());
+    return 1;
+}
+
+static int l_wallclock(lua_State *L)
+{
+    lua_pushnumber(L, dtf_wallclock());
+    return 1;
+}
+
+static int level_arg(lua_State *L, int idx)
+{
+    static const char *const names[] = {"debug", "info", "warning", "error", NULL};
+    static const int levels[] = {DTF_LOG_DEBUG, DTF_LOG_INFO, DTF_LOG_WARNING, DTF_LOG_ERROR};
+    return levels[luaL_checkoption(L, idx, "info", names)];
+}
+
+/* util.log(level, msg [, to_stdout=true]) */
+static int l_log(lua_State *L)
+{
+    int level = level_arg(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    int to_stdout = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
+    dtf_log_write(level, to_stdout, msg);
+    return 0;
+}
+
+/* util.log_open(dir) -> true | nil, err */
+static int l_log_open(lua_State *L)
+{
+    if (dtf_log_open(luaL_checkstring(L, 1)) != 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, dtf_error());
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_log_close(lua_State *L)
+{
+    dtf_log_close();
+    return 0;
+}
+
+/* util.fnv1a(string) -> 16 hex digits */
+static int l_fnv1a(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)dtf_fnv1a(DTF_FNV_SEED, s, n));
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    if (s > 0) {
+        struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    return 0;
+}
+
+static int l_getpid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int l_hostname(lua_State *L)
+{
+    char name[256];
+    if (gethostname(name, sizeof name) != 0)
+        return luaL_fileresult(L, 0, "gethostname");
+    name[sizeof name - 1] = '\0';
+    lua_pushstring(L, name);
+    return 1;
+}
+
+/* util.isatty(fd) */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"now", l_now},           {"wallclock", l_wallclock}, {"log", l_log},
+    {"log_open", l_log_open}, {"log_close", l_log_close}, {"fnv1a", l_fnv1a},
+    {"sleep", l_sleep},       {"getpid", l_getpid},       {"hostname", l_hostname},
+    {"isatty", l_isatty},     {NULL, NULL},
+};
+
+int luaopen_dtf_util(lua_State *L)
+{
+    luaL_newlib(L, funcs);
+    return 1;
+}

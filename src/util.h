@@ -1,0 +1,40 @@
+/* util: the small things every part of the C core shares.
+ *
+ * Errors: a core function that fails returns -1 (or NULL) and sets a
+ * message with dtf_seterr(); the caller reads it with dtf_error(). The
+ * buffer is thread-local, so a message stays valid until the next failure
+ * on the same thread. The core never prints and never exits (STYLE.md). */
+#ifndef DTF_UTIL_H
+#define DTF_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define DTF_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DTF_PRINTF(f, a)
+#endif
+
+void dtf_seterr(const char *fmt, ...) DTF_PRINTF(1, 2);
+const char *dtf_error(void);
+
+/* Monotonic seconds, for durations; wall-clock seconds since the epoch. */
+double dtf_now(void);
+double dtf_wallclock(void);
+
+/* 64-bit FNV-1a over bytes; chainable by passing the previous hash as seed
+ * (start with DTF_FNV_SEED). Used for the parameter layout's checksum. */
+#define DTF_FNV_SEED 0xcbf29ce484222325ULL
+uint64_t dtf_fnv1a(uint64_t seed, const void *data, size_t n);
+
+/* A small seeded generator (xoshiro256**) for reproducible initialisation
+ * and shuffling: the same seed gives the same stream on every machine. */
+typedef struct dtf_rng { uint64_t s[4]; } dtf_rng;
+void dtf_rng_seed(dtf_rng *r, uint64_t seed);
+uint64_t dtf_rng_next(dtf_rng *r);
+double dtf_rng_uniform(dtf_rng *r);           /* [0, 1) */
+double dtf_rng_normal(dtf_rng *r);            /* mean 0, std 1 */
+uint64_t dtf_rng_below(dtf_rng *r, uint64_t n); /* [0, n), unbiased */
+
+#endif
