@@ -361,7 +361,7 @@ void dtf_epoch_order(uint32_t *order, uint32_t n, uint64_t seed,
     }
 }
 
-int dtf_shard_range(uint32_t n, uint32_t s, uint32_t S,
+int dtf_data_shard_range(uint32_t n, uint32_t s, uint32_t S,
                     uint32_t *begin, uint32_t *end)
 {
     if (S == 0 || s >= S) {
@@ -400,7 +400,7 @@ dtf_loader *dtf_loader_new(const dtf_dataset *ds, const dtf_loader_opts *o)
         return NULL;
     }
     uint32_t begin, end;
-    if (dtf_shard_range(ds->n, o->shard, o->shards, &begin, &end) < 0)
+    if (dtf_data_shard_range(ds->n, o->shard, o->shards, &begin, &end) < 0)
         return NULL;
     uint32_t size = end - begin, nb;
     if (o->drop_last)

@@ -91,7 +91,7 @@ uint64_t dtf_epoch_seed(uint64_t seed, uint64_t epoch);
 /* Shard s of S: positions [*begin, *end) of the epoch order, that is
  * [n*s/S, n*(s+1)/S). Sizes differ by at most one. Fails if S == 0 or
  * s >= S. */
-int dtf_shard_range(uint32_t n, uint32_t s, uint32_t S,
+int dtf_data_shard_range(uint32_t n, uint32_t s, uint32_t S,
                     uint32_t *begin, uint32_t *end);
 
 /* ---- loader: one worker's batches, epoch after epoch --------------------- */

@@ -304,7 +304,7 @@ TEST(shards_disjoint_and_covering)
             uint32_t next = 0, lo = UINT32_MAX, hi = 0;
             for (uint32_t s = 0; s < S; s++) {
                 uint32_t b, e;
-                CHECK_EQ_INT(dtf_shard_range(counts[c], s, S, &b, &e), 0);
+                CHECK_EQ_INT(dtf_data_shard_range(counts[c], s, S, &b, &e), 0);
                 CHECK_EQ_INT(b, next);
                 next = e;
                 if (e - b < lo) lo = e - b;
@@ -314,9 +314,9 @@ TEST(shards_disjoint_and_covering)
             CHECK(hi - lo <= 1);
         }
     uint32_t b, e;
-    CHECK_EQ_INT(dtf_shard_range(10, 2, 2, &b, &e), -1);
+    CHECK_EQ_INT(dtf_data_shard_range(10, 2, 2, &b, &e), -1);
     CHECK_STR_CONTAINS(dtf_error(), "bad shard 2 of 2");
-    CHECK_EQ_INT(dtf_shard_range(10, 0, 0, &b, &e), -1);
+    CHECK_EQ_INT(dtf_data_shard_range(10, 0, 0, &b, &e), -1);
 }
 
 static dtf_dataset *small_set(void)
