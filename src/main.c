@@ -1,6 +1,7 @@
 /* main: the dtf command. Parses subcommands and flags, runs the host, and is
  * the only place that picks an exit status (0 ok, 1 failure, 2 usage). */
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "host.h"
 #include "local.h"
 #include "repl.h"
+#include "util.h"
 #include "version.h"
 
 #define MAX_SET 256
@@ -80,11 +82,17 @@ static void usage_export(FILE *f)
           f);
 }
 
-static int usage_error(const char *cmd, const char *fmt, const char *what)
+static int usage_error(const char *cmd, const char *fmt, ...) DTF_PRINTF(2, 3);
+
+/* Prints "dtf CMD: MESSAGE (see `dtf help CMD`)" and returns exit status 2. */
+static int usage_error(const char *cmd, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "dtf %s: ", cmd);
-    fprintf(stderr, fmt, what);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see `dtf help %s`)\n", cmd);
+    va_end(ap);
     return DTF_EXIT_USAGE;
 }
 
@@ -128,14 +136,14 @@ static int parse_flags(const char *cmd, int argc, char **argv, parsed *p)
             p->ndash = p->nrest;
             for (i++; i < argc; i++) {
                 if (p->nrest >= (int)(sizeof p->rest / sizeof p->rest[0]))
-                    return usage_error(cmd, "too many arguments%s", "");
+                    return usage_error(cmd, "too many arguments");
                 p->rest[p->nrest++] = argv[i];
             }
             break;
         }
         if (a[0] != '-' || a[1] == '\0') {
             if (p->nrest >= (int)(sizeof p->rest / sizeof p->rest[0]))
-                return usage_error(cmd, "too many arguments%s", "");
+                return usage_error(cmd, "too many arguments");
             p->rest[p->nrest++] = argv[i];
             continue;
         }
@@ -149,7 +157,7 @@ static int parse_flags(const char *cmd, int argc, char **argv, parsed *p)
         }
         if (!name)
             return usage_error(cmd, "unknown flag '%s'", a);
-        const char *v;
+        const char *v = NULL;
         int rc = take_value(cmd, argc, argv, &i, name, &v);
         if (rc)
             return rc;
@@ -158,7 +166,7 @@ static int parse_flags(const char *cmd, int argc, char **argv, parsed *p)
             if (!eq || eq == v)
                 return usage_error(cmd, "--set '%s' is not KEY=VALUE", v);
             if (p->cli.nset >= MAX_SET)
-                return usage_error(cmd, "too many --set flags%s", "");
+                return usage_error(cmd, "too many --set flags");
             p->set[p->cli.nset++] = v;
         } else if (strcmp(name, "--role") == 0) {
             if (strcmp(v, "ps") != 0 && strcmp(v, "worker") != 0)
@@ -195,7 +203,7 @@ static int cmd_run(const char *argv0, int argc, char **argv)
     if (rc)
         return rc;
     if (p.nrest == 0 || p.ndash == 0)
-        return usage_error("run", "needs a SCRIPT%s", "");
+        return usage_error("run", "needs a SCRIPT");
     const char *script = p.rest[0];
     if (access(script, R_OK) != 0) {
         fprintf(stderr, "dtf run: cannot read script '%s'\n", script);
@@ -242,7 +250,7 @@ static int cmd_export(const char *argv0, int argc, char **argv)
         return DTF_EXIT_OK;
     }
     if (argc != 2)
-        return usage_error("export", "needs CKPT_DIR and OUT.safetensors%s", "");
+        return usage_error("export", "needs CKPT_DIR and OUT.safetensors");
     lua_State *L = dtf_host_new(argv0, NULL);
     if (!L)
         return DTF_EXIT_FAIL;

@@ -1,0 +1,38 @@
+-- dtf.optim: optimizers over a flat parameter buffer (or any range of it);
+-- the update loops are C (optim.c), the same ones a ps shard runs.
+local T = require 'dtf.tensor'
+
+local optim = {}
+
+local Optimizer = {}
+Optimizer.__index = Optimizer
+
+local nslots = { sgd = 1, adam = 2, adamw = 2 }
+
+-- optim.new(kind, n, cfg): kind 'sgd' | 'adam' | 'adamw'; n parameters;
+-- cfg: lr, momentum, nesterov, beta1, beta2, eps, weight_decay.
+function optim.new(kind, n, cfg)
+  if not nslots[kind] then error(string.format("optim: unknown optimizer '%s' (sgd, adam, adamw)", tostring(kind)), 2) end
+  local o = setmetatable({ kind = kind, cfg = cfg or {}, t = 0, n = n }, Optimizer)
+  o.slot0 = T.zeros(n)
+  o.slot1 = nslots[kind] > 1 and T.zeros(n) or o.slot0
+  return o
+end
+
+function optim.sgd(n, cfg) return optim.new('sgd', n, cfg) end
+function optim.adam(n, cfg) return optim.new('adam', n, cfg) end
+function optim.adamw(n, cfg) return optim.new('adamw', n, cfg) end
+
+-- The optimizer settings a training script's hyperparameters give.
+function optim.config(hp)
+  return { lr = hp.learningrate, momentum = hp.momentum, beta1 = hp.beta1, beta2 = hp.beta2,
+           eps = hp.eps, weight_decay = hp.weight_decay }
+end
+
+-- One update of params from grads (flat tensors of n elements).
+function Optimizer:step(params, grads)
+  self.t = self.t + 1
+  T.optim_step(self.kind, params, grads, self.slot0, self.slot1, self.t, self.cfg)
+end
+
+return optim

@@ -1,0 +1,148 @@
+-- dtf.nn: finite-difference gradient checks for every layer, the flat
+-- parameter buffer, the layout and its checksum, loading tensors.
+local check = require 'check'
+local T = require 'dtf.tensor'
+local nn = require 'dtf.nn'
+
+-- loss(x) = sum(forward(x) .* r) for a fixed random r: dloss/dout = r.
+local function loss_of(net, x, r)
+  local out = net:forward(x)
+  local flat_out, flat_r = out:contiguous():view(-1), r:view(-1)
+  local s = 0
+  for i = 1, flat_out:numel() do s = s + flat_out[i] * flat_r[i] end
+  return s
+end
+
+-- Compares analytic and central-difference gradients on `samples` entries
+-- of tensor `t` (a parameter view or the input), in float32.
+local function fd_check(name, net, x, r, t, analytic, samples)
+  local flat, grad = t:view(-1), analytic:contiguous():view(-1)
+  local rng = T.rng(7)
+  local worst = 0
+  for _ = 1, samples do
+    local i = rng:below(flat:numel()) + 1
+    local old, eps = flat[i], 1e-2
+    flat[i] = old + eps
+    local lp = loss_of(net, x, r)
+    flat[i] = old - eps
+    local lm = loss_of(net, x, r)
+    flat[i] = old
+    local num = (lp - lm) / (2 * eps)
+    local err = math.abs(num - grad[i]) / math.max(1, math.abs(num), math.abs(grad[i]))
+    worst = math.max(worst, err)
+  end
+  check.ok(worst < 2e-2, string.format('%s: finite differences disagree (worst relative error %.3g)', name, worst))
+end
+
+local function gradcheck(name, layer, in_shape)
+  local net = nn.Sequential { layer }:build(3)
+  layer.skip_input_grad = false -- check the input gradient too
+  local x = T.zeros(table.unpack(in_shape)):normal_(11, 0, 1)
+  local out = net:forward(x)
+  local r = T.zeros(table.unpack(out:size())):normal_(13, 0, 1)
+  net:zero_grad()
+  net:forward(x)
+  local dx = net:backward(x, r):clone()
+  local _, grads = net:parameters()
+  local g = grads:clone()
+  fd_check(name .. ' input', net, x, r, x, dx, 20)
+  for _, e in ipairs(net.layout) do
+    local p = layer[e.key]
+    local ga = g:narrow(1, e.offset + 1, e.numel)
+    fd_check(name .. ' ' .. e.name, net, x, r, p, ga, 20)
+  end
+end
+
+check.case('Linear gradients', function() gradcheck('Linear', nn.Linear(7, 5), { 4, 7 }) end)
+check.case('ReLU gradients', function() gradcheck('ReLU', nn.ReLU(), { 4, 9 }) end)
+check.case('Conv2d gradients', function() gradcheck('Conv2d', nn.Conv2d(2, 3, 3, 1, 1), { 2, 2, 6, 6 }) end)
+check.case('Conv2d stride 2 gradients', function() gradcheck('Conv2d/2', nn.Conv2d(1, 2, 3, 2, 0), { 2, 1, 7, 7 }) end)
+check.case('MaxPool2d gradients', function() gradcheck('MaxPool2d', nn.MaxPool2d(), { 2, 3, 4, 4 }) end)
+check.case('View gradients', function() gradcheck('View', nn.View(2, 3), { 4, 6 }) end)
+
+check.case('SoftmaxCrossEntropy gradient', function()
+  local crit = nn.SoftmaxCrossEntropy()
+  local logits = T.zeros(5, 4):normal_(3, 0, 1)
+  local labels = T.from { 0, 3, 1, 2, 3 }
+  crit:forward(logits, labels)
+  local d = crit:backward():clone()
+  local worst = 0
+  for i = 1, 5 do
+    for j = 1, 4 do
+      local old = logits:get(i, j)
+      logits:set(i, j, old + 1e-2)
+      local lp = crit:forward(logits, labels)
+      logits:set(i, j, old - 1e-2)
+      local lm = crit:forward(logits, labels)
+      logits:set(i, j, old)
+      worst = math.max(worst, math.abs((lp - lm) / 2e-2 - d:get(i, j)))
+    end
+  end
+  check.ok(worst < 1e-3, 'cross-entropy gradient off by ' .. worst)
+end)
+
+check.case('whole MLP gradient through Sequential', function()
+  local net = nn.Sequential { nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3) }:build(5)
+  local x = T.zeros(4, 6):normal_(1, 0, 1)
+  local r = T.zeros(4, 3):normal_(2, 0, 1)
+  net:zero_grad()
+  net:forward(x)
+  net:backward(x, r)
+  local params, grads = net:parameters()
+  fd_check('mlp params', net, x, r, params, grads:clone(), 40)
+end)
+
+check.case('flat buffers: layer tensors are views', function()
+  local net = nn.Sequential { nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10) }:build(1)
+  local params, grads, layout = net:parameters()
+  check.eq(params:numel(), 784 * 100 + 100 + 100 * 10 + 10, 'parameter count')
+  check.eq(grads:numel(), params:numel(), 'gradient buffer size')
+  check.eq(#layout, 4, 'layout entries')
+  check.eq(layout[1].name, '0.weight', 'first name')
+  check.eq(layout[4].name, '2.bias', 'last name')
+  check.eq(layout[3].offset, 78500, 'offset of 2.weight')
+  -- writing through the flat buffer shows in the layer's view, and back
+  params[78501] = 42
+  check.eq(net.layers[3].weight:get(1, 1), 42, 'flat -> view')
+  net.layers[1].bias[3] = -7
+  check.eq(params[78400 + 3], -7, 'view -> flat')
+  grads:fill(1)
+  net:zero_grad()
+  check.eq(grads:sum(), 0, 'zero_grad clears the flat gradients')
+end)
+
+check.case('initialisation is seeded', function()
+  local a = nn.Sequential { nn.Linear(10, 4) }:build(9)
+  local b = nn.Sequential { nn.Linear(10, 4) }:build(9)
+  local c = nn.Sequential { nn.Linear(10, 4) }:build(10)
+  check.eq(T.checksum(a.params), T.checksum(b.params), 'same seed, same parameters')
+  check.ok(T.checksum(a.params) ~= T.checksum(c.params), 'another seed, other parameters')
+  local bound = 1 / math.sqrt(10)
+  check.ok(a.params:max() <= bound and a.params:max() > -bound, 'weights within PyTorch init bound')
+end)
+
+check.case('layout checksum names the model', function()
+  local a = nn.Sequential { nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10) }:build(1)
+  local b = nn.Sequential { nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10) }:build(2)
+  local c = nn.Sequential { nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10) }:build(1)
+  check.eq(a:checksum(), b:checksum(), 'the seed does not change the layout')
+  check.ok(a:checksum() ~= c:checksum(), 'another hidden size changes the checksum')
+  check.eq(#a:checksum(), 16, 'checksum is 16 hex digits')
+end)
+
+check.case('load copies named tensors and refuses mismatches', function()
+  local a = nn.Sequential { nn.Linear(3, 2) }:build(1)
+  local b = nn.Sequential { nn.Linear(3, 2) }:build(2)
+  check.ok(b:load { ['0.weight'] = a.layers[1].weight, ['0.bias'] = a.layers[1].bias }, 'load works')
+  check.eq(T.checksum(a.params), T.checksum(b.params), 'parameters equal after load')
+  local ok, err = b:load { ['0.weight'] = a.layers[1].weight }
+  check.ok(not ok and err:find('0.bias', 1, true), 'missing tensor is named')
+  ok, err = b:load { ['0.weight'] = T.zeros(5), ['0.bias'] = T.zeros(2) }
+  check.ok(not ok and err:find('0.weight', 1, true), 'wrong size is named')
+end)
+
+check.case('Sequential rejects a non-module', function()
+  check.raises(function() nn.Sequential { nn.Linear(2, 2), 42 } end, 'layer 2 is not a module')
+end)
+
+check.done()
