@@ -1,0 +1,840 @@
+/* local: `dtf local SCRIPT --ps=N --workers=M`, the whole cluster on one
+ * machine (see local.h).
+ *
+ * One supervisor loop: poll() over every task's output pipe and a
+ * self-pipe that the signal handlers write to (SIGCHLD, SIGINT, SIGTERM,
+ * SIGHUP), then reap with waitpid(WNOHANG). Each task runs in its own
+ * process group with PR_SET_PDEATHSIG, so a Ctrl-C at the terminal reaches
+ * only the supervisor (which stops the tasks in order) and a SIGKILLed
+ * supervisor still takes its tasks down. */
+#include "local.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#define MAX_TASKS      256
+#define MAX_LINE       65536   /* a longer line is emitted in pieces */
+#define STOP_GRACE_S   5.0     /* SIGTERM, then SIGKILL after this */
+#define RESTART_DELAY  0.5     /* seconds before a failed task restarts */
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef struct opts {
+    const char *script;
+    int nps, nworkers, restarts, port_base;
+    double ps_grace;               /* seconds a ps may outlive the workers */
+    const char *host;
+    const char **pass;             /* --set/--config flags for `dtf run` */
+    int npass;
+    char **args;                   /* after `--` */
+    int nargs;
+} opts;
+
+void dtf_local_usage(FILE *f)
+{
+    fputs(
+"usage: dtf local SCRIPT --ps=N --workers=M [options] [-- ARGS]\n"
+"\n"
+"Runs the whole cluster on this machine: N ps tasks and M worker tasks,\n"
+"each `dtf run SCRIPT --role=... --index=...` on a loopback port. Every\n"
+"line a task prints is prefixed with its name (ps0 | , worker1 | ).\n"
+"A task that fails is restarted with the same command line, like a pod.\n"
+"\n"
+"options:\n"
+"  --ps=N              number of ps tasks (N >= 1)\n"
+"  --workers=M         number of worker tasks (M >= 1)\n"
+"  --set KEY=VALUE     passed to every task (repeatable)\n"
+"  --config FILE       passed to every task\n"
+"  --restarts=K        restarts allowed per task before the run fails (3)\n"
+"  --port-base=P       use ports P, P+1, ... (default: free ports)\n"
+"  --host=ADDR         address the tasks listen on (127.0.0.1)\n"
+"  --ps-grace=S        seconds a ps may keep running after the last worker\n"
+"                      finished before the run fails (30)\n"
+"  -- ARGS             passed to the script as arg[1..]\n"
+"\n"
+"Each task gets DTF_TASK (ps0, worker1) and DTF_RESTART (0, 1, ...) in\n"
+"its environment. Exit status: 0 when every task finished with status 0,\n"
+"1 when a task failed past its restarts, 2 on bad usage, 130 on Ctrl-C.\n",
+        f);
+}
+
+#if defined(__GNUC__)
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+#endif
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("dtf local: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see `dtf help local`)\n", stderr);
+    return 2;
+}
+
+/* A whole-string integer in [lo, hi]; -1 when it is not one. */
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    long v;
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Matches `--name=VALUE` or `--name VALUE`; sets *val and advances *i.
+ * Returns 1 on a match, 0 when arg is another flag, -1 when VALUE is
+ * missing. */
+static int flag_value(const char *name, int argc, char **argv, int *i,
+                      const char **val)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *val = argv[++*i];
+    return 1;
+}
+
+static int parse_opts(opts *o, int argc, char **argv)
+{
+    int i, r;
+    const char *v;
+
+    memset(o, 0, sizeof *o);
+    o->nps = o->nworkers = -1;
+    o->restarts = 3;
+    o->ps_grace = 30;
+    o->host = "127.0.0.1";
+    o->pass = calloc((size_t)argc * 2 + 1, sizeof *o->pass);
+    if (!o->pass)
+        return usage_error("out of memory");
+
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            o->args = argv + i + 1;
+            o->nargs = argc - i - 1;
+            break;
+        }
+        if (a[0] != '-' || a[1] == '\0') {
+            if (o->script)
+                return usage_error("unexpected argument '%s' (script "
+                                   "arguments go after '--')", a);
+            o->script = a;
+            continue;
+        }
+/* FLAG(name): a match for --name=V / --name V, with V in v. */
+#define FLAG(name) ((r = flag_value(name, argc, argv, &i, &v)) != 0)
+        if (FLAG("--ps") || FLAG("--workers") || FLAG("--restarts") ||
+            FLAG("--port-base") || FLAG("--ps-grace") || FLAG("--host") ||
+            FLAG("--set") || FLAG("--config")) {
+            const char *name = a;
+            size_t nl = strcspn(a, "=");
+            int g;
+            if (r < 0)
+                return usage_error("%s needs a value", a);
+            if (strncmp(name, "--ps", nl) == 0 && nl == 4) {
+                if (parse_int(v, 1, MAX_TASKS, &o->nps) < 0)
+                    return usage_error("--ps must be a number of tasks from "
+                                       "1 to %d, not '%s'", MAX_TASKS, v);
+            } else if (strncmp(name, "--workers", nl) == 0 && nl == 9) {
+                if (parse_int(v, 1, MAX_TASKS, &o->nworkers) < 0)
+                    return usage_error("--workers must be a number of tasks "
+                                       "from 1 to %d, not '%s'", MAX_TASKS, v);
+            } else if (strncmp(name, "--restarts", nl) == 0 && nl == 10) {
+                if (parse_int(v, 0, 1000, &o->restarts) < 0)
+                    return usage_error("--restarts must be a number from 0 "
+                                       "to 1000, not '%s'", v);
+            } else if (strncmp(name, "--port-base", nl) == 0 && nl == 11) {
+                if (parse_int(v, 1, 65535, &o->port_base) < 0)
+                    return usage_error("--port-base must be a port from 1 "
+                                       "to 65535, not '%s'", v);
+            } else if (strncmp(name, "--ps-grace", nl) == 0 && nl == 10) {
+                if (parse_int(v, 0, 86400, &g) < 0)
+                    return usage_error("--ps-grace must be a number of "
+                                       "seconds, not '%s'", v);
+                o->ps_grace = g;
+            } else if (strncmp(name, "--host", nl) == 0 && nl == 6) {
+                if (!*v)
+                    return usage_error("--host needs an address");
+                o->host = v;
+            } else if (strncmp(name, "--set", nl) == 0 && nl == 5) {
+                const char *eq = strchr(v, '=');
+                if (!eq || eq == v)
+                    return usage_error("--set wants KEY=VALUE, not '%s'", v);
+                o->pass[o->npass++] = "--set";
+                o->pass[o->npass++] = v;
+            } else {
+                if (!*v)
+                    return usage_error("--config needs a file");
+                o->pass[o->npass++] = "--config";
+                o->pass[o->npass++] = v;
+            }
+        } else {
+            return usage_error("unknown flag '%s'", a);
+        }
+#undef FLAG
+    }
+    if (!o->script)
+        return usage_error("missing SCRIPT");
+    if (o->nps < 0)
+        return usage_error("missing --ps=N");
+    if (o->nworkers < 0)
+        return usage_error("missing --workers=M");
+    if (o->nps + o->nworkers > MAX_TASKS)
+        return usage_error("at most %d tasks", MAX_TASKS);
+    if (o->port_base && o->port_base + o->nps + o->nworkers - 1 > 65535)
+        return usage_error("--port-base=%d leaves too few ports for %d tasks",
+                           o->port_base, o->nps + o->nworkers);
+    return 0;
+}
+
+/* ---- ports -------------------------------------------------------------- */
+
+/* Binds n sockets to port 0 on host, all open at once so the ports differ,
+ * reads the ports and closes them. */
+static int pick_ports(const char *host, int n, int *ports)
+{
+    struct addrinfo hints, *ai = NULL;
+    int *fds, i, rc = 0, gai;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    gai = getaddrinfo(host, "0", &hints, &ai);
+    if (gai != 0) {
+        fprintf(stderr, "local: cannot resolve --host=%s: %s\n", host,
+                gai_strerror(gai));
+        return -1;
+    }
+    fds = malloc((size_t)n * sizeof *fds);
+    if (!fds) {
+        freeaddrinfo(ai);
+        return -1;
+    }
+    for (i = 0; i < n; i++)
+        fds[i] = -1;
+    for (i = 0; i < n && rc == 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        fds[i] = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0 || bind(fds[i], ai->ai_addr, ai->ai_addrlen) < 0 ||
+            getsockname(fds[i], (struct sockaddr *)&ss, &len) < 0) {
+            fprintf(stderr, "local: cannot bind a port on %s: %s\n", host,
+                    strerror(errno));
+            rc = -1;
+        } else if (ss.ss_family == AF_INET6) {
+            ports[i] = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            ports[i] = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+    }
+    for (i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    freeaddrinfo(ai);
+    return rc;
+}
+
+/* "h:p0,h:p1,..." for count ports (IPv6 hosts in brackets). */
+static char *addr_list(const char *host, const int *ports, int count)
+{
+    int bracket = strchr(host, ':') != NULL;
+    size_t cap = (size_t)count * (strlen(host) + 10) + 1, len = 0;
+    char *s = malloc(cap);
+    int i;
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (i = 0; i < count; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s%s%s:%d",
+                                i ? "," : "", bracket ? "[" : "", host,
+                                bracket ? "]" : "", ports[i]);
+    return s;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static int wake_fds[2] = {-1, -1};
+static volatile sig_atomic_t got_stop;    /* the signal that asks us to stop */
+static volatile sig_atomic_t stop_count;  /* how many such signals so far */
+
+static void on_signal(int sig)
+{
+    int e = errno;
+    char c = 0;
+    if (sig != SIGCHLD) {
+        got_stop = sig;
+        stop_count++;
+    }
+    if (wake_fds[1] >= 0 && write(wake_fds[1], &c, 1) < 0) {
+        /* full pipe: a wakeup is already pending */
+    }
+    errno = e;
+}
+
+static const int handled[] = {SIGCHLD, SIGINT, SIGTERM, SIGHUP};
+#define NHANDLED ((int)(sizeof handled / sizeof handled[0]))
+
+/* ---- tasks -------------------------------------------------------------- */
+
+typedef struct task {
+    char name[32];       /* ps0, worker1 */
+    int is_ps;
+    char **argv;         /* the `dtf run` command line; owned */
+    pid_t pid;           /* 0: not running */
+    int fd;              /* read end of its output pipe; -1: closed */
+    char *buf;           /* the partial line read so far (MAX_LINE) */
+    size_t len;
+    int restarts;        /* restarts used */
+    int done;            /* exited with status 0 */
+    double restart_at;   /* > 0: restart due at this time */
+} task;
+
+typedef struct sup {
+    const char *exe;
+    task *t;
+    int n;
+    int max_restarts;
+    int stopping;        /* stop_all() has begun: exits are expected */
+    int failed;          /* a task failed past its restarts */
+} sup;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return;      /* stdout is gone; the tasks' output is lost */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Writes "name | line\n" with one write() so that lines never interleave. */
+static void emit(const task *t, const char *line, size_t n)
+{
+    size_t plen = strlen(t->name) + 3;
+    char *out = malloc(plen + n + 1);
+    if (!out)
+        return;
+    memcpy(out, t->name, plen - 3);
+    memcpy(out + plen - 3, " | ", 3);
+    memcpy(out + plen, line, n);
+    out[plen + n] = '\n';
+    write_all(STDOUT_FILENO, out, plen + n + 1);
+    free(out);
+}
+
+/* Appends n bytes of output and emits every whole line. */
+static void take_output(task *t, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t k = nl ? (size_t)(nl - p) : n;
+        if (t->len + k > MAX_LINE) {             /* too long: emit a piece */
+            k = MAX_LINE - t->len;
+            nl = NULL;
+        }
+        memcpy(t->buf + t->len, p, k);
+        t->len += k;
+        p += k;
+        n -= k;
+        if (nl) {
+            p++;
+            n--;
+        }
+        if (nl || t->len == MAX_LINE) {
+            if (t->len > 0 && t->buf[t->len - 1] == '\r')
+                t->len--;
+            emit(t, t->buf, t->len);
+            t->len = 0;
+        }
+    }
+}
+
+static void close_output(task *t)
+{
+    if (t->fd < 0)
+        return;
+    if (t->len > 0) {                            /* the partial last line */
+        emit(t, t->buf, t->len);
+        t->len = 0;
+    }
+    close(t->fd);
+    t->fd = -1;
+}
+
+/* Reads what is there; closes the pipe at EOF. Returns bytes read. */
+static ssize_t read_output(task *t)
+{
+    char chunk[16384];
+    ssize_t r;
+    do
+        r = read(t->fd, chunk, sizeof chunk);
+    while (r < 0 && errno == EINTR);
+    if (r > 0)
+        take_output(t, chunk, (size_t)r);
+    else if (r == 0 || errno != EAGAIN)
+        close_output(t);
+    return r;
+}
+
+static int spawn(sup *s, task *t)
+{
+    int p[2];
+    pid_t parent = getpid(), pid;
+    char restart[16];
+
+    if (t->fd >= 0)                 /* a grandchild still holds the old pipe */
+        close_output(t);
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "local: cannot start %s: pipe: %s\n", t->name,
+                strerror(errno));
+        return -1;
+    }
+    snprintf(restart, sizeof restart, "%d", t->restarts);
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "local: cannot start %s: fork: %s\n", t->name,
+                strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        int i, nul;
+        setpgid(0, 0);
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+            _exit(127);             /* the supervisor is already gone */
+        for (i = 0; i < NHANDLED; i++)
+            signal(handled[i], SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0 && nul != STDIN_FILENO) {
+            dup2(nul, STDIN_FILENO);
+            close(nul);
+        }
+        if (dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
+            _exit(127);
+        setenv("DTF_TASK", t->name, 1);
+        setenv("DTF_RESTART", restart, 1);
+        execv(s->exe, t->argv);
+        dprintf(STDERR_FILENO, "local: cannot run %s: %s\n", s->exe,
+                strerror(errno));
+        _exit(127);
+    }
+    setpgid(pid, pid);              /* also here, so kill(-pid) never races */
+    close(p[1]);
+    fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
+    t->fd = p[0];
+    t->pid = pid;
+    t->len = 0;
+    t->restart_at = 0;
+    return 0;
+}
+
+/* Signals a task's process group (and the task itself, should it have left
+ * the group). */
+static void signal_task(task *t, int sig)
+{
+    if (t->pid > 0) {
+        kill(-t->pid, sig);
+        kill(t->pid, sig);
+    }
+}
+
+static void describe(int status, char *out, size_t n)
+{
+    if (WIFEXITED(status))
+        snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, n, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, n, "stopped with wait status %d", status);
+}
+
+static task *find_pid(sup *s, pid_t pid)
+{
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (s->t[i].pid == pid)
+            return &s->t[i];
+    return NULL;
+}
+
+static void on_exit_status(sup *s, task *t, int status)
+{
+    char what[96];
+
+    /* Everything the task wrote is in the pipe now; a grandchild that
+     * still holds it open is not waited for. */
+    while (t->fd >= 0 && read_output(t) > 0)
+        ;
+    close_output(t);
+    t->pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        t->done = 1;
+        return;
+    }
+    if (s->stopping)
+        return;
+    describe(status, what, sizeof what);
+    if (t->restarts < s->max_restarts) {
+        t->restarts++;
+        fprintf(stderr, "local: %s %s, restarting (%d of %d)\n", t->name,
+                what, t->restarts, s->max_restarts);
+        t->restart_at = now_s() + RESTART_DELAY;
+    } else {
+        fprintf(stderr, "local: %s %s and has no restarts left (%d used); "
+                "stopping the run\n", t->name, what, t->restarts);
+        s->failed = 1;
+    }
+}
+
+static int running(const sup *s)
+{
+    int i, k = 0;
+    for (i = 0; i < s->n; i++)
+        k += s->t[i].pid > 0;
+    return k;
+}
+
+/* One turn of the loop: waits up to timeout_ms for output, a signal or a
+ * child's exit, then handles all of them. */
+static void pump(sup *s, int timeout_ms)
+{
+    struct pollfd pf[MAX_TASKS + 1];
+    task *who[MAX_TASKS + 1];
+    int i, k = 0, st;
+    pid_t pid;
+
+    pf[k].fd = wake_fds[0];
+    pf[k].events = POLLIN;
+    who[k++] = NULL;
+    for (i = 0; i < s->n; i++)
+        if (s->t[i].fd >= 0) {
+            pf[k].fd = s->t[i].fd;
+            pf[k].events = POLLIN;
+            who[k++] = &s->t[i];
+        }
+    if (poll(pf, (nfds_t)k, timeout_ms) > 0) {
+        for (i = 0; i < k; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            if (who[i]) {
+                read_output(who[i]);
+            } else {
+                char drain[64];
+                while (read(wake_fds[0], drain, sizeof drain) > 0)
+                    ;
+            }
+        }
+    }
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        task *t = find_pid(s, pid);
+        if (t)
+            on_exit_status(s, t, st);
+    }
+}
+
+/* SIGTERM to every task, SIGKILL to those still there after STOP_GRACE_S
+ * (or at once on a second Ctrl-C); returns once all are reaped. */
+static void stop_all(sup *s)
+{
+    double deadline = now_s() + STOP_GRACE_S;
+    int i, killed = 0, count0 = stop_count;
+
+    s->stopping = 1;
+    for (i = 0; i < s->n; i++) {
+        s->t[i].restart_at = 0;
+        signal_task(&s->t[i], SIGTERM);
+    }
+    while (running(s) > 0) {
+        if (!killed && (now_s() >= deadline || stop_count > count0)) {
+            for (i = 0; i < s->n; i++)
+                if (s->t[i].pid > 0) {
+                    fprintf(stderr, "local: %s did not stop; killing it\n",
+                            s->t[i].name);
+                    signal_task(&s->t[i], SIGKILL);
+                }
+            killed = 1;
+        }
+        pump(s, 100);
+    }
+    for (i = 0; i < s->n; i++)
+        close_output(&s->t[i]);
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static void free_argv(char **v)
+{
+    int i;
+    if (!v)
+        return;
+    for (i = 0; v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static char *cat2(const char *a, const char *b)
+{
+    char *s = malloc(strlen(a) + strlen(b) + 1);
+    if (s) {
+        strcpy(s, a);
+        strcat(s, b);
+    }
+    return s;
+}
+
+/* exe run SCRIPT --role=R --index=I --ps=... --workers=... [pass] [-- args];
+ * NULL when memory runs out. */
+static char **task_argv(const sup *s, const opts *o, const char *role,
+                        int index, const char *ps, const char *workers)
+{
+    int n = 7 + o->npass + 1 + o->nargs, k = 0, i, ok = 1;
+    char **v = calloc((size_t)n + 1, sizeof *v);
+    char buf[32];
+    if (!v)
+        return NULL;
+#define ADD(expr) do { if (ok && !(v[k++] = (expr))) ok = 0; } while (0)
+    ADD(strdup(s->exe));
+    ADD(strdup("run"));
+    ADD(strdup(o->script));
+    ADD(cat2("--role=", role));
+    snprintf(buf, sizeof buf, "%d", index);
+    ADD(cat2("--index=", buf));
+    ADD(cat2("--ps=", ps));
+    ADD(cat2("--workers=", workers));
+    for (i = 0; i < o->npass; i++)
+        ADD(strdup(o->pass[i]));
+    if (o->nargs > 0) {
+        ADD(strdup("--"));
+        for (i = 0; i < o->nargs; i++)
+            ADD(strdup(o->args[i]));
+    }
+#undef ADD
+    if (!ok) {
+        free_argv(v);
+        return NULL;
+    }
+    return v;
+}
+
+static int supervise(sup *s, double ps_grace)
+{
+    double ps_deadline = 0;
+    int i;
+
+    for (i = 0; i < s->n; i++)       /* ps tasks come first in s->t */
+        if (spawn(s, &s->t[i]) < 0) {
+            stop_all(s);
+            return 1;
+        }
+    for (;;) {
+        double now, next = 0;
+        int workers_left = 0, left = 0, timeout;
+
+        if (got_stop) {
+            int sig = got_stop;
+            fprintf(stderr, "local: %s, stopping every task\n",
+                    strsignal(sig));
+            stop_all(s);
+            return 128 + sig;
+        }
+        if (s->failed) {
+            stop_all(s);
+            return 1;
+        }
+        now = now_s();
+        for (i = 0; i < s->n; i++) {
+            task *t = &s->t[i];
+            if (t->restart_at > 0 && now >= t->restart_at &&
+                spawn(s, t) < 0) {
+                stop_all(s);
+                return 1;
+            }
+            if (t->restart_at > 0 && (next == 0 || t->restart_at < next))
+                next = t->restart_at;
+            left += !t->done;
+            workers_left += !t->is_ps && !t->done;
+        }
+        if (left == 0) {
+            fprintf(stderr, "local: every task finished\n");
+            return 0;
+        }
+        if (workers_left == 0) {
+            if (ps_deadline == 0)
+                ps_deadline = now + ps_grace;
+            if (now >= ps_deadline) {
+                for (i = 0; i < s->n; i++)
+                    if (!s->t[i].done)
+                        fprintf(stderr, "local: %s is still running %g s "
+                                "after the last worker finished; stopping "
+                                "it\n", s->t[i].name, ps_grace);
+                stop_all(s);
+                return 1;
+            }
+            if (next == 0 || ps_deadline < next)
+                next = ps_deadline;
+        }
+        timeout = 1000;
+        if (next > 0) {
+            double ms = (next - now) * 1000 + 1;
+            timeout = ms < 0 ? 0 : ms < timeout ? (int)ms : timeout;
+        }
+        pump(s, timeout);
+    }
+}
+
+int dtf_local_main(const char *argv0, int argc, char **argv)
+{
+    opts o;
+    sup s;
+    int *ports = NULL, i, rc = 1, n;
+    char *ps = NULL, *workers = NULL, exe[PATH_MAX];
+    struct sigaction sa, old[NHANDLED];
+    ssize_t len;
+
+    for (i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            dtf_local_usage(stdout);
+            return 0;
+        }
+    if ((rc = parse_opts(&o, argc, argv)) != 0) {
+        free(o.pass);
+        return rc;
+    }
+    rc = 1;
+    memset(&s, 0, sizeof s);
+    if (access(o.script, R_OK) < 0) {
+        fprintf(stderr, "dtf local: cannot read %s: %s\n", o.script,
+                strerror(errno));
+        goto out;
+    }
+    len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        s.exe = exe;
+    } else {
+        s.exe = argv0;
+    }
+    n = o.nps + o.nworkers;
+    ports = calloc((size_t)n, sizeof *ports);
+    s.t = calloc((size_t)n, sizeof *s.t);
+    if (!ports || !s.t)
+        goto oom;
+    if (o.port_base) {
+        for (i = 0; i < n; i++)
+            ports[i] = o.port_base + i;
+    } else if (pick_ports(o.host, n, ports) < 0) {
+        goto out;
+    }
+    ps = addr_list(o.host, ports, o.nps);
+    workers = addr_list(o.host, ports + o.nps, o.nworkers);
+    if (!ps || !workers)
+        goto oom;
+    s.n = n;
+    s.max_restarts = o.restarts;
+    for (i = 0; i < n; i++) {
+        task *t = &s.t[i];
+        int is_ps = i < o.nps, index = is_ps ? i : i - o.nps;
+        t->is_ps = is_ps;
+        t->fd = -1;
+        snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker",
+                 index);
+        t->argv = task_argv(&s, &o, is_ps ? "ps" : "worker", index, ps,
+                            workers);
+        t->buf = malloc(MAX_LINE);
+        if (!t->argv || !t->buf)
+            goto oom;
+    }
+    fprintf(stderr, "local: %d ps (%s), %d workers (%s)\n", o.nps, ps,
+            o.nworkers, workers);
+
+    if (pipe2(wake_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        fprintf(stderr, "local: pipe: %s\n", strerror(errno));
+        goto out;
+    }
+    got_stop = 0;
+    stop_count = 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    for (i = 0; i < NHANDLED; i++)
+        sigaction(handled[i], &sa, &old[i]);
+
+    rc = supervise(&s, o.ps_grace);
+
+    for (i = 0; i < NHANDLED; i++)
+        sigaction(handled[i], &old[i], NULL);
+    close(wake_fds[0]);
+    close(wake_fds[1]);
+    wake_fds[0] = wake_fds[1] = -1;
+    goto out;
+oom:
+    fprintf(stderr, "dtf local: out of memory\n");
+    rc = 1;
+out:
+    if (s.t)
+        for (i = 0; i < s.n; i++) {
+            free_argv(s.t[i].argv);
+            free(s.t[i].buf);
+        }
+    free(s.t);
+    free(ports);
+    free(ps);
+    free(workers);
+    free(o.pass);
+    return rc;
+}
