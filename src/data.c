@@ -186,8 +186,10 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
         gzclose(gz);
         return -1;
     }
-    /* One byte more than announced tells trailing data from an exact fit. */
-    size_t cap = info.header + info.body + 1;
+    /* One byte more than announced tells trailing data from an exact fit.
+     * The buffer grows as bytes arrive, so a header that announces more
+     * than the file holds costs no more memory than the file. */
+    size_t need = info.header + info.body + 1, cap = need < (1u << 20) ? need : 1u << 20;
     uint8_t *buf = malloc(cap);
     if (!buf) {
         dtf_seterr("%s: out of memory for %zu bytes", path, cap);
@@ -195,7 +197,27 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
         return -1;
     }
     memcpy(buf, head, info.header);
-    got = gz_readall(gz, buf + info.header, cap - info.header, &zmsg);
+    size_t filled = info.header;
+    for (;;) {
+        got = gz_readall(gz, buf + filled, cap - filled, &zmsg);
+        if (got < 0)
+            break;
+        filled += (size_t)got;
+        if (filled < cap || cap == need)
+            break;
+        size_t ncap = cap * 2 < need ? cap * 2 : need;
+        uint8_t *nb = realloc(buf, ncap);
+        if (!nb) {
+            dtf_seterr("%s: out of memory for %zu bytes", path, ncap);
+            free(buf);
+            gzclose(gz);
+            return -1;
+        }
+        buf = nb;
+        cap = ncap;
+    }
+    int rderr = got < 0;
+    got = (long long)(filled - info.header);
     size_t extra = 0;
     if (got > 0 && (size_t)got > info.body) {
         /* Trailing data: count it for the message, reading at most 1 GiB. */
@@ -205,18 +227,16 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
         while (extra < ((size_t)1 << 30) && (r = gzread(gz, scratch, sizeof scratch)) > 0)
             extra += (size_t)r;
     }
-    int zerr = Z_OK;
-    if (got >= 0)
+    int zerr = Z_ERRNO;
+    if (!rderr)
         zmsg = gzerror(gz, &zerr);
-    else
-        zerr = Z_ERRNO;
     char zbuf[160];     /* zlib's message dies with gz */
     snprintf(zbuf, sizeof zbuf, "%s", clean_zmsg(zmsg));
     zmsg = zbuf;
     gzclose(gz);
-    if (got < 0 || (zerr != Z_OK && zerr != Z_STREAM_END)) {
+    if (rderr || (zerr != Z_OK && zerr != Z_STREAM_END)) {
         /* A cut gzip stream: say so, with the count it did hold. */
-        size_t have = got < 0 ? 0 : (size_t)got;
+        size_t have = (size_t)got;
         if (have < info.body && dtf_idx_parse(buf, info.header + have, want, path, out) < 0) {
             char msg[400];
             snprintf(msg, sizeof msg, "%s", dtf_error());
