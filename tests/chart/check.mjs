@@ -1,0 +1,479 @@
+// The chart's offline checks: helm lint, helm template with several value
+// sets, every object validated (validate.mjs), assertions on what rendered.
+//
+//   node tests/chart/check.mjs [BUILD_DIR]
+//
+// With BUILD_DIR/dtf built and train.lua + models/mnist.lua in the
+// repository, it also runs pods_agree (every rendered pod as a real dtf
+// process). Last line: "chart: N passed, M failed".
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { existsSync, writeFileSync, readFileSync, mkdirSync, cpSync, rmSync } from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { validateDocs } from "./validate.mjs";
+import {
+  root, chartDir, helm, render, renderFails, byKind, one, pods, dtfContainer, envOf,
+  scriptFiles, scriptArgs, tmpdir, labelSelectorMatches, selects,
+} from "./lib.mjs";
+import { podsAgree } from "./pods_agree.mjs";
+
+const buildDir = process.argv[2] || "build";
+const values = ["--values", path.join(root, "values.yml")];
+let passed = 0, failed = 0;
+const tmp = tmpdir("dtf-chart-");
+
+async function test(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok - ${name}`);
+  } catch (e) {
+    failed++;
+    console.log(`not ok - ${name}`);
+    for (const line of String(e.stack || e).split("\n").slice(0, 12)) console.log(`    ${line}`);
+  }
+}
+
+async function assertValid(objs) {
+  const bad = (await validateDocs(objs)).filter((r) => r.errors.length);
+  assert.deepEqual(bad.map((r) => `${r.id}: ${r.errors.join("; ")}`), [], "objects failing validation");
+}
+
+const cluster = (objs) => {
+  const specs = new Set(pods(objs).map((p) => envOf(dtfContainer(p.template)).DTF_CLUSTER));
+  assert.equal(specs.size, 1, "every pod gets the same DTF_CLUSTER");
+  return JSON.parse([...specs][0]);
+};
+
+// The cluster spec names exactly the pods the chart creates, at the ports
+// their containers declare, and each name resolves: a headless Service named
+// like the pod's subdomain selects the pod.
+function assertClusterAgrees(objs, nps, nworkers) {
+  const ps = pods(objs);
+  const spec = cluster(objs);
+  assert.deepEqual(Object.keys(spec).sort(), ["ps", "worker"]);
+  for (const role of ["ps", "worker"]) {
+    const mine = ps.filter((p) => p.role === role).sort((a, b) => a.index - b.index);
+    const expect = mine.map((p) => `${p.dns}:${dtfContainer(p.template).ports.find((x) => x.name === role).containerPort}`);
+    assert.deepEqual(spec[role], expect, `${role} list of DTF_CLUSTER`);
+    assert.equal(mine.length, role === "ps" ? nps : nworkers, `number of ${role} pods`);
+    for (const p of mine) {
+      const svc = one(objs, "Service", p.subdomain);
+      assert.equal(svc.spec.clusterIP, "None", `${svc.metadata.name} is headless`);
+      assert.ok(selects(svc.spec.selector, p.template.metadata.labels), `${svc.metadata.name} selects ${p.hostname}`);
+      assert.ok(p.hostname.length <= 63, `hostname ${p.hostname} <= 63 chars`);
+    }
+  }
+}
+
+function dtfArgs(role) {
+  return ["run", "/etc/dtf/train.lua", `--role=${role}`, "--config", "/etc/dtf/hparams.lua"];
+}
+
+function hparamsOf(objs) {
+  return one(objs, "ConfigMap").data["hparams.lua"];
+}
+
+// Lua `key = value,` lines of hparams.lua as a map of strings.
+function hparamLines(objs) {
+  const m = {};
+  for (const line of hparamsOf(objs).split("\n")) {
+    const r = line.match(/^\s+(\w+|\["[^"]*"\]) = (.*),$/);
+    if (r) m[r[1]] = r[2];
+  }
+  return m;
+}
+
+const resOf = (objs, role) => dtfContainer(pods(objs).find((p) => p.role === role).template).resources;
+
+// ---- lint ---------------------------------------------------------------------
+await test("helm lint --strict with values.yml and the scripts", () => {
+  const r = helm(["lint", "--strict", chartDir, ...values, ...scriptArgs()]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+});
+await test("helm lint --strict with the chart's defaults", () => {
+  const r = helm(["lint", "--strict", chartDir]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+});
+
+// ---- values.yml ------------------------------------------------------------------
+const files = scriptFiles();
+let main;
+await test("values.yml renders (Kubernetes 1.29) and every object validates", async () => {
+  main = render(values);
+  await assertValid(main);
+  const kinds = main.map((o) => o.kind).sort();
+  assert.deepEqual(kinds, ["ConfigMap", "Job", "Job", "NetworkPolicy", "Pod", "Service", "Service"]);
+});
+await test("values.yml: ps and workers are indexed Jobs, 2 + 2, cluster spec names exactly their pods", () => {
+  for (const j of byKind(main, "Job")) {
+    assert.equal(j.spec.completionMode, "Indexed");
+    assert.equal(j.spec.completions, 2);
+    assert.equal(j.spec.parallelism, 2);
+    assert.ok(["OnFailure", "Never"].includes(j.spec.template.spec.restartPolicy));
+  }
+  assertClusterAgrees(main, 2, 2);
+  assert.match(cluster(main).ps[0], /^mnist-ps-[0-9a-f]{8}-0\.mnist-ps:8000$/);
+  assert.match(cluster(main).worker[1], /^mnist-worker-[0-9a-f]{8}-1\.mnist-worker:9000$/);
+});
+await test("values.yml: each container runs dtf run train.lua with its role and the hparams", () => {
+  for (const p of pods(main)) {
+    const c = dtfContainer(p.template);
+    assert.deepEqual(c.command, ["dtf"]);
+    assert.deepEqual(c.args, dtfArgs(p.role));
+    assert.equal(envOf(c).OPENBLAS_NUM_THREADS, "1");
+    assert.equal(c.image, "localhost/dtf:latest");
+    assert.equal(c.imagePullPolicy, "IfNotPresent");
+  }
+});
+await test("values.yml: limits 125Mi/200m reach both roles' containers, no requests", () => {
+  for (const role of ["ps", "worker"]) assert.deepEqual(resOf(main, role), { limits: { cpu: "200m", memory: "125Mi" } });
+});
+await test("values.yml: ConfigMap holds the --set-file scripts and hparams.lua, mounted at /etc/dtf", () => {
+  const cm = one(main, "ConfigMap");
+  assert.deepEqual(Object.keys(cm.data).sort(), ["hparams.lua", "model.lua", "train.lua"]);
+  assert.equal(cm.data["train.lua"], readFileSync(files.train, "utf8"));
+  assert.equal(cm.data["model.lua"], readFileSync(files.model, "utf8"));
+  for (const p of pods(main)) {
+    const vol = p.template.spec.volumes.find((v) => v.configMap?.name === cm.metadata.name);
+    assert.ok(vol, `${p.hostname} has the ConfigMap as a volume`);
+    const m = dtfContainer(p.template).volumeMounts.find((x) => x.name === vol.name);
+    assert.equal(m.mountPath, "/etc/dtf");
+  }
+});
+await test("values.yml: hparams.lua carries the hyperparameters and the paths", () => {
+  const h = hparamLines(main);
+  assert.equal(h.batchsize, "20");
+  assert.equal(h.learningrate, "0.001");
+  assert.equal(h.trainsteps, "200");
+  assert.equal(h.sync, "false");
+  assert.equal(h.model, '"mlp"');
+  assert.equal(h.seed, "1");
+  assert.equal(h.modelfile, '"/etc/dtf/model.lua"');
+  assert.equal(h.datadir, '"/usr/share/datasets/fashion-mnist"');
+  assert.equal(h.logdir, '"/tmp/mnist-log"');
+  assert.match(h.checkpoint_dir, /^"\/tmp\/mnist-log\/ckpt\/mnist-[0-9a-f]{8}"$/);
+  assert.match(hparamsOf(main), /^return \{$/m);
+});
+await test("values.yml: the seed's hostPath volume is mounted at logdir in every pod", () => {
+  for (const p of pods(main)) {
+    const v = p.template.spec.volumes.find((x) => x.name === "log-volume");
+    assert.deepEqual(v.hostPath, { path: "/tmp/mnist", type: "DirectoryOrCreate" });
+    assert.ok(dtfContainer(p.template).volumeMounts.some((m) => m.name === "log-volume" && m.mountPath === "/tmp/mnist-log"));
+    const init = p.template.spec.initContainers?.find((c) => c.name === "volume-permissions");
+    assert.ok(init, "the volume-permissions init container makes the hostPath writable");
+    assert.ok(init.args.includes("/tmp/mnist-log"));
+  }
+});
+await test("values.yml: readiness probe on the ps port only; labels; checksum annotation", () => {
+  for (const p of pods(main)) {
+    const c = dtfContainer(p.template);
+    const l = p.template.metadata.labels;
+    assert.equal(l["app.kubernetes.io/name"], "dtf");
+    assert.equal(l["app.kubernetes.io/instance"], "mnist");
+    assert.equal(l["app.kubernetes.io/managed-by"], "Helm");
+    assert.ok(l["app.kubernetes.io/version"]);
+    assert.equal(l["app.kubernetes.io/component"], p.role);
+    assert.match(p.template.metadata.annotations["checksum/config"], /^[0-9a-f]{64}$/);
+    if (p.role === "ps") {
+      assert.equal(c.readinessProbe.tcpSocket.port, "ps");
+      assert.equal(c.ports.find((x) => x.name === "ps").containerPort, 8000);
+    } else {
+      assert.equal(c.readinessProbe, undefined);
+    }
+  }
+});
+await test("values.yml: NetworkPolicy lets only the release's workers and test pod reach the ps port", () => {
+  const np = one(main, "NetworkPolicy");
+  const ps = pods(main).filter((p) => p.role === "ps");
+  const workers = pods(main).filter((p) => p.role === "worker");
+  for (const p of ps) assert.ok(selects(np.spec.podSelector.matchLabels, p.template.metadata.labels));
+  for (const w of workers) assert.ok(!selects(np.spec.podSelector.matchLabels, w.template.metadata.labels));
+  assert.equal(np.spec.ingress.length, 1);
+  const rule = np.spec.ingress[0];
+  assert.deepEqual(rule.ports, [{ port: 8000, protocol: "TCP" }]);
+  const from = (labels) => rule.from.some((f) => f.podSelector && !f.namespaceSelector && labelSelectorMatches(f.podSelector, labels));
+  for (const w of workers) assert.ok(from(w.template.metadata.labels), "a worker may connect");
+  assert.ok(from(one(main, "Pod").metadata.labels), "the test pod may connect");
+  assert.ok(!from(ps[0].template.metadata.labels), "a ps may not");
+  const other = { ...workers[0].template.metadata.labels, "app.kubernetes.io/instance": "other" };
+  assert.ok(!from(other), "another release's worker may not");
+});
+await test("values.yml: helm test pod checks every ps of the cluster spec", () => {
+  const t = one(main, "Pod");
+  assert.equal(t.metadata.annotations["helm.sh/hook"], "test");
+  assert.deepEqual(t.spec.containers[0].args, cluster(main).ps);
+  assert.equal(t.spec.restartPolicy, "Never");
+});
+await test("values.yml: no token, no Secret, no DTF_TOKEN", () => {
+  assert.equal(byKind(main, "Secret").length, 0);
+  for (const p of pods(main)) assert.equal(envOf(dtfContainer(p.template)).DTF_TOKEN, undefined);
+});
+
+// ---- other value sets -----------------------------------------------------------
+for (const [nps, nw] of [[1, 1], [3, 5]]) {
+  for (const workload of ["job", "statefulset"]) {
+    await test(`${nps} ps + ${nw} workers (${workload}): valid, cluster spec agrees`, async () => {
+      const o = render([...values, "--set", `ps.number=${nps},worker.number=${nw},workload=${workload}`]);
+      await assertValid(o);
+      assertClusterAgrees(o, nps, nw);
+      assert.equal(byKind(o, workload === "job" ? "Job" : "StatefulSet").length, 2);
+      assert.equal(byKind(o, workload === "job" ? "StatefulSet" : "Job").length, 0);
+      assert.equal(one(o, "Pod").spec.containers[0].args.length, nps);
+    });
+  }
+}
+await test("trainsteps 0 (until stopped) is rendered, with --set and with a values file", async () => {
+  const o = render([...values, "--set", "hyperparams.trainsteps=0"]);
+  await assertValid(o);
+  assert.equal(hparamLines(o).trainsteps, "0");
+  const f = path.join(tmp, "zero.yml");
+  writeFileSync(f, "hyperparams:\n  trainsteps: 0\n");
+  assert.equal(hparamLines(render([...values, "--values", f])).trainsteps, "0");
+});
+let sts;
+await test("workload statefulset: StatefulSets with the seed's podManagementPolicy, valid", async () => {
+  sts = render([...values, "--set", "workload=statefulset"]);
+  await assertValid(sts);
+  for (const s of byKind(sts, "StatefulSet")) {
+    assert.equal(s.spec.podManagementPolicy, "Parallel");
+    assert.equal(s.spec.replicas, 2);
+    assert.ok(selects(s.spec.selector.matchLabels, s.spec.template.metadata.labels));
+    assert.equal(s.metadata.name, s.spec.serviceName, "pod names mnist-ps-0.mnist-ps");
+  }
+  assertClusterAgrees(sts, 2, 2);
+  assert.deepEqual(cluster(sts).ps, ["mnist-ps-0.mnist-ps:8000", "mnist-ps-1.mnist-ps:8000"]);
+});
+await test("workload statefulset: dtf runs under the idle wrapper with the same args; off with idleWhenDone=false", () => {
+  for (const p of pods(sts)) {
+    const c = dtfContainer(p.template);
+    assert.equal(c.command[0], "/bin/sh");
+    assert.equal(c.command[3], "dtf");
+    assert.deepEqual(c.args, dtfArgs(p.role));
+  }
+  const o = render([...values, "--set", "workload=statefulset,statefulset.idleWhenDone=false"]);
+  for (const p of pods(o)) assert.deepEqual(dtfContainer(p.template).command, ["dtf"]);
+});
+for (const [kube, want] of [["1.20", "StatefulSet"], ["1.23", "StatefulSet"], ["1.24", "Job"], ["1.29", "Job"]]) {
+  await test(`workload auto on Kubernetes ${kube}: ${want}`, async () => {
+    const o = render(values, { kube });
+    await assertValid(o);
+    assert.equal(byKind(o, want).length, 2);
+    assertClusterAgrees(o, 2, 2);
+  });
+}
+await test("workload job on Kubernetes 1.20 is honoured (the values say otherwise)", () => {
+  assert.equal(byKind(render([...values, "--set", "workload=job"], { kube: "1.20" }), "Job").length, 2);
+});
+
+// ---- resources per role -----------------------------------------------------------
+await test("limits per role: worker.limit reaches only the workers, ps.requests only the ps", async () => {
+  const o = render([...values, "--set", "worker.limit.memory=300Mi,ps.requests.cpu=50m,requests.memory=64Mi"]);
+  await assertValid(o);
+  assert.deepEqual(resOf(o, "worker"), { limits: { cpu: "200m", memory: "300Mi" }, requests: { memory: "64Mi" } });
+  assert.deepEqual(resOf(o, "ps"), { limits: { cpu: "200m", memory: "125Mi" }, requests: { cpu: "50m", memory: "64Mi" } });
+});
+await test("limit changed at the top level reaches both roles", () => {
+  const o = render([...values, "--set", "limit.memory=256Mi,limit.cpu=1"]);
+  for (const role of ["ps", "worker"]) assert.deepEqual(resOf(o, role).limits, { cpu: 1, memory: "256Mi" });
+});
+
+// ---- token ------------------------------------------------------------------------
+await test("token: a Secret, DTF_TOKEN from it in ps and workers", async () => {
+  const o = render([...values, "--set", "token.value=s3cr3t"]);
+  await assertValid(o);
+  const s = one(o, "Secret");
+  assert.equal(Buffer.from(s.data.token, "base64").toString(), "s3cr3t");
+  for (const p of pods(o)) {
+    const e = envOf(dtfContainer(p.template)).DTF_TOKEN;
+    assert.deepEqual(e.valueFrom.secretKeyRef, { name: s.metadata.name, key: "token" });
+  }
+  assert.ok(!JSON.stringify(byKind(o, "ConfigMap")).includes("s3cr3t"), "the token is not in the ConfigMap");
+});
+await test("token.existingSecret: no Secret rendered, DTF_TOKEN from the named one", () => {
+  const o = render([...values, "--set", "token.existingSecret=mine,token.key=tk"]);
+  assert.equal(byKind(o, "Secret").length, 0);
+  for (const p of pods(o)) assert.deepEqual(envOf(dtfContainer(p.template)).DTF_TOKEN.valueFrom.secretKeyRef, { name: "mine", key: "tk" });
+});
+
+// ---- hyperparameters --------------------------------------------------------------
+await test("sync modes: true/sync render true, false/async render false", () => {
+  for (const [v, want] of [["true", "true"], ["sync", "true"], ["false", "false"], ["async", "false"]]) {
+    assert.equal(hparamLines(render([...values, "--set", `hyperparams.sync=${v}`])).sync, want, v);
+  }
+});
+await test("extra hyperparameters pass through as Lua literals", () => {
+  const f = path.join(tmp, "extra.yml");
+  writeFileSync(f, 'hyperparams:\n  note: "say \\"hi\\" \\\\ then\\nmore"\n  end: 1\n');
+  const o = render([...values, "--values", f, "--set", "hyperparams.momentum=0.9,hyperparams.logevery=10,hyperparams.optimizer=adam,hyperparams.nesterov=true",
+    "--set", "hyperparams.learningrate=3e-3"]);
+  const h = hparamLines(o);
+  assert.equal(h.momentum, "0.9");
+  assert.equal(h.logevery, "10");
+  assert.equal(h.optimizer, '"adam"');
+  assert.equal(h.nesterov, "true");
+  assert.equal(h.note, String.raw`"say \"hi\" \\ then\nmore"`);
+  assert.equal(h['["end"]'], "1");
+  assert.equal(h.learningrate, "3e-3");
+});
+
+// ---- the schema rejects bad values -------------------------------------------------
+const rejects = [
+  [["--set", "worker.number=two"], "worker.number: Invalid type. Expected: integer, given: string"],
+  [["--set", "ps.number=-1"], "ps.number: Must be greater than or equal to 1"],
+  [["--set", "worker.number=-3"], "worker.number: Must be greater than or equal to 1"],
+  [["--set", "worker.number=0"], "worker.number: Must be greater than or equal to 1"],
+  [["--set", "hyperparams.sync=maybe"], 'hyperparams.sync must be one of the following: false, true, "async", "sync"'],
+  [["--set", "hyperparams.trainsteps=-5"], "hyperparams.trainsteps: Must be greater than or equal to 0"],
+  [["--set", "hyperparams.batchsize=big"], "hyperparams.batchsize: Invalid type. Expected: integer, given: string"],
+  [["--set", "workload=deployment"], 'workload must be one of the following: "auto", "job", "statefulset"'],
+  [["--set", "workers.number=3"], "Additional property workers is not allowed"],
+  [["--set", "port.ps=http"], "port.ps: Invalid type. Expected: integer, given: string"],
+  [["--set", "limit.memory=lots"], "limit.memory: Does not match pattern"],
+];
+for (const [args, msg] of rejects) {
+  await test(`schema rejects ${args[1]}: "${msg}"`, () => {
+    const err = renderFails([...values, ...args]);
+    assert.ok(err.includes("values don't meet the specifications of the schema"), err);
+    assert.ok(err.includes(msg), `expected "${msg}" in:\n${err}`);
+  });
+}
+await test("scripts.train / scripts.model missing: a clear error", () => {
+  const err = renderFails(values, { scripts: false });
+  assert.match(err, /scripts\.(train|model) is empty: give the .* with --set-file scripts\.(train|model)=/);
+  const onlyTrain = renderFails([...values, "--set-file", `scripts.train=${files.train}`], { scripts: false });
+  assert.match(onlyTrain, /scripts\.model is empty: give the model with --set-file scripts\.model=models\/mnist\.lua/);
+});
+await test("a ConfigMap over 1 MiB fails with a clear message; just under passes", () => {
+  const big = path.join(tmp, "big.lua");
+  writeFileSync(big, "-- " + "x".repeat(1100 * 1024) + "\n");
+  const err = renderFails([...values, "--set-file", `scripts.model=${big}`]);
+  assert.match(err, /ConfigMap mnist-config would hold \d+ bytes .*over Kubernetes' 1 MiB \(1048576 bytes\) limit/);
+  const ok = path.join(tmp, "ok.lua");
+  writeFileSync(ok, "-- " + "x".repeat(1000 * 1024) + "\n");
+  assert.equal(one(render([...values, "--set-file", `scripts.model=${ok}`]), "ConfigMap").data["model.lua"].length, 1000 * 1024 + 4);
+});
+
+// ---- redeploying ------------------------------------------------------------------
+await test("a changed model gives new Job names, checksum and checkpoint dir; same values give the same", () => {
+  const edited = path.join(tmp, "model-edited.lua");
+  writeFileSync(edited, readFileSync(files.model, "utf8") + "\n-- hidden = 200\n");
+  const a = render(values), b = render(values), c = render([...values, "--set-file", `scripts.model=${edited}`]);
+  const names = (o) => byKind(o, "Job").map((j) => j.metadata.name).join(",");
+  const sum = (o) => byKind(o, "Job")[0].spec.template.metadata.annotations["checksum/config"];
+  assert.equal(names(a), names(b));
+  assert.equal(sum(a), sum(b));
+  assert.notEqual(names(a), names(c));
+  assert.notEqual(sum(a), sum(c));
+  assert.notEqual(hparamLines(a).checkpoint_dir, hparamLines(c).checkpoint_dir);
+  assert.equal(one(c, "ConfigMap").data["model.lua"], readFileSync(edited, "utf8"));
+  // StatefulSets keep their names and roll through the checksum annotation.
+  const s1 = render([...values, "--set", "workload=statefulset"]);
+  const s2 = render([...values, "--set", "workload=statefulset", "--set-file", `scripts.model=${edited}`]);
+  assert.equal(byKind(s1, "StatefulSet")[0].metadata.name, byKind(s2, "StatefulSet")[0].metadata.name);
+  assert.notEqual(byKind(s1, "StatefulSet")[0].spec.template.metadata.annotations["checksum/config"],
+    byKind(s2, "StatefulSet")[0].spec.template.metadata.annotations["checksum/config"]);
+});
+await test("a 53-character release name keeps every hostname and name within Kubernetes' limits", async () => {
+  const rel = "a".repeat(53);
+  for (const workload of ["job", "statefulset"]) {
+    const o = render([...values, "--set", `workload=${workload},worker.number=120`], { release: rel });
+    await assertValid(o);
+    for (const p of pods(o)) assert.ok(p.hostname.length <= 63, p.hostname);
+    for (const x of o) assert.ok(x.metadata.name.length <= 63, x.metadata.name);
+    if (workload === "statefulset") for (const s of byKind(o, "StatefulSet")) assert.ok(s.metadata.name.length <= 52);
+  }
+});
+await test("the chart's defaults with a namespace render and validate", async () => {
+  const o = render([], { namespace: "training" });
+  await assertValid(o);
+  assert.equal(byKind(o, "Job").length, 2);
+  assert.equal(pods(o)[0].template.spec.initContainers, undefined, "no init container without volumes");
+});
+
+// ---- NOTES.txt ----------------------------------------------------------------------
+// helm template does not print NOTES.txt: render it through a copy of the chart.
+function notes(args, kube) {
+  const c = path.join(tmp, "notes-chart");
+  rmSync(c, { recursive: true, force: true });
+  cpSync(chartDir, c, { recursive: true });
+  cpSync(path.join(c, "templates/NOTES.txt"), path.join(c, "notes.txt"));
+  writeFileSync(path.join(c, "templates/zz-notes.yaml"),
+    'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n');
+  const r = helm(["template", "mnist", c, "--kube-version", kube, "--show-only", "templates/zz-notes.yaml", ...scriptArgs(), ...args]);
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+await test("NOTES.txt: kubectl get jobs/sts, kubectl logs, deploy.log path, helm test", () => {
+  const j = notes(values, "1.29"), s = notes(values, "1.20");
+  assert.match(j, /kubectl get jobs,pods/);
+  assert.match(s, /kubectl get sts,pods/);
+  for (const n of [j, s]) {
+    assert.match(n, /kubectl logs /);
+    assert.match(n, /\/tmp\/mnist-log\/deploy\.log/);
+    assert.match(n, /\/tmp\/mnist on the node/);
+    assert.match(n, /helm test mnist/);
+    assert.match(n, /helm uninstall mnist/);
+  }
+});
+
+// ---- the idle wrapper of StatefulSet pods ----------------------------------------------
+// Run the container's real command with a fake dtf on PATH.
+function runWrapper(fakeDtf, { term = false, waitFor } = {}) {
+  const c = dtfContainer(pods(sts).find((p) => p.role === "worker").template);
+  const bin = tmpdir("dtf-fake-");
+  writeFileSync(path.join(bin, "dtf"), `#!/bin/sh\n${fakeDtf}\n`, { mode: 0o755 });
+  return new Promise((resolve, reject) => {
+    const p = spawn(c.command[0], [...c.command.slice(1), ...c.args], {
+      env: { PATH: `${bin}:${process.env.PATH}`, MARK: path.join(bin, "mark") },
+    });
+    let out = "";
+    const timer = setTimeout(() => { p.kill("SIGKILL"); reject(new Error(`wrapper hung; output: ${out}`)); }, 10000);
+    p.stdout.on("data", (d) => {
+      out += d;
+      if (term && waitFor && out.includes(waitFor)) p.kill("SIGTERM");
+    });
+    p.stderr.on("data", (d) => (out += d));
+    p.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      resolve({ code, sig, out, marked: existsSync(path.join(bin, "mark")) ? readFileSync(path.join(bin, "mark"), "utf8") : "" });
+    });
+  });
+}
+await test("idle wrapper: dtf exits 0 -> the container idles, then ends 0 on SIGTERM", async () => {
+  const r = await runWrapper('echo "args: $*"; exit 0', { term: true, waitFor: "idling" });
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /args: run \/etc\/dtf\/train\.lua --role=worker --config \/etc\/dtf\/hparams\.lua/);
+});
+await test("idle wrapper: dtf's failure is the container's exit status", async () => {
+  const r = await runWrapper("exit 3");
+  assert.equal(r.code, 3, r.out);
+});
+await test("idle wrapper: SIGTERM reaches dtf (a ps can checkpoint) and the container ends with dtf's status", async () => {
+  const r = await runWrapper(`trap 'echo term > "$MARK"; exit 0' TERM; echo started; while :; do sleep 0.1; done`, { term: true, waitFor: "started" });
+  assert.equal(r.marked.trim(), "term");
+  assert.equal(r.code, 0, r.out);
+  assert.doesNotMatch(r.out, /idling/);
+});
+
+// ---- pods as real processes -----------------------------------------------------------
+const dtf = path.join(root, buildDir, "dtf");
+if (!existsSync(dtf) || !files.real) {
+  console.log(`# pods_agree skipped: needs ${path.relative(root, dtf)}, train.lua and models/mnist.lua`);
+} else {
+  for (const c of [
+    { name: "values.yml as is (indexed Jobs, 2 ps + 2 workers, 200 steps)", args: values, kube: "1.29" },
+    { name: "StatefulSets (Kubernetes 1.20), 1 ps + 1 worker, a token", args: [...values, "--set", "ps.number=1,worker.number=1,token.value=tok3n,hyperparams.trainsteps=50"], kube: "1.20" },
+    { name: "indexed Jobs, 3 ps + 2 workers, sync", args: [...values, "--set", "ps.number=3,worker.number=2,hyperparams.sync=sync,hyperparams.trainsteps=60"], kube: "1.29" },
+  ]) {
+    await test(`pods_agree: ${c.name}`, async () => {
+      const r = await podsAgree({ dtf, args: c.args, kube: c.kube, quiet: true });
+      assert.ok(r.ok, r.report);
+    });
+  }
+}
+
+rmSync(tmp, { recursive: true, force: true });
+console.log(`chart: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
