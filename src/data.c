@@ -475,6 +475,7 @@ uint64_t dtf_loader_epoch(const dtf_loader *l) { return l->epoch; }
 uint32_t dtf_loader_position(const dtf_loader *l) { return l->pos; }
 uint32_t dtf_loader_batches_per_epoch(const dtf_loader *l) { return l->nbatches; }
 uint32_t dtf_loader_shard_size(const dtf_loader *l) { return l->end - l->begin; }
+uint32_t dtf_loader_batchsize(const dtf_loader *l) { return l->o.batchsize; }
 
 int dtf_loader_seek(dtf_loader *l, uint64_t epoch, uint32_t batch)
 {

@@ -124,6 +124,7 @@ int dtf_loader_next(dtf_loader *l, float *x, float *y);
 uint64_t dtf_loader_epoch(const dtf_loader *l);
 uint32_t dtf_loader_position(const dtf_loader *l);
 uint32_t dtf_loader_batches_per_epoch(const dtf_loader *l);
+uint32_t dtf_loader_batchsize(const dtf_loader *l);
 /* This worker's examples per epoch (before drop_last). */
 uint32_t dtf_loader_shard_size(const dtf_loader *l);
 
