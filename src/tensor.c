@@ -557,6 +557,10 @@ static void for_each1(dtf_tensor *t, row_fn fn, void *ctx)
 
 void dtf_fill(dtf_tensor *t, float v)
 {
+    if (v == 0 && !signbit(v) && dtf_is_contiguous(t)) {
+        memset(dtf_data(t), 0, (size_t)dtf_numel(t) * sizeof(float));
+        return;
+    }
     for_each1(t, fill_row, &v);
 }
 

@@ -156,4 +156,37 @@ TEST(first_adam_step_moves_by_lr)
     CHECK_NEAR(p[1], 0.001, 1e-6);
 }
 
+/* A ps shard applies the update to its own range: the bits must not depend
+ * on where a range starts or ends (vector lanes vs scalar tail). */
+TEST(ranges_give_identical_bits)
+{
+    dtf_optim_kind kinds[3] = {DTF_SGD, DTF_ADAM, DTF_ADAMW};
+    for (int k = 0; k < 3; k++) {
+        dtf_optim o;
+        dtf_optim_defaults(&o, kinds[k]);
+        o.lr = 0.01f;
+        o.momentum = 0.9f;
+        o.weight_decay = 0.05f;
+        enum { M = 101 };
+        float p1[M], p2[M], g[M], a1[M] = {0}, b1[M] = {0}, a2[M] = {0}, b2[M] = {0};
+        dtf_rng r;
+        dtf_rng_seed(&r, 5);
+        for (int i = 0; i < M; i++)
+            p1[i] = p2[i] = (float)dtf_rng_normal(&r);
+        for (int t = 1; t <= 3; t++) {
+            for (int i = 0; i < M; i++)
+                g[i] = (float)dtf_rng_normal(&r);
+            dtf_optim_apply(&o, p1, g, a1, b1, M, t);
+            size_t cuts[] = {0, 3, 13, 14, 50, 77, M};
+            for (int c = 0; c + 1 < 7; c++) {
+                size_t at = cuts[c], n = cuts[c + 1] - at;
+                dtf_optim_apply(&o, p2 + at, g + at, a2 + at, b2 + at, n, t);
+            }
+        }
+        CHECK(memcmp(p1, p2, sizeof p1) == 0);
+        CHECK(memcmp(a1, a2, sizeof a1) == 0);
+        CHECK(memcmp(b1, b2, sizeof b1) == 0);
+    }
+}
+
 RUN_TESTS("optim")
