@@ -12,14 +12,14 @@ typedef void (*test_fn)(void);
 static struct { const char *name; test_fn fn; } harness_tests[512];
 static int harness_ntests, harness_case_failed, harness_passed, harness_failed;
 
-#define TEST(name)                                                         \
-    static void name(void);                                                \
-    __attribute__((constructor)) static void register_##name(void)        \
+#define TEST(fn_)                                                          \
+    static void fn_(void);                                                 \
+    __attribute__((constructor)) static void register_##fn_(void)         \
     {                                                                      \
-        harness_tests[harness_ntests].name = #name;                        \
-        harness_tests[harness_ntests++].fn = name;                         \
+        harness_tests[harness_ntests].name = #fn_;                         \
+        harness_tests[harness_ntests++].fn = fn_;                          \
     }                                                                      \
-    static void name(void)
+    static void fn_(void)
 
 #define FAIL(...)                                                          \
     do {                                                                   \
