@@ -45,6 +45,7 @@ local schema = {
   { name = 'threads', type = 'int', default = 1, min = 1, help = 'BLAS threads per task' },
   { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
   { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
+  { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
   { name = 'checkpoint_secs', type = 'number', default = 30, min = 0, help = 'seconds between ps checkpoints' },
   { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
@@ -114,6 +115,12 @@ end
 local function report_end(worker, t0, train_end)
   log.info('Training ends @ %f', util.wallclock())
   log.info('Training elapsed time: %f s', train_end - t0)
+  if worker == 0 and hp.save ~= '' then
+    local ok, err = require('dtf.ckpt').save(hp.save, net:named_tensors(),
+      { model = hp.model, layout = checksum, format = 'dtf' })
+    if not ok then error('save: ' .. tostring(err), 0) end
+    log.info('Model saved to %s', hp.save)
+  end
   if worker == 0 and hp.evaluate then
     local acc, n = nn.evaluate(net, load('test'), 1000)
     log.info('Test accuracy: %.4f (%d images)', acc, n)

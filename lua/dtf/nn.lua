@@ -299,6 +299,14 @@ function Sequential:__tostring()
   return table.concat(lines, '\n')
 end
 
+-- The parameter tensors in layout order: { {name=, tensor=}, ... }, views
+-- into the flat buffer (what dtf.ckpt.save takes).
+function Sequential:named_tensors()
+  local out = {}
+  for _, e in ipairs(self.layout) do out[#out + 1] = { name = e.name, tensor = e.layer[e.key] } end
+  return out
+end
+
 -- Copies tensors (name -> tensor, e.g. from dtf.ckpt.load) into the model.
 -- Every layout entry must be present with its shape: returns true or nil, err.
 function Sequential:load(tensors)
