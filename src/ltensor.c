@@ -791,7 +791,9 @@ static int64_t shown_at(int64_t n, int abbrev, int64_t j)
 static void put_num(printer *p, float v)
 {
     char s[64];
-    if (p->style == 0)
+    if (!isfinite(v))
+        snprintf(s, sizeof s, "%*s", p->width, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+    else if (p->style == 0)
         snprintf(s, sizeof s, "%*.0f", p->width, (double)v);
     else if (p->style == 1)
         snprintf(s, sizeof s, "%*.4f", p->width, (double)v);
