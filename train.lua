@@ -147,7 +147,8 @@ local function train_loop(worker, nworkers, steps, exchange, first_step)
     step = step + 1
     losses, nloss = losses + loss, nloss + 1
     local line = string.format('Worker %d: training step %d done (global step: %d)', worker, step, gstep)
-    if step % hp.logevery == 0 then log.info('%s', line) else log.file('%s', line) end
+    -- stdout gets every logevery-th line and always the last one.
+    if step % hp.logevery == 0 or (steps > 0 and gstep >= steps) then log.info('%s', line) else log.file('%s', line) end
     if nloss == hp.lossevery then
       log.info('Worker %d: mean loss %.4f over steps %d-%d', worker, losses / nloss, step - nloss + 1, step)
       losses, nloss = 0, 0
