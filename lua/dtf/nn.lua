@@ -132,15 +132,15 @@ function Conv2d:forward(x)
   end
   local oh, ow = self:out_size(x:size(3), x:size(4))
   local y = self:buffer('output', x:size(1), self.cout, oh, ow)
-  self.workspace = T.conv2d(y, x, self.weight, self.bias, self.stride, self.pad, self.workspace)
-    and self.workspace or nil
+  -- The im2col workspace is cached inside dtf.tensor, shared by every conv.
+  T.conv2d(y, x, self.weight, self.bias, self.stride, self.pad)
   return y
 end
 
 function Conv2d:backward(x, dy)
   local dx = nil
   if not self.skip_input_grad then dx = self:buffer('grad_input', table.unpack(x:size())) end
-  T.conv2d_backward(dx, self.gweight, self.gbias, dy, x, self.weight, self.stride, self.pad, self.workspace)
+  T.conv2d_backward(dx, self.gweight, self.gbias, dy, x, self.weight, self.stride, self.pad)
   return dx
 end
 
