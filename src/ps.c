@@ -1,0 +1,286 @@
+/* ps: a parameter-server shard (see ps.h). */
+#include "ps.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void dtf_shard_range(uint64_t P, int n, int i, uint64_t *offset, uint64_t *count)
+{
+    if (n <= 0 || i < 0 || i >= n) {
+        *offset = 0;
+        *count = 0;
+        return;
+    }
+    /* floor(i*P/n) without overflowing i*P: P = q*n + r. */
+    uint64_t un = (uint64_t)n, q = P / un, r = P % un;
+    uint64_t a = (uint64_t)i * q + ((uint64_t)i * r) / un;
+    uint64_t b = (uint64_t)(i + 1) * q + ((uint64_t)(i + 1) * r) / un;
+    *offset = a;
+    *count = b - a;
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+static float *zalloc(uint64_t n)
+{
+    if (n > SIZE_MAX / sizeof(float))
+        return NULL;
+    return calloc(n ? (size_t)n : 1, sizeof(float));
+}
+
+dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
+{
+    if (cfg->nps < 1 || cfg->index < 0 || cfg->index >= cfg->nps) {
+        dtf_seterr("ps index %d out of range for %d ps tasks", cfg->index, cfg->nps);
+        return NULL;
+    }
+    if (cfg->workers < 1) {
+        dtf_seterr("a ps needs at least one worker (workers = %d)", cfg->workers);
+        return NULL;
+    }
+    if (cfg->replicas < 0 || cfg->replicas > cfg->workers) {
+        dtf_seterr("replicas_to_aggregate = %d, must be between 1 and workers = %d",
+                   cfg->replicas, cfg->workers);
+        return NULL;
+    }
+    dtf_shard *s = calloc(1, sizeof *s);
+    if (!s) {
+        dtf_seterr("out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    if (s->cfg.replicas == 0)
+        s->cfg.replicas = cfg->workers;
+    dtf_shard_range(cfg->P, cfg->nps, cfg->index, &s->offset, &s->count);
+    int nslots = dtf_optim_nslots(&cfg->optim);
+    s->params = zalloc(s->count);
+    s->grad = zalloc(s->count);
+    s->slot0 = nslots >= 1 ? zalloc(s->count) : NULL;
+    s->slot1 = nslots >= 2 ? zalloc(s->count) : NULL;
+    s->acc = cfg->sync ? zalloc(s->count) : NULL;
+    s->w = calloc((size_t)cfg->workers, sizeof *s->w);
+    if (!s->params || !s->grad || (nslots >= 1 && !s->slot0) ||
+        (nslots >= 2 && !s->slot1) || (cfg->sync && !s->acc) || !s->w) {
+        dtf_shard_free(s);
+        dtf_seterr("out of memory for a shard of %" PRIu64 " floats", cfg->P);
+        return NULL;
+    }
+    for (int i = 0; i < cfg->workers; i++)
+        s->w[i].last_step = -1;
+    if (params && s->count)
+        memcpy(s->params, params + s->offset, (size_t)s->count * sizeof(float));
+    return s;
+}
+
+void dtf_shard_free(dtf_shard *s)
+{
+    if (!s)
+        return;
+    free(s->params);
+    free(s->grad);
+    free(s->slot0);
+    free(s->slot1);
+    free(s->acc);
+    free(s->w);
+    free(s);
+}
+
+/* ---- applying gradients ----------------------------------------------------- */
+
+static void apply(dtf_shard *s, const float *g)
+{
+    s->step++;
+    s->updates++;
+    dtf_optim_apply(&s->cfg.optim, s->params, g, s->slot0, s->slot1,
+                    (size_t)s->count, s->step);
+}
+
+int dtf_shard_needed(const dtf_shard *s)
+{
+    /* Eligible: every worker that already contributed, plus those still in
+     * the game (not done, not dropped). A worker that pushed its last step
+     * and then said done still counts for that step. */
+    int eligible = 0;
+    for (int i = 0; i < s->cfg.workers; i++) {
+        const dtf_worker_state *w = &s->w[i];
+        if (w->contributed || (!w->done && !w->dropped))
+            eligible++;
+    }
+    return eligible < s->cfg.replicas ? eligible : s->cfg.replicas;
+}
+
+/* Sync: applies the averaged sum once enough gradients are in. */
+static int maybe_complete(dtf_shard *s)
+{
+    if (s->have == 0 || s->have < dtf_shard_needed(s))
+        return 0;
+    float inv = 1.0f / (float)s->have;
+    float *a = s->acc;
+    for (uint64_t i = 0; i < s->count; i++)
+        a[i] *= inv;
+    apply(s, a);
+    memset(a, 0, (size_t)s->count * sizeof(float));
+    s->have = 0;
+    for (int i = 0; i < s->cfg.workers; i++)
+        s->w[i].contributed = 0;
+    return 1;
+}
+
+static int check_worker(const dtf_shard *s, int worker)
+{
+    if (worker < 0 || worker >= s->cfg.workers) {
+        dtf_seterr("worker index %d out of range: this ps serves %d workers",
+                   worker, s->cfg.workers);
+        return -1;
+    }
+    return 0;
+}
+
+int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, int *advanced)
+{
+    *advanced = 0;
+    if (check_worker(s, worker) < 0)
+        return -1;
+    dtf_worker_state *w = &s->w[worker];
+    w->pushes++;
+    w->last_push = dtf_now();
+    if (wstep > w->last_step)
+        w->last_step = wstep;
+    w->done = 0; /* pushing again: back in the game */
+    if (!s->cfg.sync) {
+        s->gradients++;
+        apply(s, s->grad);
+        *advanced = 1;
+        return DTF_PUSH_APPLIED;
+    }
+    if (wstep < s->step) {
+        w->stale++;
+        s->stale++;
+        return DTF_PUSH_STALE;
+    }
+    if (w->contributed) {
+        w->duplicates++;
+        s->duplicates++;
+        return DTF_PUSH_DUPLICATE;
+    }
+    /* wstep >= step: a step from the future (only after a ps restart) is
+     * summed into the current one rather than waited for. */
+    w->dropped = 0;
+    w->contributed = 1;
+    s->gradients++;
+    float *a = s->acc;
+    const float *g = s->grad;
+    for (uint64_t i = 0; i < s->count; i++)
+        a[i] += g[i];
+    s->have++;
+    if (maybe_complete(s)) {
+        *advanced = 1;
+        return DTF_PUSH_APPLIED;
+    }
+    return DTF_PUSH_PENDING;
+}
+
+int dtf_shard_worker_done(dtf_shard *s, int worker)
+{
+    if (check_worker(s, worker) < 0)
+        return -1;
+    if (!s->w[worker].done) {
+        s->w[worker].done = 1;
+        s->ndone++;
+    }
+    return s->cfg.sync ? maybe_complete(s) : 0;
+}
+
+int dtf_shard_drop_worker(dtf_shard *s, int worker)
+{
+    if (check_worker(s, worker) < 0)
+        return -1;
+    s->w[worker].dropped = 1;
+    return s->cfg.sync ? maybe_complete(s) : 0;
+}
+
+int dtf_shard_waiting(const dtf_shard *s, int *out, int n)
+{
+    int k = 0;
+    if (!s->cfg.sync)
+        return 0;
+    for (int i = 0; i < s->cfg.workers; i++) {
+        const dtf_worker_state *w = &s->w[i];
+        if (!w->contributed && !w->done && !w->dropped) {
+            if (k < n)
+                out[k] = i;
+            k++;
+        }
+    }
+    return k;
+}
+
+void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
+                       const float *slot1, int64_t step)
+{
+    size_t bytes = (size_t)s->count * sizeof(float);
+    if (params)
+        memcpy(s->params, params, bytes);
+    if (s->slot0) {
+        if (slot0) memcpy(s->slot0, slot0, bytes);
+        else memset(s->slot0, 0, bytes);
+    }
+    if (s->slot1) {
+        if (slot1) memcpy(s->slot1, slot1, bytes);
+        else memset(s->slot1, 0, bytes);
+    }
+    if (s->acc)
+        memset(s->acc, 0, bytes);
+    s->have = 0;
+    for (int i = 0; i < s->cfg.workers; i++)
+        s->w[i].contributed = 0;
+    s->step = step;
+}
+
+/* ---- stats ------------------------------------------------------------------- */
+
+typedef struct { char *buf; size_t n, len; } sbuf;
+
+static void DTF_PRINTF(2, 3) sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->len < b->n ? b->n - b->len : 0;
+    int k = vsnprintf(room ? b->buf + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        b->len += (size_t)k;
+}
+
+size_t dtf_shard_stats(const dtf_shard *s, char *buf, size_t n)
+{
+    sbuf b = {buf, n, 0};
+    if (n)
+        buf[0] = 0;
+    sb_printf(&b, "index=%d\nnps=%d\nmode=%s\nstep=%" PRId64 "\n", s->cfg.index,
+              s->cfg.nps, s->cfg.sync ? "sync" : "async", s->step);
+    sb_printf(&b, "P=%" PRIu64 "\noffset=%" PRIu64 "\ncount=%" PRIu64 "\n", s->cfg.P,
+              s->offset, s->count);
+    sb_printf(&b, "optimizer=%s\nworkers=%d\n", dtf_optim_kind_name(s->cfg.optim.kind),
+              s->cfg.workers);
+    if (s->cfg.sync)
+        sb_printf(&b, "replicas_to_aggregate=%d\npending=%d\n", s->cfg.replicas, s->have);
+    sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
+              "\nduplicates=%" PRIu64 "\npulls=%" PRIu64 "\nworkers_done=%d\n",
+              s->gradients, s->updates, s->stale, s->duplicates, s->pulls, s->ndone);
+    for (int i = 0; i < s->cfg.workers; i++) {
+        const dtf_worker_state *w = &s->w[i];
+        sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64
+                  "\nworker.%d.stale=%" PRIu64 "\nworker.%d.duplicates=%" PRIu64
+                  "\nworker.%d.done=%d\n",
+                  i, w->last_step, i, w->pushes, i, w->stale, i, w->duplicates, i, w->done);
+        if (s->cfg.sync)
+            sb_printf(&b, "worker.%d.dropped=%d\n", i, w->dropped);
+    }
+    return b.len;
+}

@@ -1,0 +1,162 @@
+/* wire: the frame format between workers and parameter servers.
+ *
+ * Pure functions over bytes: no I/O, no libevent, no allocation. Everything
+ * is little-endian and encoded/decoded byte by byte (never cast into a
+ * buffer). A frame is a fixed 40-byte header followed by len payload bytes:
+ *
+ *   off size field
+ *    0   4   magic    "DTFW" (0x57465444 read as a little-endian u32)
+ *    4   2   version  DTF_WIRE_VERSION
+ *    6   1   type     dtf_msg_type
+ *    7   1   aux      PUSH_REPLY: dtf_push_result; HELLO_REPLY: 1 = sync; else 0
+ *    8   4   id       request id; a reply echoes its request's id
+ *   12   4   len      payload bytes, <= the receiver's cap (checked first)
+ *   16   8   offset   first float of the range (PULL, PUSH and their replies,
+ *                     HELLO_REPLY: the shard's range)
+ *   24   8   count    floats in the range
+ *   32   8   step     PULL: min_step; PUSH/WORKER_DONE: the worker's step;
+ *                     replies: the shard's step (ps 0's is the global step)
+ *
+ * Payloads:
+ *   HELLO        24 + token_len bytes: u8 role, u8 0, u16 token_len,
+ *                u32 index, u64 P, u64 layout checksum, token bytes
+ *   HELLO_REPLY  24 bytes: u32 ps index, u32 nps, u64 P, u32 workers,
+ *                u32 replicas (sync: gradients averaged per step)
+ *   PULL_REPLY, PUSH   count float32s (len == 4 * count)
+ *   STATS_REPLY  text, "key=value\n" lines
+ *   ERROR        text: why the request (id) failed; the ps closes after it
+ *   others       empty
+ */
+#ifndef DTF_WIRE_H
+#define DTF_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DTF_WIRE_MAGIC 0x57465444u       /* bytes 'D' 'T' 'F' 'W' */
+#define DTF_WIRE_VERSION 1
+#define DTF_WIRE_HDR 40                  /* header bytes */
+#define DTF_WIRE_MAX_PAYLOAD (64u << 20) /* default cap: 64 MiB */
+#define DTF_WIRE_MAX_TOKEN 255
+#define DTF_WIRE_HELLO_FIXED 24
+#define DTF_WIRE_HELLO_REPLY_LEN 24
+#define DTF_WIRE_MAX_TEXT (1u << 20)     /* ERROR and STATS_REPLY texts */
+
+typedef enum {
+    DTF_MSG_HELLO = 1,
+    DTF_MSG_HELLO_REPLY = 2,
+    DTF_MSG_PULL = 3,
+    DTF_MSG_PULL_REPLY = 4,
+    DTF_MSG_PUSH = 5,
+    DTF_MSG_PUSH_REPLY = 6,
+    DTF_MSG_GET_STEP = 7,
+    DTF_MSG_STEP_REPLY = 8,
+    DTF_MSG_WORKER_DONE = 9,
+    DTF_MSG_DONE_REPLY = 10,
+    DTF_MSG_STATS = 11,
+    DTF_MSG_STATS_REPLY = 12,
+    DTF_MSG_ERROR = 13
+} dtf_msg_type;
+#define DTF_MSG_MAX 13
+
+/* What a ps did with a pushed gradient (PUSH_REPLY's aux). */
+typedef enum {
+    DTF_PUSH_APPLIED = 0,   /* applied (async), or completed a sync step */
+    DTF_PUSH_PENDING = 1,   /* sync: summed, waiting for the other replicas */
+    DTF_PUSH_STALE = 2,     /* sync: for a step already taken; dropped */
+    DTF_PUSH_DUPLICATE = 3  /* sync: this worker already pushed this step; dropped */
+} dtf_push_result;
+#define DTF_PUSH_RESULT_MAX 3
+
+typedef enum { DTF_ROLE_WORKER = 1, DTF_ROLE_OBSERVER = 2 } dtf_role;
+
+typedef enum {
+    DTF_WIRE_ERROR = -1,      /* malformed: dtf_error() says why */
+    DTF_WIRE_INCOMPLETE = 0,  /* valid so far; need more bytes */
+    DTF_WIRE_FRAME = 1        /* a whole header (or frame) decoded */
+} dtf_wire_status;
+
+typedef struct dtf_wire_hdr {
+    uint8_t type, aux;
+    uint16_t version;
+    uint32_t id;
+    uint32_t len;
+    uint64_t offset, count;
+    int64_t step;
+} dtf_wire_hdr;
+
+typedef struct dtf_wire_hello {
+    uint8_t role;            /* dtf_role */
+    uint32_t index;
+    uint64_t P;
+    uint64_t checksum;       /* the parameter layout's checksum */
+    const char *token;       /* token_len bytes, not NUL-terminated; decode
+                              * points it into the payload */
+    uint16_t token_len;
+} dtf_wire_hello;
+
+typedef struct dtf_wire_hello_reply {
+    uint32_t index, nps, workers, replicas;
+    uint64_t P;
+} dtf_wire_hello_reply;
+
+const char *dtf_msg_name(int type); /* "PULL"; "?" when unknown */
+const char *dtf_push_result_name(int r);
+
+/* A header with version and magic implied, everything else given. */
+dtf_wire_hdr dtf_wire_make(int type, uint32_t id, uint64_t offset,
+                           uint64_t count, int64_t step, uint32_t len);
+
+/* Writes the 40 header bytes. */
+void dtf_wire_encode_hdr(uint8_t out[DTF_WIRE_HDR], const dtf_wire_hdr *h);
+
+/* Decodes a header from the n bytes at buf (n may be less than or more than
+ * DTF_WIRE_HDR). Each field is checked as soon as its bytes are there, so
+ * garbage is rejected after its first bytes: magic, version, type, aux,
+ * then len against max_payload and against the type's rules (e.g. PUSH:
+ * len == 4 * count; PULL: len == 0), all before anything is allocated.
+ * Returns DTF_WIRE_FRAME when the header is whole and valid, INCOMPLETE
+ * when the bytes so far are valid but fewer than DTF_WIRE_HDR, ERROR with
+ * dtf_error() set otherwise. */
+int dtf_wire_decode_hdr(const void *buf, size_t n, size_t max_payload,
+                        dtf_wire_hdr *h);
+
+/* Decodes a whole frame: FRAME sets *h, *payload (pointing into buf) and
+ * *used = DTF_WIRE_HDR + h->len; INCOMPLETE while the header or the payload
+ * is not all there; ERROR with dtf_error() set. Typed payloads (HELLO,
+ * HELLO_REPLY) are checked too. */
+int dtf_wire_decode(const void *buf, size_t n, size_t max_payload,
+                    dtf_wire_hdr *h, const uint8_t **payload, size_t *used);
+
+/* Payload codecs. Encoders return the bytes written (<= cap), or 0 with
+ * dtf_error() set when cap is too small or a field is out of range;
+ * decoders return 0, or -1 with dtf_error() set. */
+size_t dtf_wire_encode_hello(uint8_t *out, size_t cap, const dtf_wire_hello *m);
+int dtf_wire_decode_hello(const uint8_t *p, size_t n, dtf_wire_hello *m);
+size_t dtf_wire_encode_hello_reply(uint8_t *out, size_t cap,
+                                   const dtf_wire_hello_reply *m);
+int dtf_wire_decode_hello_reply(const uint8_t *p, size_t n, dtf_wire_hello_reply *m);
+
+/* A whole frame (header + payload) into out; returns its size, or 0 with
+ * dtf_error() set when cap is too small. Sets h->len = payload_len. */
+size_t dtf_wire_frame(uint8_t *out, size_t cap, dtf_wire_hdr *h,
+                      const void *payload, uint32_t payload_len);
+
+/* Float payloads are little-endian float32. On a little-endian host these
+ * are plain copies; on a big-endian one they swap bytes. */
+void dtf_wire_put_floats(uint8_t *out, const float *f, size_t n);
+void dtf_wire_get_floats(float *f, const uint8_t *in, size_t n);
+/* Converts n floats received as raw wire bytes into host order, in place
+ * (nothing to do on a little-endian host). */
+void dtf_wire_floats_to_host(float *f, size_t n);
+int dtf_wire_host_is_le(void);
+
+/* Little-endian scalar helpers. */
+void dtf_put_u16(uint8_t *p, uint16_t v);
+void dtf_put_u32(uint8_t *p, uint32_t v);
+void dtf_put_u64(uint8_t *p, uint64_t v);
+uint16_t dtf_get_u16(const uint8_t *p);
+uint32_t dtf_get_u32(const uint8_t *p);
+uint64_t dtf_get_u64(const uint8_t *p);
+
+#endif

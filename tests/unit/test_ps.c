@@ -1,0 +1,651 @@
+/* Unit tests for ps.c (a shard's async/sync/stale logic, no sockets) and
+ * net.c (server and client over loopback in one process: the server's
+ * event loop runs in a thread, the client in the test's). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "net.h"
+#include "ps.h"
+#include "util.h"
+#include "wire.h"
+
+/* harness.h's TEST(name) also substitutes into the `.name` member and does
+ * not compile; the same macro with a parameter that cannot collide. */
+#undef TEST
+#define TEST(fn_)                                                          \
+    static void fn_(void);                                                 \
+    __attribute__((constructor)) static void register_##fn_(void)         \
+    {                                                                      \
+        harness_tests[harness_ntests].name = #fn_;                         \
+        harness_tests[harness_ntests++].fn = fn_;                          \
+    }                                                                      \
+    static void fn_(void)
+
+/* ============================================================================
+ * Shard logic
+ * ========================================================================== */
+
+static dtf_shard_config sgd_config(uint64_t P, int nps, int index, int workers, int sync,
+                                   int replicas, float lr)
+{
+    dtf_shard_config c;
+    memset(&c, 0, sizeof c);
+    c.index = index;
+    c.nps = nps;
+    c.P = P;
+    c.workers = workers;
+    c.sync = sync;
+    c.replicas = replicas;
+    dtf_optim_defaults(&c.optim, DTF_SGD);
+    c.optim.lr = lr;
+    return c;
+}
+
+static void fill_grad(dtf_shard *s, float v)
+{
+    for (uint64_t i = 0; i < s->count; i++)
+        s->grad[i] = v;
+}
+
+TEST(shard_ranges_tile_and_balance)
+{
+    uint64_t off, cnt;
+    dtf_shard_range(79510, 2, 0, &off, &cnt);
+    CHECK_EQ_INT(off, 0);
+    CHECK_EQ_INT(cnt, 39755);
+    dtf_shard_range(79510, 2, 1, &off, &cnt);
+    CHECK_EQ_INT(off, 39755);
+    CHECK_EQ_INT(cnt, 39755);
+    static const uint64_t Ps[] = {0, 1, 2, 7, 10, 79510, 1000003, UINT64_MAX / 3};
+    for (size_t k = 0; k < sizeof Ps / sizeof Ps[0]; k++)
+        for (int n = 1; n <= 9; n++) {
+            uint64_t end = 0, lo = UINT64_MAX, hi = 0;
+            for (int i = 0; i < n; i++) {
+                dtf_shard_range(Ps[k], n, i, &off, &cnt);
+                CHECK(off == end);
+                end = off + cnt;
+                lo = cnt < lo ? cnt : lo;
+                hi = cnt > hi ? cnt : hi;
+            }
+            CHECK(end == Ps[k]);
+            CHECK(hi - lo <= 1);
+        }
+    /* shard 1 of 3 over 10: [floor(10/3), floor(20/3)) = [3, 6) */
+    dtf_shard_range(10, 3, 1, &off, &cnt);
+    CHECK_EQ_INT(off, 3);
+    CHECK_EQ_INT(cnt, 3);
+    dtf_shard_range(10, 3, 3, &off, &cnt);
+    CHECK_EQ_INT(cnt, 0);
+}
+
+TEST(shard_copies_only_its_range)
+{
+    float all[10];
+    for (int i = 0; i < 10; i++)
+        all[i] = (float)i;
+    dtf_shard_config c = sgd_config(10, 3, 2, 1, 0, 0, 0.1f);
+    dtf_shard *s = dtf_shard_new(&c, all);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(s->offset, 6);
+    CHECK_EQ_INT(s->count, 4);
+    CHECK(s->params[0] == 6.0f && s->params[3] == 9.0f);
+    CHECK(s->slot0 == NULL); /* plain SGD keeps no slot */
+    dtf_shard_free(s);
+    c.index = 3;
+    CHECK(dtf_shard_new(&c, all) == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "ps index 3");
+    c.index = 0;
+    c.replicas = 2;
+    CHECK(dtf_shard_new(&c, all) == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "replicas_to_aggregate");
+}
+
+TEST(async_applies_each_push)
+{
+    dtf_shard_config c = sgd_config(4, 1, 0, 2, 0, 0, 0.5f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int adv;
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(adv, 1);
+    CHECK_EQ_INT(s->step, 1);
+    CHECK_NEAR(s->params[0], -0.5, 1e-7);
+    /* an old step is still applied in async mode */
+    fill_grad(s, 2.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(s->step, 2);
+    CHECK_NEAR(s->params[3], -1.5, 1e-7);
+    CHECK_EQ_INT(s->gradients, 2);
+    CHECK_EQ_INT(s->updates, 2);
+    CHECK_EQ_INT(s->stale, 0);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range");
+    dtf_shard_free(s);
+}
+
+TEST(sync_averages_replicas_and_drops_stale)
+{
+    dtf_shard_config c = sgd_config(3, 1, 0, 2, 1, 0, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int adv;
+    CHECK_EQ_INT(s->cfg.replicas, 2);
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(adv, 0);
+    CHECK_EQ_INT(s->step, 0);
+    CHECK(s->params[0] == 0.0f);
+    int w[4];
+    CHECK_EQ_INT(dtf_shard_waiting(s, w, 4), 1);
+    CHECK_EQ_INT(w[0], 1);
+    /* worker 0 again for the same step: a duplicate, kept out */
+    fill_grad(s, 100.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(s->duplicates, 1);
+    fill_grad(s, 3.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(adv, 1);
+    CHECK_EQ_INT(s->step, 1);
+    CHECK_NEAR(s->params[2], -2.0, 1e-6); /* mean of 1 and 3, lr 1 */
+    /* a gradient for step 0 now is stale */
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(s->stale, 1);
+    CHECK_EQ_INT(s->w[0].stale, 1);
+    CHECK_EQ_INT(s->have, 0);
+    CHECK_EQ_INT(s->gradients, 2);
+    CHECK_EQ_INT(s->updates, 1);
+    dtf_shard_free(s);
+}
+
+TEST(sync_replicas_less_than_workers)
+{
+    dtf_shard_config c = sgd_config(2, 1, 0, 3, 1, 2, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int adv;
+    fill_grad(s, 2.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), DTF_PUSH_PENDING);
+    fill_grad(s, 4.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_NEAR(s->params[0], -3.0, 1e-6);
+    /* the slow third worker's gradient for step 0 is stale */
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_STALE);
+    dtf_shard_free(s);
+}
+
+TEST(sync_done_and_dropped_workers_shrink_the_wait)
+{
+    dtf_shard_config c = sgd_config(1, 1, 0, 3, 1, 0, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int adv;
+    /* worker 0 pushes its last step and says done: it still counts for
+     * this step, so the step waits for workers 1 and 2 as well. */
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
+    CHECK_EQ_INT(dtf_shard_needed(s), 3);
+    fill_grad(s, 2.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_PENDING);
+    /* worker 2 goes silent: dropping it completes the step with two */
+    CHECK_EQ_INT(dtf_shard_drop_worker(s, 2), 1);
+    CHECK_EQ_INT(s->step, 1);
+    CHECK_NEAR(s->params[0], -1.5, 1e-6);
+    /* next step: only worker 1 is left in the game */
+    CHECK_EQ_INT(dtf_shard_needed(s), 1);
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 1, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(s->step, 2);
+    /* worker 2 comes back: stale first, then it rejoins at the current step */
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(s->w[2].dropped, 1);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 2, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(s->w[2].dropped, 0);
+    CHECK_EQ_INT(dtf_shard_needed(s), 2);
+    /* worker 1 finishes: the step completes with worker 2's gradient alone */
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 1), 1);
+    CHECK_EQ_INT(s->step, 3);
+    CHECK_EQ_INT(s->ndone, 2);
+    dtf_shard_free(s);
+}
+
+TEST(shard_adam_uses_slots_and_restore)
+{
+    dtf_shard_config c = sgd_config(8, 2, 1, 1, 0, 0, 0.1f);
+    dtf_optim_defaults(&c.optim, DTF_ADAM);
+    c.optim.lr = 0.1f;
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    CHECK(s->slot0 && s->slot1);
+    int adv;
+    fill_grad(s, 1.0f);
+    dtf_shard_push(s, 0, 0, &adv);
+    /* Adam's first step moves each parameter by lr against the gradient */
+    CHECK_NEAR(s->params[0], -0.1, 1e-5);
+    CHECK(s->slot0[0] != 0.0f && s->slot1[0] != 0.0f);
+    float p[4] = {1, 2, 3, 4};
+    dtf_shard_restore(s, p, NULL, NULL, 41);
+    CHECK_EQ_INT(s->step, 41);
+    CHECK(s->params[3] == 4.0f && s->slot0[0] == 0.0f);
+    char buf[2048];
+    size_t n = dtf_shard_stats(s, buf, sizeof buf);
+    CHECK(n < sizeof buf);
+    CHECK_STR_CONTAINS(buf, "step=41\n");
+    CHECK_STR_CONTAINS(buf, "offset=4\ncount=4\n");
+    CHECK_STR_CONTAINS(buf, "optimizer=adam\n");
+    CHECK_STR_CONTAINS(buf, "worker.0.pushes=1\n");
+    /* truncation reports the full length, like snprintf */
+    CHECK_EQ_INT(dtf_shard_stats(s, buf, 10), n);
+    CHECK_EQ_INT(strlen(buf), 9);
+    dtf_shard_free(s);
+}
+
+/* ============================================================================
+ * Over loopback
+ * ========================================================================== */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char logbuf[1 << 16];
+static size_t loglen;
+
+static void test_log(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    (void)level;
+    pthread_mutex_lock(&log_mu);
+    int k = snprintf(logbuf + loglen, sizeof logbuf - loglen, "%s\n", msg);
+    if (k > 0 && (size_t)k < sizeof logbuf - loglen)
+        loglen += (size_t)k;
+    pthread_mutex_unlock(&log_mu);
+    if (getenv("TEST_PS_VERBOSE"))
+        fprintf(stderr, "    log: %s\n", msg);
+}
+
+static int log_has(const char *s)
+{
+    pthread_mutex_lock(&log_mu);
+    int r = strstr(logbuf, s) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    return r;
+}
+
+static void log_reset(void)
+{
+    pthread_mutex_lock(&log_mu);
+    loglen = 0;
+    logbuf[0] = 0;
+    pthread_mutex_unlock(&log_mu);
+}
+
+typedef struct srv {
+    dtf_shard *shard;
+    dtf_server *server;
+    pthread_t th;
+    int rc;
+    char addr[64];
+} srv;
+
+static void *srv_main(void *arg)
+{
+    srv *s = arg;
+    s->rc = dtf_server_run(s->server);
+    return NULL;
+}
+
+#define CHECKSUM 0xfeedfacecafebeefULL
+
+static int srv_start(srv *s, const dtf_shard_config *c, const float *params, const char *token)
+{
+    memset(s, 0, sizeof *s);
+    s->shard = dtf_shard_new(c, params);
+    if (!s->shard)
+        return -1;
+    dtf_server_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.host = "127.0.0.1";
+    sc.port = 0;
+    sc.checksum = CHECKSUM;
+    sc.token = token;
+    sc.token_len = token ? strlen(token) : 0;
+    sc.hello_timeout = 5;
+    sc.log = test_log;
+    s->server = dtf_server_new(&sc, s->shard);
+    if (!s->server)
+        return -1;
+    snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", dtf_server_port(s->server));
+    return pthread_create(&s->th, NULL, srv_main, s);
+}
+
+static void srv_join(srv *s)
+{
+    pthread_join(s->th, NULL);
+    dtf_server_free(s->server);
+    dtf_shard_free(s->shard);
+}
+
+static dtf_client_config client_config(const char *const *addrs, int n, int index, uint64_t P)
+{
+    dtf_client_config cc;
+    memset(&cc, 0, sizeof cc);
+    cc.addrs = addrs;
+    cc.naddrs = n;
+    cc.role = DTF_ROLE_WORKER;
+    cc.index = index;
+    cc.P = P;
+    cc.checksum = CHECKSUM;
+    cc.connect_timeout = 5;
+    cc.timeout = 5;
+    cc.wait_timeout = 5;
+    cc.log = test_log;
+    return cc;
+}
+
+/* A raw TCP connection to the server, for hostile peers. */
+static int raw_connect(const srv *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)dtf_server_port(s->server));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* Reads until the server closes (returns bytes read, or -1 on timeout). */
+static ssize_t read_until_close(int fd, uint8_t *b, size_t n)
+{
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = read(fd, b + got, n - got);
+        if (k == 0)
+            return (ssize_t)got;
+        if (k < 0)
+            return -1;
+        got += (size_t)k;
+        if (got == n)
+            return (ssize_t)got;
+    }
+}
+
+/* Sends bytes and expects the server to answer with an ERROR frame whose
+ * text contains `want`, then close. */
+static void expect_rejected(const srv *s, const void *bytes, size_t n, const char *want)
+{
+    int fd = raw_connect(s);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK_EQ_INT(write(fd, bytes, n), n);
+    uint8_t b[4096];
+    ssize_t got = read_until_close(fd, b, sizeof b - 1);
+    close(fd);
+    if (got < DTF_WIRE_HDR) {
+        FAIL("no ERROR frame for \"%s\" (read %zd)", want, got);
+        return;
+    }
+    dtf_wire_hdr h;
+    CHECK_EQ_INT(dtf_wire_decode_hdr(b, DTF_WIRE_HDR, 4096, &h), DTF_WIRE_FRAME);
+    CHECK_EQ_INT(h.type, DTF_MSG_ERROR);
+    b[got] = 0;
+    CHECK_STR_CONTAINS((char *)b + DTF_WIRE_HDR, want);
+}
+
+static size_t hello_frame(uint8_t *out, uint64_t P, uint64_t checksum, const char *token,
+                          uint32_t index)
+{
+    uint8_t p[300];
+    dtf_wire_hello m = {DTF_ROLE_WORKER, index, P, checksum, token,
+                        (uint16_t)(token ? strlen(token) : 0)};
+    size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
+    return dtf_wire_frame(out, 400, &h, p, (uint32_t)n);
+}
+
+TEST(loopback_async_two_shards)
+{
+    enum { P = 1001 };
+    static float init[P], params[P], grads[P];
+    for (int i = 0; i < P; i++)
+        init[i] = (float)i * 0.01f;
+    srv s[2];
+    for (int i = 0; i < 2; i++) {
+        dtf_shard_config c = sgd_config(P, 2, i, 1, 0, 0, 0.5f);
+        if (srv_start(&s[i], &c, init, NULL) != 0) {
+            FAIL("server %d: %s", i, dtf_error());
+            return;
+        }
+    }
+    const char *addrs[2] = {s[0].addr, s[1].addr};
+    dtf_client_config cc = client_config(addrs, 2, 0, P);
+    dtf_client *cl = dtf_client_connect(&cc);
+    if (!cl) {
+        FAIL("connect: %s", dtf_error());
+        return;
+    }
+    uint64_t off, cnt;
+    dtf_client_range(cl, 1, &off, &cnt);
+    CHECK_EQ_INT(off, 500);
+    CHECK_EQ_INT(cnt, 501);
+    CHECK_EQ_INT(dtf_client_sync(cl), 0);
+    int64_t gs = -1;
+    CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
+    CHECK_EQ_INT(gs, 0);
+    CHECK(memcmp(params, init, sizeof params) == 0);
+    for (int i = 0; i < P; i++)
+        grads[i] = 1.0f;
+    CHECK_EQ_INT(dtf_client_push(cl, grads, NULL, 0, &gs), 0);
+    CHECK_EQ_INT(gs, 1);
+    CHECK_EQ_INT(dtf_client_last_push(cl, 1), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, 1, &gs), 0);
+    CHECK_EQ_INT(gs, 2);
+    CHECK_NEAR(params[0], 0.0 - 1.0, 1e-5);
+    CHECK_NEAR(params[P - 1], (P - 1) * 0.01 - 1.0, 1e-4);
+    CHECK_EQ_INT(dtf_client_get_step(cl, &gs), 0);
+    CHECK_EQ_INT(gs, 2);
+    /* the zero-copy path retains and releases the storage */
+    dtf_storage *st = dtf_storage_wrap(grads, P, 0);
+    CHECK_EQ_INT(dtf_client_push(cl, grads, st, 2, &gs), 0);
+    CHECK_EQ_INT(st->refs, 1);
+    dtf_storage_release(st);
+    char *texts[2] = {NULL, NULL};
+    CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
+    CHECK_STR_CONTAINS(texts[0], "index=0\n");
+    CHECK_STR_CONTAINS(texts[1], "step=3\n");
+    CHECK_STR_CONTAINS(texts[1], "worker.0.pushes=3\n");
+    CHECK_STR_CONTAINS(texts[1], "reason=running\n");
+    free(texts[0]);
+    free(texts[1]);
+    CHECK_EQ_INT(dtf_client_done(cl, 3), 0);
+    dtf_client_free(cl);
+    for (int i = 0; i < 2; i++) {
+        srv_join(&s[i]);
+        CHECK_EQ_INT(s[i].rc, 0);
+    }
+    CHECK(log_has("ps 1: serving parameters [500, 1001) of 1001 (2.0 KB) on port"));
+    CHECK(log_has("ps 0: all 1 workers are done"));
+}
+
+TEST(loopback_sync_two_workers)
+{
+    enum { P = 64 };
+    static float params[P], g0[P], g1[P];
+    srv s;
+    dtf_shard_config c = sgd_config(P, 1, 0, 2, 1, 0, 1.0f);
+    if (srv_start(&s, &c, NULL, "tok") != 0) {
+        FAIL("server: %s", dtf_error());
+        return;
+    }
+    const char *addrs[1] = {s.addr};
+    dtf_client_config c0 = client_config(addrs, 1, 0, P), c1 = client_config(addrs, 1, 1, P);
+    c0.token = c1.token = "tok";
+    c0.token_len = c1.token_len = 3;
+    dtf_client *a = dtf_client_connect(&c0), *b = dtf_client_connect(&c1);
+    CHECK(a && b);
+    if (!a || !b)
+        return;
+    CHECK_EQ_INT(dtf_client_sync(a), 1);
+    for (int i = 0; i < P; i++) {
+        g0[i] = 1.0f;
+        g1[i] = 3.0f;
+    }
+    int64_t gs;
+    CHECK_EQ_INT(dtf_client_push(a, g0, NULL, 0, &gs), 0);
+    CHECK_EQ_INT(gs, 0);
+    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_client_push(a, g0, NULL, 0, &gs), 0);
+    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(dtf_client_push(b, g1, NULL, 0, &gs), 0);
+    CHECK_EQ_INT(gs, 1);
+    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_client_pull(a, params, 1, &gs), 0);
+    CHECK_EQ_INT(gs, 1);
+    CHECK_NEAR(params[5], -2.0, 1e-6);
+    /* stale: b pushes for step 0 again */
+    CHECK_EQ_INT(dtf_client_push(b, g1, NULL, 0, &gs), 0);
+    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_STALE);
+    /* a finishes; b's next push completes the step alone, and b's pull
+     * with min_step 2 is answered */
+    CHECK_EQ_INT(dtf_client_done(a, 1), 0);
+    CHECK_EQ_INT(dtf_client_push_pull(b, g1, NULL, params, 1, &gs), 0);
+    CHECK_EQ_INT(gs, 2);
+    CHECK_NEAR(params[0], -5.0, 1e-6);
+    CHECK_EQ_INT(dtf_client_done(b, 2), 0);
+    dtf_client_free(a);
+    dtf_client_free(b);
+    srv_join(&s);
+    CHECK_EQ_INT(s.rc, 0);
+}
+
+TEST(loopback_hostile_peers)
+{
+    enum { P = 16 };
+    srv s;
+    log_reset();
+    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
+    if (srv_start(&s, &c, NULL, "sesame") != 0) {
+        FAIL("server: %s", dtf_error());
+        return;
+    }
+    uint8_t f[512];
+    size_t n;
+    expect_rejected(&s, "GET / HTTP/1.1\r\n\r\n", 18, "bad magic");
+    n = hello_frame(f, P, CHECKSUM, "sesame", 0);
+    f[4] = 2;
+    expect_rejected(&s, f, n, "protocol version 2");
+    n = hello_frame(f, P, CHECKSUM, "wrong!", 0);
+    expect_rejected(&s, f, n, "wrong token");
+    CHECK(!log_has("wrong!"));      /* tokens never reach the log */
+    CHECK(!log_has("sesame"));
+    n = hello_frame(f, P, CHECKSUM, NULL, 0);
+    expect_rejected(&s, f, n, "needs a token");
+    n = hello_frame(f, P, 0x1234, "sesame", 0);
+    expect_rejected(&s, f, n, "worker runs a different model: layout checksum 0000000000001234");
+    n = hello_frame(f, P, CHECKSUM, "sesame", 5);
+    expect_rejected(&s, f, n, "worker index 5 out of range");
+    {   /* a request before HELLO */
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL, 9, 0, 4, 0, 0);
+        n = dtf_wire_frame(f, sizeof f, &h, NULL, 0);
+        expect_rejected(&s, f, n, "PULL before HELLO");
+    }
+    {   /* a frame announcing 1 GiB */
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PUSH, 9, 0, 1u << 28, 0, 0);
+        h.len = 1u << 30;
+        dtf_wire_encode_hdr(f, &h);
+        expect_rejected(&s, f, DTF_WIRE_HDR, "over the cap");
+    }
+    {   /* a pull outside the shard after a good HELLO */
+        n = hello_frame(f, P, CHECKSUM, "sesame", 0);
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL, 2, 10, 10, 0, 0);
+        n += dtf_wire_frame(f + n, sizeof f - n, &h, NULL, 0);
+        int fd = raw_connect(&s);
+        CHECK_EQ_INT(write(fd, f, n), n);
+        uint8_t b[1024];
+        ssize_t got = read_until_close(fd, b, sizeof b - 1);
+        close(fd);
+        CHECK(got > 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN);
+        if (got > 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN) {
+            b[got] = 0;
+            CHECK_STR_CONTAINS((char *)b + 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN,
+                               "outside this shard's range [0, 16)");
+        }
+    }
+    /* half a frame, then a good client is served meanwhile, then the
+     * half-frame peer disconnects */
+    int slow = raw_connect(&s);
+    n = hello_frame(f, P, CHECKSUM, "sesame", 0);
+    CHECK_EQ_INT(write(slow, f, 20), 20);
+    const char *addrs[1] = {s.addr};
+    dtf_client_config cc = client_config(addrs, 1, 0, P);
+    cc.token = "sesame";
+    cc.token_len = 6;
+    dtf_client *cl = dtf_client_connect(&cc);
+    CHECK(cl != NULL);
+    static float params[P];
+    int64_t gs;
+    if (cl)
+        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
+    close(slow);
+    usleep(100000);
+    CHECK(log_has("disconnected mid-frame (20 of 40 header bytes)"));
+    /* a client with the wrong token gets the ps's reason, not a retry loop */
+    cc.token = "nope";
+    cc.token_len = 4;
+    dtf_client *bad = dtf_client_connect(&cc);
+    CHECK(bad == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "ps 0 at 127.0.0.1:");
+    CHECK_STR_CONTAINS(dtf_error(), ": wrong token");
+    if (cl) {
+        CHECK_EQ_INT(dtf_client_done(cl, 0), 0);
+        dtf_client_free(cl);
+    }
+    srv_join(&s);
+    CHECK_EQ_INT(s.rc, 0);
+    CHECK(log_has("closing connection from 127.0.0.1:"));
+    CHECK(log_has("closing connection from worker 0 (127.0.0.1:"));
+}
+
+TEST(client_gives_up_and_names_the_ps)
+{
+    /* a port nobody listens on: bind one, close it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    close(fd);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    const char *addrs[1] = {addr};
+    dtf_client_config cc = client_config(addrs, 1, 0, 10);
+    cc.connect_timeout = 0.5;
+    log_reset();
+    double t0 = dtf_now();
+    dtf_client *cl = dtf_client_connect(&cc);
+    double dt = dtf_now() - t0;
+    CHECK(cl == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "ps 0 at 127.0.0.1:");
+    CHECK_STR_CONTAINS(dtf_error(), "not reachable within 0.5 s (connection refused)");
+    CHECK(dt >= 0.4 && dt < 2.0);
+    CHECK(log_has("waiting for ps 0 at 127.0.0.1:"));
+    CHECK(log_has("(connection refused), retry in 0.1 s"));
+    const char *bad[1] = {"no-port"};
+    cc.addrs = bad;
+    CHECK(dtf_client_connect(&cc) == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "is not host:port");
+}
+
+RUN_TESTS("test_ps")
