@@ -7,19 +7,6 @@
 #include "optim.h"
 #include "util.h"
 
-/* harness.h's TEST(name) substitutes its parameter into the `.name` member
- * too, so it does not compile; until it is fixed there, the same macro with a
- * parameter name that cannot collide. */
-#undef TEST
-#define TEST(fn_)                                                          \
-    static void fn_(void);                                                 \
-    __attribute__((constructor)) static void register_##fn_(void)         \
-    {                                                                      \
-        harness_tests[harness_ntests].name = #fn_;                         \
-        harness_tests[harness_ntests++].fn = fn_;                          \
-    }                                                                      \
-    static void fn_(void)
-
 #define N 37
 #define STEPS 6
 

@@ -8,19 +8,6 @@
 #include "harness.h"
 #include "tensor.h"
 
-/* harness.h's TEST(name) substitutes its parameter into the `.name` member
- * too, so it does not compile; until it is fixed there, the same macro with a
- * parameter name that cannot collide. */
-#undef TEST
-#define TEST(fn_)                                                          \
-    static void fn_(void);                                                 \
-    __attribute__((constructor)) static void register_##fn_(void)         \
-    {                                                                      \
-        harness_tests[harness_ntests].name = #fn_;                         \
-        harness_tests[harness_ntests++].fn = fn_;                          \
-    }                                                                      \
-    static void fn_(void)
-
 /* ---- helpers ------------------------------------------------------------- */
 
 static dtf_rng R;
