@@ -27,6 +27,14 @@
 
 static dtf_tensor *push_inert(lua_State *L)
 {
+    /* Other bindings (dtf.data, dtf.ckpt, dtf.ps) make tensors too, maybe
+     * before any script required dtf.tensor: load it so the metatable and
+     * its methods exist. */
+    if (luaL_getmetatable(L, LTENSOR_MT) == LUA_TNIL) {
+        luaL_requiref(L, "dtf.tensor", luaopen_dtf_tensor, 0);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     dtf_tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, LTENSOR_MT);
