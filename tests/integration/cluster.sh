@@ -17,7 +17,7 @@ expect_out '^ps0 \| .*ps 0: serving parameters \[0, 39755\)' "ps 0 logs its rang
 expect_out '^ps1 \| .*ps 1: serving parameters \[39755, 79510\)' "ps 1 logs its range"
 
 expect_exit 0 "async, 2 ps + 2 workers" "$DTF" local train.lua --ps=2 --workers=2 \
-  --set trainsteps=1400 --set logevery=200 --set logdir="$SCRATCH/async"
+  --set trainsteps=1876 --set logevery=200 --set logdir="$SCRATCH/async"
 acc=$(acc_of); echo "async test accuracy: ${acc:-none}"
 check "async accuracy ${acc:-none} >= 0.84" ge "${acc:-0}" 0.84
 

@@ -11,7 +11,7 @@ for name, ta in pairs(a) do
     os.exit(1)
   end
   local d = (ta:contiguous():view(-1) - tb:contiguous():view(-1))
-  local m = math.max(d:max(), -d:min())
+  local m = math.max(d:max(), (-d):max())
   worst = math.max(worst, m)
   n = n + 1
 end
