@@ -6,6 +6,9 @@
 #   make asan     build with AddressSanitizer + UBSan and run the tests
 #   make bench    benchmarks against PyTorch, raw sgemm and iperf3
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
+#   make image    build the container image (buildah, no Docker engine needed)
+#   make deploy   helm upgrade --install the chart with the scripts of this tree
+#   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade, kill a ps
 
 # ---- settings ---------------------------------------------------------------
 BUILD    ?= build
@@ -37,7 +40,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz clean
+        test-integration test-chart asan valgrind bench fuzz image deploy e2e clean
 
 all: $(DTF)
 
@@ -66,7 +69,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ)
 # ---- run --------------------------------------------------------------------
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(DTF) local train.lua --ps=2 --workers=2 $(RUN_ARGS)
+	$(DTF) local train.lua --ps=2 --workers=2 --set logevery=50 $(RUN_ARGS)
 
 # ---- tests ------------------------------------------------------------------
 # tests/run runs each suite, prints its results and a closing total.
@@ -91,6 +94,22 @@ bench: deps-bench all
 
 fuzz: deps-test
 	@tests/fuzz/run $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
+
+# ---- Kubernetes ---------------------------------------------------------------
+IMAGE   ?= localhost/dtf:latest
+RELEASE ?= mnist
+HELM    ?= .tools/bin/helm
+
+image:
+	container/build-image $(IMAGE)
+
+deploy: deps-test
+	$(HELM) upgrade --install $(RELEASE) chart/ --values values.yml \
+	  --set-file scripts.model=models/mnist.lua --set-file scripts.train=train.lua $(HELM_ARGS)
+
+e2e: deps-test
+	@$(MAKE) --no-print-directory all
+	@tests/e2e/run
 
 clean:
 	rm -rf build
