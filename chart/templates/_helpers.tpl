@@ -210,9 +210,9 @@ while :; do
   wait "$pid"; rc=$?
   kill -0 "$pid" 2>/dev/null || break
 done
+trap 'exit 0' TERM INT
 if [ "$rc" -ne 0 ] || [ -n "$term" ]; then exit "$rc"; fi
 echo "dtf exited 0: training done; idling so that the StatefulSet does not train again (helm uninstall ends it)"
-trap 'exit 0' TERM INT
 while :; do sleep 3600 & wait $!; done
 {{- end -}}
 

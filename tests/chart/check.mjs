@@ -458,6 +458,15 @@ await test("idle wrapper: SIGTERM reaches dtf (a ps can checkpoint) and the cont
 });
 
 // ---- pods as real processes -----------------------------------------------------------
+await test("pods_agree catches a cluster spec that names a pod the chart does not create", async () => {
+  const o = render(values);
+  const w = byKind(o, "Job").find((j) => j.metadata.name.includes("-worker-"));
+  const env = dtfContainer(w.spec.template).env.find((e) => e.name === "DTF_CLUSTER");
+  env.value = env.value.replace(/mnist-ps-[0-9a-f]{8}-1\.mnist-ps/, "mnist-ps-1.mnist-ps");
+  const r = await podsAgree({ dtf: "/bin/false", objs: o, quiet: true });
+  assert.equal(r.ok, false);
+  assert.match(r.report, /DTF_CLUSTER names mnist-ps-1\.mnist-ps:8000, which is no pod of the chart/);
+});
 const dtf = path.join(root, buildDir, "dtf");
 if (!existsSync(dtf) || !files.real) {
   console.log(`# pods_agree skipped: needs ${path.relative(root, dtf)}, train.lua and models/mnist.lua`);

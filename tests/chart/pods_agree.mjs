@@ -46,14 +46,15 @@ function rewritePaths(text, mounts) {
 }
 
 /**
- * opts: {dtf, args (helm template args), kube, release, timeoutMs, quiet}
+ * opts: {dtf, args (helm template args), kube, release, timeoutMs, quiet,
+ * objs (already rendered objects, instead of rendering args)}
  * returns {ok, report}
  */
-export async function podsAgree({ dtf, args = [], kube = "1.29", release = "mnist", timeoutMs = 180000, quiet = false }) {
+export async function podsAgree({ dtf, args = [], kube = "1.29", release = "mnist", timeoutMs = 180000, quiet = false, objs }) {
   const lines = [];
   const log = (s) => { lines.push(s); if (!quiet) console.log(s); };
   const problems = [];
-  const objs = render(args, { release, kube });
+  objs = objs || render(args, { release, kube });
   const all = pods(objs);
   const work = tmpdir("dtf-pods-");
   const bin = path.join(work, "bin");
