@@ -2,9 +2,11 @@
  * addreturn, multiline, l_print, laction/lstop.
  *
  * Ctrl-C has three meanings, chosen by `mode`:
- *   at the prompt      the handler siglongjmps out of readline back to the
- *                      loop, which drops the pending chunk (as psql does;
- *                      libedit's own handler has put the tty back first);
+ *   at the prompt      the handler sets a flag; our libedit input function
+ *                      (repl_getc, waiting in ppoll) sees it and ends the
+ *                      line, which pushline then drops with any pending
+ *                      chunk. (No siglongjmp out of libedit: that leaves
+ *                      its state broken and crashes a few prompts later.)
  *   while Lua runs     the handler sets a hook that raises "interrupted!"
  *                      at the next Lua instruction (lua.c's laction); a
  *                      second Ctrl-C before that kills the process, which
@@ -12,7 +14,9 @@
  *   otherwise          ignored. */
 #include "repl.h"
 
-#include <setjmp.h>
+#include <errno.h>
+#include <locale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +45,7 @@ enum { MODE_IDLE, MODE_PROMPT, MODE_RUN };
 static lua_State *globalL;
 static int interactive;                 /* stdin is a terminal */
 static volatile sig_atomic_t mode = MODE_IDLE;
-static sigjmp_buf prompt_jmp;
+static volatile sig_atomic_t prompt_interrupted;
 static char *history_file;              /* NULL: no history kept */
 static char *getline_buf;               /* the non-terminal line buffer */
 static size_t getline_cap;
@@ -58,8 +62,8 @@ static void lstop(lua_State *L, lua_Debug *ar)
 static void on_sigint(int sig)
 {
     if (mode == MODE_PROMPT) {
-        mode = MODE_IDLE;
-        siglongjmp(prompt_jmp, 1);
+        prompt_interrupted = 1;
+        return;
     }
     if (mode == MODE_RUN) {
         int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
@@ -78,6 +82,58 @@ static void set_mode(int m)
     if (m == MODE_PROMPT && !interactive)
         sa.sa_handler = SIG_DFL;    /* piped input: Ctrl-C ends the REPL */
     sigaction(SIGINT, &sa, NULL);
+}
+
+static int read_byte(int fd)
+{
+    unsigned char c;
+    ssize_t n;
+    do
+        n = read(fd, &c, 1);
+    while (n < 0 && errno == EINTR);
+    return n == 1 ? c : EOF;
+}
+
+/* libedit's input function (rl_getc_function): one character, as a code
+ * point; EOF at end of input; '\n' once Ctrl-C is pressed, so that
+ * readline returns and pushline can drop the line. SIGINT stays blocked
+ * except inside ppoll, so a Ctrl-C cannot slip in between the check of
+ * the flag and the wait. */
+static int repl_getc(FILE *f)
+{
+    int fd = fileno(f), c, more, i;
+    sigset_t block, orig;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (prompt_interrupted) {
+            sigprocmask(SIG_SETMASK, &orig, NULL);
+            return '\n';
+        }
+        if (ppoll(&p, 1, NULL, &orig) > 0)
+            break;
+        if (errno != EINTR) {
+            sigprocmask(SIG_SETMASK, &orig, NULL);
+            return EOF;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &orig, NULL);
+    c = read_byte(fd);
+    /* UTF-8: gather the continuation bytes into one code point */
+    if (c < 0xC0 || c > 0xF4)
+        return c;
+    more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
+    c &= 0x3F >> more;
+    for (i = 0; i < more; i++) {
+        int b = read_byte(fd);
+        if (b < 0 || (b & 0xC0) != 0x80)
+            return b < 0 ? EOF : '?';
+        c = (c << 6) | (b & 0x3F);
+    }
+    return c;
 }
 
 /* Runs the function under narg arguments, interruptible by Ctrl-C. */
@@ -113,6 +169,7 @@ static void history_open(void)
             sprintf(history_file, "%s/.dtf_history", home);
     }
     rl_readline_name = "dtf";       /* for `dtf:` lines in ~/.editrc */
+    rl_getc_function = repl_getc;   /* read before rl_initialize() */
     using_history();
     stifle_history(HISTORY_MAX);
     if (history_file)
@@ -137,7 +194,8 @@ static void saveline(const char *line)
 
 /* ---- reading chunks (lua.c) ------------------------------------------------- */
 
-/* Pushes the next line (without its newline); 0 at end of input. */
+/* Pushes the next line (without its newline); 0 at end of input, -1
+ * when Ctrl-C dropped the line (nothing pushed). */
 static int pushline(lua_State *L, int firstline)
 {
     const char *b;
@@ -145,9 +203,15 @@ static int pushline(lua_State *L, int firstline)
 
     if (interactive) {
         char *line;
+        prompt_interrupted = 0;
         set_mode(MODE_PROMPT);
         line = readline(firstline ? PROMPT1 : PROMPT2);
         set_mode(MODE_IDLE);
+        if (prompt_interrupted) {
+            prompt_interrupted = 0;
+            free(line);
+            return -1;
+        }
         if (!line)
             return 0;
         lua_pushstring(L, line);
@@ -187,43 +251,53 @@ static int addreturn(lua_State *L)
     return status;
 }
 
-/* A syntax error that ends at <eof>: the chunk goes on in the next line. */
+/* A syntax error that ends at <eof>: the chunk goes on in the next line.
+ * (The message stays on the stack, to be reported at end of input.) */
 static int incomplete(lua_State *L, int status)
 {
     if (status == LUA_ERRSYNTAX) {
         size_t lmsg;
         const char *msg = lua_tolstring(L, -1, &lmsg);
-        if (lmsg >= MARKLEN && strcmp(msg + lmsg - MARKLEN, EOFMARK) == 0) {
-            lua_pop(L, 1);
+        if (lmsg >= MARKLEN && strcmp(msg + lmsg - MARKLEN, EOFMARK) == 0)
             return 1;
-        }
     }
     return 0;
 }
+
+/* A status beside LUA_OK and the errors: Ctrl-C dropped the chunk. */
+#define DROPPED (-2)
 
 static int multiline(lua_State *L)
 {
     for (;;) {
         size_t len;
         const char *line = lua_tolstring(L, 1, &len);
-        int status = luaL_loadbuffer(L, line, len, "=stdin");
-        if (!incomplete(L, status) || !pushline(L, 0)) {
+        int status = luaL_loadbuffer(L, line, len, "=stdin"), more;
+        if (!incomplete(L, status) || (more = pushline(L, 0)) == 0) {
             saveline(line);
-            return status;
+            return status;          /* the error, if any, is on top */
         }
+        if (more < 0) {
+            saveline(line);
+            lua_pop(L, 1);          /* the "<eof>" error */
+            lua_pushnil(L);         /* loadline removes one value */
+            return DROPPED;
+        }
+        lua_remove(L, -2);          /* the "<eof>" error */
         lua_pushliteral(L, "\n");
         lua_insert(L, -2);
         lua_concat(L, 3);
     }
 }
 
-/* Leaves a compiled chunk (or an error) on the stack; -1 at end of input. */
+/* Leaves a compiled chunk (or an error) on the stack; -1 at end of input,
+ * DROPPED after a Ctrl-C at the prompt. */
 static int loadline(lua_State *L)
 {
     int status;
     lua_settop(L, 0);
-    if (!pushline(L, 1))
-        return -1;
+    if ((status = pushline(L, 1)) <= 0)
+        return status == 0 ? -1 : DROPPED;
     if ((status = addreturn(L)) != LUA_OK)
         status = multiline(L);
     lua_remove(L, 1);
@@ -265,6 +339,7 @@ static const char lazy_dtf[] =
 int dtf_repl(lua_State *L)
 {
     int status;
+    char *old_ctype = NULL;
 
     globalL = L;
     interactive = isatty(STDIN_FILENO);
@@ -276,20 +351,22 @@ int dtf_repl(lua_State *L)
     lua_settop(L, 0);
 
     if (interactive) {
+        /* libedit decodes keys by LC_CTYPE: a UTF-8 one, or é is lost */
+        const char *cur = setlocale(LC_CTYPE, NULL);
+        old_ctype = cur ? strdup(cur) : NULL;
+        if (!setlocale(LC_CTYPE, "") || MB_CUR_MAX == 1)
+            setlocale(LC_CTYPE, "C.UTF-8");
         printf("dtf %s (%s) \xe2\x80\x94 dtf.* modules loaded; Ctrl-D exits\n",
                DTF_VERSION, LUA_VERSION);
         fflush(stdout);
         history_open();
     }
     for (;;) {
-        if (sigsetjmp(prompt_jmp, 1) != 0) {
-            /* Ctrl-C at the prompt: drop the line and any pending chunk. */
-            fputs("\n", stdout);
-            fflush(stdout);
-        }
         status = loadline(L);
         if (status == -1)
             break;
+        if (status == DROPPED)
+            continue;
         if (status == LUA_OK)
             status = docall(L, 0, LUA_MULTRET);
         if (status == LUA_OK)
@@ -304,6 +381,9 @@ int dtf_repl(lua_State *L)
     if (interactive) {
         fputs("\n", stdout);
         history_close();
+        if (old_ctype)
+            setlocale(LC_CTYPE, old_ctype);
+        free(old_ctype);
     }
     fflush(stdout);
     free(getline_buf);
