@@ -156,6 +156,117 @@ static void report(lua_State *L, int status)
     }
 }
 
+/* ---- completion ------------------------------------------------------------- */
+
+/* Tab completes names: globals, keywords, and the fields of tables (and of
+ * a value's __index tables) after `a.b.` or `obj:`. The Lua side runs under
+ * pcall (an __index may raise) and returns the sorted candidates. */
+static const char complete_lua[] =
+    "local text = ...\n"
+    "local path, sep, last = text:match('^([%w_.:]-)([.:])([%w_]*)$')\n"
+    "local t = _G\n"
+    "if path then\n"
+    "  for name in path:gmatch('[^.:]+') do\n"
+    "    if type(t) ~= 'table' and type(getmetatable(t)) ~= 'table' then return {} end\n"
+    "    t = t[name]\n"
+    "  end\n"
+    "else\n"
+    "  path, sep, last = '', '', text\n"
+    "end\n"
+    "local out, seen = {}, {}\n"
+    "local function add(k, v)\n"
+    "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not seen[k]\n"
+    "     and k:sub(1, #last) == last and (sep ~= ':' or type(v) == 'function') then\n"
+    "    seen[k] = true\n"
+    "    out[#out + 1] = path .. sep .. k\n"
+    "  end\n"
+    "end\n"
+    "if path == '' then\n"
+    "  for w in ('and break do else elseif end false for function goto if in '\n"
+    "      .. 'local nil not or repeat return then true until while'):gmatch('%a+') do\n"
+    "    add(w, true)\n"
+    "  end\n"
+    "end\n"
+    "if path == 'dtf' and sep == '.' then\n"
+    "  for _, list in ipairs({package.preload, package.loaded}) do\n"
+    "    for name in pairs(list) do\n"
+    "      local sub = type(name) == 'string' and name:match('^dtf%.([%w_]+)$')\n"
+    "      if sub then add(sub, true) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "for _ = 1, 8 do\n"
+    "  if type(t) == 'table' then\n"
+    "    for k, v in pairs(t) do add(k, v) end\n"
+    "  end\n"
+    "  local mt = getmetatable(t)\n"
+    "  if type(mt) ~= 'table' or type(rawget(mt, '__index')) ~= 'table' then break end\n"
+    "  t = rawget(mt, '__index')\n"
+    "end\n"
+    "table.sort(out)\n"
+    "return out\n";
+
+static char **cands;    /* the candidates for the word being completed */
+static size_t ncands, icand;
+
+static void free_cands(void)
+{
+    size_t i;
+    for (i = icand; i < ncands; i++)
+        free(cands[i]);
+    free(cands);
+    cands = NULL;
+    ncands = icand = 0;
+}
+
+/* Fills cands from the Lua side; leaves the stack as it found it. */
+static void find_cands(const char *text)
+{
+    lua_State *L = globalL;
+    int top = lua_gettop(L);
+    lua_Integer i, n;
+
+    free_cands();
+    if (!lua_checkstack(L, 8) ||
+        luaL_loadbuffer(L, complete_lua, sizeof complete_lua - 1,
+                        "=complete") != LUA_OK)
+        goto out;
+    lua_pushstring(L, text);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1))
+        goto out;
+    n = luaL_len(L, -1);
+    cands = calloc((size_t)n + 1, sizeof *cands);
+    for (i = 1; cands && i <= n; i++) {
+        const char *c;
+        lua_rawgeti(L, -1, i);
+        c = lua_tostring(L, -1);
+        if (c && (cands[ncands] = strdup(c)) != NULL)
+            ncands++;
+        lua_pop(L, 1);
+    }
+out:
+    lua_settop(L, top);
+}
+
+/* rl_compentry_func_t: the state-th candidate, malloc'd; NULL when done. */
+static char *next_cand(const char *text, int state)
+{
+    if (state == 0)
+        find_cands(text);
+    if (icand < ncands)
+        return cands[icand++];      /* readline frees it */
+    free_cands();
+    return NULL;
+}
+
+static char **complete(const char *text, int start, int end)
+{
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1;   /* no file names for a miss */
+    return rl_completion_matches(text, next_cand);
+}
+
 /* ---- history ---------------------------------------------------------------- */
 
 static void history_open(void)
@@ -170,6 +281,9 @@ static void history_open(void)
     }
     rl_readline_name = "dtf";       /* for `dtf:` lines in ~/.editrc */
     rl_getc_function = repl_getc;   /* read before rl_initialize() */
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(}[]),+-*/%^~#";
+    rl_completion_append_character = '\0';
     using_history();
     stifle_history(HISTORY_MAX);
     if (history_file)

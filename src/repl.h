@@ -4,7 +4,8 @@
  * $DTF_HISTORY), prompts "dtf> " and ">> " for a continued chunk, and
  * Ctrl-C interrupts a running statement or clears the line at the
  * prompt. When stdin is not a terminal it reads plain lines with no
- * prompt, so input can be piped in. `expr` prints expr's values. */
+ * prompt, so input can be piped in. `expr` prints expr's values; Tab
+ * completes globals, keywords and fields (`string.fo`, `s:up`). */
 #ifndef DTF_REPL_H
 #define DTF_REPL_H
 
