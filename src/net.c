@@ -124,44 +124,88 @@ static int token_equal(const char *want, size_t nwant, const char *got, size_t n
 /* The parse state of one connection. */
 typedef struct fstate {
     dtf_wire_hdr h;
-    int have_hdr;    /* h is decoded and drained; waiting for h.len body bytes */
+    int have_hdr;    /* h is decoded and drained; its body is on its way */
     int low_set;     /* the read low watermark is raised for a body */
+    uint8_t *dst;    /* a float body streams here; NULL: it waits in the input */
+    size_t got;      /* body bytes in dst so far */
 } fstate;
 
-/* 1: a whole frame is buffered (its header decoded into fs->h and drained,
- * h.len body bytes at the front of the input); 0: need more bytes; -1: the
- * bytes are not a valid frame (dtf_error() says why). */
-static int next_frame(struct bufferevent *bev, fstate *fs, size_t max_payload)
+static void fstate_next(fstate *fs)
+{
+    fs->have_hdr = 0;
+    fs->dst = NULL;
+    fs->got = 0;
+}
+
+/* 1: a header was decoded into fs->h and drained from the input; 0: need
+ * more bytes; -1: the bytes are not a valid frame (dtf_error() says why). */
+static int read_hdr(struct bufferevent *bev, fstate *fs, size_t max_payload)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
-    if (!fs->have_hdr) {
-        uint8_t hb[DTF_WIRE_HDR];
-        size_t n = evbuffer_get_length(in);
-        if (n == 0)
+    uint8_t hb[DTF_WIRE_HDR];
+    size_t n = evbuffer_get_length(in);
+    if (n == 0)
+        return 0;
+    if (n > DTF_WIRE_HDR)
+        n = DTF_WIRE_HDR;
+    if (evbuffer_copyout(in, hb, n) != (ev_ssize_t)n) {
+        dtf_seterr("cannot read the input buffer");
+        return -1;
+    }
+    int r = dtf_wire_decode_hdr(hb, n, max_payload, &fs->h);
+    if (r != DTF_WIRE_FRAME)
+        return r == DTF_WIRE_INCOMPLETE ? 0 : -1;
+    evbuffer_drain(in, DTF_WIRE_HDR);
+    fs->have_hdr = 1;
+    fs->dst = NULL;
+    fs->got = 0;
+    return 1;
+}
+
+/* Receives the body of fs->h. With fs->dst set, the bytes go straight
+ * there: first what the bufferevent already read, then recv() on the
+ * socket until it would block (libevent 2.1 reads 4 KiB per callback; a
+ * 160 KB gradient would cost 40 trips through the loop and a copy). Small
+ * bodies wait in the input buffer (read low watermark). 1: the body is
+ * complete; 0: need more; -1: the peer closed or the socket failed
+ * (dtf_error() says which). */
+static int read_body(struct bufferevent *bev, fstate *fs, size_t max_payload)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = fs->h.len;
+    if (!fs->dst) {
+        if (evbuffer_get_length(in) < len) {
+            bufferevent_setwatermark(bev, EV_READ, len, read_high(max_payload));
+            fs->low_set = 1;
             return 0;
-        if (n > DTF_WIRE_HDR)
-            n = DTF_WIRE_HDR;
-        if (evbuffer_copyout(in, hb, n) != (ev_ssize_t)n) {
-            dtf_seterr("cannot read the input buffer");
+        }
+        if (fs->low_set) {
+            bufferevent_setwatermark(bev, EV_READ, 0, read_high(max_payload));
+            fs->low_set = 0;
+        }
+        return 1;
+    }
+    size_t have = evbuffer_get_length(in);
+    if (have && fs->got < len) {
+        size_t k = have < len - fs->got ? have : len - fs->got;
+        evbuffer_remove(in, fs->dst + fs->got, k);
+        fs->got += k;
+    }
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    while (fs->got < len) {
+        ssize_t k = recv(fd, fs->dst + fs->got, len - fs->got, MSG_DONTWAIT);
+        if (k > 0) {
+            fs->got += (size_t)k;
+        } else if (k == 0) {
+            dtf_seterr("closed");
+            return -1;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        } else if (errno != EINTR) {
+            dtf_seterr("%s", evutil_socket_error_to_string(errno));
             return -1;
         }
-        int r = dtf_wire_decode_hdr(hb, n, max_payload, &fs->h);
-        if (r != DTF_WIRE_FRAME)
-            return r == DTF_WIRE_INCOMPLETE ? 0 : -1;
-        evbuffer_drain(in, DTF_WIRE_HDR);
-        fs->have_hdr = 1;
     }
-    if (evbuffer_get_length(in) < fs->h.len) {
-        /* Wake up once the whole body is here, not per packet. */
-        bufferevent_setwatermark(bev, EV_READ, fs->h.len, read_high(max_payload));
-        fs->low_set = 1;
-        return 0;
-    }
-    if (fs->low_set) {
-        bufferevent_setwatermark(bev, EV_READ, 0, read_high(max_payload));
-        fs->low_set = 0;
-    }
-    fs->have_hdr = 0;
     return 1;
 }
 
@@ -182,17 +226,53 @@ static void add_floats(struct evbuffer *out, const float *f, size_t n)
     evbuffer_commit_space(out, &v, 1);
 }
 
-/* Removes a body of n floats from in into dst (host order). */
-static int remove_floats(struct evbuffer *in, float *dst, size_t n)
+static void unref_storage(const void *data, size_t len, void *extra)
 {
-    if (n == 0)
-        return 0;
-    if (evbuffer_remove(in, dst, n * 4) != (int)(n * 4)) {
-        dtf_seterr("short body");
-        return -1;
+    (void)data;
+    (void)len;
+    dtf_storage_release(extra);
+}
+
+/* Sends a frame: its header hb and a body of len bytes (float32s when
+ * floats, else raw bytes). When nothing is queued before it, one sendmsg
+ * sends it straight from the caller's memory, which the socket usually
+ * takes whole; the rest goes through the output buffer, by reference when
+ * by_ref (keep, if not NULL, is retained until it is sent) or copied. */
+static void send_direct(struct bufferevent *bev, const uint8_t *hb, const void *body,
+                        size_t len, int floats, int by_ref, dtf_storage *keep)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    size_t sent = 0;
+    int le = dtf_wire_host_is_le();
+    if (evbuffer_get_length(out) == 0 && (le || !floats)) {
+        struct iovec iov[2] = {{(void *)hb, DTF_WIRE_HDR}, {(void *)body, len}};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = iov;
+        m.msg_iovlen = len ? 2 : 1;
+        ssize_t k;
+        do
+            k = sendmsg(bufferevent_getfd(bev), &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (k < 0 && errno == EINTR);
+        if (k > 0) /* an error is left for the bufferevent to report */
+            sent = (size_t)k;
     }
-    dtf_wire_floats_to_host(dst, n);
-    return 0;
+    if (sent < DTF_WIRE_HDR)
+        evbuffer_add(out, hb + sent, DTF_WIRE_HDR - sent);
+    size_t bsent = sent > DTF_WIRE_HDR ? sent - DTF_WIRE_HDR : 0;
+    if (bsent >= len)
+        return;
+    const uint8_t *rest = (const uint8_t *)body + bsent;
+    if (floats && !le) {
+        add_floats(out, body, len / 4); /* nothing was sent directly */
+    } else if (by_ref) {
+        if (keep)
+            dtf_storage_retain(keep);
+        if (evbuffer_add_reference(out, rest, len - bsent, unref_storage, keep) < 0 && keep)
+            dtf_storage_release(keep);
+    } else {
+        evbuffer_add(out, rest, len - bsent);
+    }
 }
 
 /* Reads a text body of len bytes (keeping at most cap-1) into buf. */
@@ -232,6 +312,7 @@ struct sconn {
     int closing;         /* flushing an ERROR frame, reading stopped */
     int paused;          /* reading stopped: our output is over OUT_MARK */
     fstate fs;
+    float *body;         /* a PUSH body lands here (the shard's count floats) */
 };
 
 struct dtf_server {
@@ -301,21 +382,20 @@ static void conn_free(sconn *c, int level, const char *reason)
         c->next->prev = c->prev;
     s->nconns--;
     bufferevent_free(c->bev);
+    free(c->body);
     free(c);
     if (s->finishing)
         maybe_finish(s);
 }
 
+/* A reply: sent at once when the socket takes it (send_direct). */
 static void send_frame(sconn *c, dtf_wire_hdr *h, const void *payload, uint32_t len)
 {
     dtf_server *s = c->srv;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hb[DTF_WIRE_HDR];
     h->len = len;
     dtf_wire_encode_hdr(hb, h);
-    evbuffer_add(out, hb, DTF_WIRE_HDR);
-    if (len)
-        evbuffer_add(out, payload, len);
+    send_direct(c->bev, hb, payload, len, 0, 0, NULL);
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + (uint64_t)len;
 }
@@ -328,9 +408,18 @@ static void conn_fail(sconn *c, uint32_t id, const char *msg)
     s->bad_peers++;
     slog(s, DTF_LOG_WARNING, "ps %d: closing connection from %s: %s",
          s->shard->cfg.index, c->who, msg);
-    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_ERROR, id, 0, 0, s->shard->step, 0);
+    /* Queued, not sent directly: the write callback that fires once the
+     * output has drained is what closes the connection. */
     size_t n = strlen(msg);
-    send_frame(c, &h, msg, (uint32_t)(n < 1000 ? n : 1000));
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_ERROR, id, 0, 0, s->shard->step,
+                                   (uint32_t)(n < 1000 ? n : 1000));
+    uint8_t hb[DTF_WIRE_HDR];
+    dtf_wire_encode_hdr(hb, &h);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hb, DTF_WIRE_HDR);
+    evbuffer_add(out, msg, h.len);
+    s->frames_out++;
+    s->bytes_out += DTF_WIRE_HDR + (uint64_t)h.len;
     c->closing = 1;
     unpark_conn(s, c);
     bufferevent_disable(c->bev, EV_READ);
@@ -342,15 +431,14 @@ static void reply_pull(sconn *c, uint32_t id, uint64_t off, uint64_t count)
 {
     dtf_server *s = c->srv;
     dtf_shard *sh = s->shard;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL_REPLY, id, off, count, sh->step,
                                    (uint32_t)(count * 4));
     dtf_wire_encode_hdr(hb, &h);
-    evbuffer_add(out, hb, DTF_WIRE_HDR);
-    /* A copy, not a reference: the shard's parameters change with the next
-     * push, possibly before this reply has left. */
-    add_floats(out, sh->params + (off - sh->offset), (size_t)count);
+    /* Straight from the shard when the socket takes it; what it does not
+     * is copied, not referenced: the parameters change with the next push,
+     * possibly before the rest has left. */
+    send_direct(c->bev, hb, sh->params + (off - sh->offset), (size_t)count * 4, 1, 0, NULL);
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + count * 4;
 }
@@ -467,6 +555,42 @@ static int handle_hello(sconn *c)
     return 0;
 }
 
+/* Checks a frame from its header, before its body arrives: a PUSH must
+ * come from a worker after HELLO and cover the shard's range; its body then
+ * streams into c->body. 0, or -1 when the connection is closing. */
+static int start_frame(sconn *c)
+{
+    dtf_shard *sh = c->srv->shard;
+    dtf_wire_hdr *h = &c->fs.h;
+    char msg[256];
+    if (!c->hello && h->type != DTF_MSG_HELLO) {
+        /* before its body: a stranger's 60 MB frame is not read at all */
+        snprintf(msg, sizeof msg, "%s before HELLO", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    if (h->type != DTF_MSG_PUSH)
+        return 0; /* the rest is checked in handle_frame */
+    if (c->role != DTF_ROLE_WORKER) {
+        conn_fail(c, h->id, "PUSH from an observer");
+        return -1;
+    }
+    if (h->offset != sh->offset || h->count != sh->count) {
+        snprintf(msg, sizeof msg,
+                 "PUSH of [%" PRIu64 ", %" PRIu64 ") is not this shard's range [%" PRIu64
+                 ", %" PRIu64 ")", h->offset, h->offset + h->count, sh->offset,
+                 sh->offset + sh->count);
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    if (!c->body && !(c->body = malloc(sh->count ? (size_t)sh->count * sizeof(float) : 1))) {
+        conn_fail(c, h->id, "out of memory for a gradient");
+        return -1;
+    }
+    c->fs.dst = (uint8_t *)c->body;
+    return 0;
+}
+
 /* Handles the frame in c->fs.h whose body is buffered. 0, or -1 when the
  * connection is closing or gone (do not touch c). */
 static int handle_frame(sconn *c)
@@ -519,24 +643,10 @@ static int handle_frame(sconn *c)
     }
 
     case DTF_MSG_PUSH: {
-        if (c->role != DTF_ROLE_WORKER) {
-            conn_fail(c, h->id, "PUSH from an observer");
-            return -1;
-        }
-        if (h->offset != sh->offset || h->count != sh->count) {
-            snprintf(msg, sizeof msg,
-                     "PUSH of [%" PRIu64 ", %" PRIu64 ") is not this shard's range [%" PRIu64
-                     ", %" PRIu64 ")", h->offset, h->offset + h->count, sh->offset,
-                     sh->offset + sh->count);
-            conn_fail(c, h->id, msg);
-            return -1;
-        }
-        if (remove_floats(in, sh->grad, (size_t)h->count) < 0) {
-            conn_fail(c, h->id, dtf_error());
-            return -1;
-        }
+        /* checked by start_frame; the body is in c->body */
+        dtf_wire_floats_to_host(c->body, (size_t)h->count);
         int advanced = 0;
-        int r = dtf_shard_push(sh, c->index, h->step, &advanced);
+        int r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
         if (r < 0) {
             conn_fail(c, h->id, dtf_error());
             return -1;
@@ -623,15 +733,34 @@ static void s_read(struct bufferevent *bev, void *arg)
             }
             return;
         }
-        int r = next_frame(bev, &c->fs, s->max_payload);
+        if (!c->fs.have_hdr) {
+            int r = read_hdr(bev, &c->fs, s->max_payload);
+            if (r == 0)
+                return;
+            if (r < 0) {
+                conn_fail(c, 0, dtf_error());
+                return;
+            }
+            s->frames_in++;
+            s->bytes_in += DTF_WIRE_HDR + (uint64_t)c->fs.h.len;
+            if (start_frame(c) < 0)
+                return;
+        }
+        int r = read_body(bev, &c->fs, s->max_payload);
         if (r == 0)
             return;
         if (r < 0) {
-            conn_fail(c, 0, dtf_error());
+            char why[256];
+            if (strcmp(dtf_error(), "closed") == 0)
+                snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
+                         " bytes)", dtf_msg_name(c->fs.h.type), c->fs.got, c->fs.h.len);
+            else
+                snprintf(why, sizeof why, "connection error (%s)", dtf_error());
+            s->bad_peers++;
+            conn_free(c, DTF_LOG_WARNING, why);
             return;
         }
-        s->frames_in++;
-        s->bytes_in += DTF_WIRE_HDR + (uint64_t)c->fs.h.len;
+        fstate_next(&c->fs);
         if (handle_frame(c) < 0)
             return;
     }
@@ -675,7 +804,7 @@ static void s_event(struct bufferevent *bev, short events, void *arg)
     } else if (c->fs.have_hdr || buffered) {
         if (c->fs.have_hdr)
             snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
-                     " bytes)", dtf_msg_name(c->fs.h.type), buffered, c->fs.h.len);
+                     " bytes)", dtf_msg_name(c->fs.h.type), buffered + c->fs.got, c->fs.h.len);
         else
             snprintf(why, sizeof why, "disconnected mid-frame (%zu of %d header bytes)",
                      buffered, DTF_WIRE_HDR);
@@ -1152,35 +1281,18 @@ static void cc_lost(cconn *cc, const char *why)
         cc_fail(cc, "%s", why);
 }
 
-static void unref_storage(const void *data, size_t len, void *extra)
-{
-    (void)data;
-    (void)len;
-    dtf_storage_release(extra);
-}
-
 static void send_req(cconn *cc, creq *r)
 {
     dtf_client *cl = cc->cl;
-    struct evbuffer *out = bufferevent_get_output(cc->bev);
     uint32_t len = r->type == DTF_MSG_PUSH ? (uint32_t)(r->count * 4) : 0;
     dtf_wire_hdr h = dtf_wire_make(r->type, r->id, r->off, r->count, r->step, len);
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_encode_hdr(hb, &h);
-    evbuffer_add(out, hb, DTF_WIRE_HDR);
-    if (!len)
-        return;
-    if (dtf_wire_host_is_le() && !cl->cfg.copy_sends) {
-        /* Zero-copy: the kernel reads the gradient straight from the
-         * worker's tensor. The call blocks until the reply, so the memory
-         * stays put; keep guards against the tensor being collected. */
-        if (r->keep)
-            dtf_storage_retain(r->keep);
-        if (evbuffer_add_reference(out, r->src, len, unref_storage, r->keep) < 0 && r->keep)
-            dtf_storage_release(r->keep);
-    } else {
-        add_floats(out, r->src, (size_t)r->count);
-    }
+    /* A gradient goes from the worker's tensor to the socket without a
+     * copy. What the socket does not take at once stays referenced: the
+     * call blocks until the reply, so the memory stays put, and keep
+     * guards against the tensor being collected meanwhile. */
+    send_direct(cc->bev, hb, r->src, len, 1, !cl->cfg.copy_sends, r->keep);
 }
 
 static void send_hello(cconn *cc)
@@ -1197,9 +1309,7 @@ static void send_hello(cconn *cc)
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, cc->hello_id, 0, 0, 0, (uint32_t)n);
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_encode_hdr(hb, &h);
-    struct evbuffer *out = bufferevent_get_output(cc->bev);
-    evbuffer_add(out, hb, DTF_WIRE_HDR);
-    evbuffer_add(out, p, n);
+    send_direct(cc->bev, hb, p, n, 0, 0, NULL);
 }
 
 static creq *find_req(cconn *cc, uint32_t id, int reply_type)
@@ -1289,16 +1399,8 @@ static int cc_handle(cconn *cc)
             return -1;
         }
         if (h->type == DTF_MSG_PULL_REPLY) {
-            if (h->offset != r->off || h->count != r->count) {
-                cc_fail(cc, "PULL_REPLY for [%" PRIu64 ", +%" PRIu64 "), asked for [%" PRIu64
-                        ", +%" PRIu64 ")", h->offset, h->count, r->off, r->count);
-                return -1;
-            }
-            /* Straight into the worker's parameter tensor. */
-            if (remove_floats(in, r->dst, (size_t)r->count) < 0) {
-                cc_fail(cc, "%s", dtf_error());
-                return -1;
-            }
+            /* already in the worker's tensor (cc_start_frame, read_body) */
+            dtf_wire_floats_to_host(r->dst, (size_t)r->count);
         } else if (h->type == DTF_MSG_STATS_REPLY) {
             r->text = malloc((size_t)h->len + 1);
             if (!r->text) {
@@ -1321,18 +1423,54 @@ static int cc_handle(cconn *cc)
     }
 }
 
+/* A reply's header is in: a PULL_REPLY must answer a pull in flight with
+ * its range; its body then streams into the worker's tensor. */
+static int cc_start_frame(cconn *cc)
+{
+    dtf_wire_hdr *h = &cc->fs.h;
+    creq *r;
+    if (h->type != DTF_MSG_PULL_REPLY)
+        return 0;
+    if (cc->state != CC_READY || !(r = find_req(cc, h->id, h->type))) {
+        cc_fail(cc, "PULL_REPLY for no pull in flight (id %" PRIu32 ")", h->id);
+        return -1;
+    }
+    if (h->offset != r->off || h->count != r->count) {
+        cc_fail(cc, "PULL_REPLY for [%" PRIu64 ", +%" PRIu64 "), asked for [%" PRIu64
+                ", +%" PRIu64 ")", h->offset, h->count, r->off, r->count);
+        return -1;
+    }
+    cc->fs.dst = (uint8_t *)r->dst;
+    return 0;
+}
+
 static void c_read(struct bufferevent *bev, void *arg)
 {
     cconn *cc = arg;
     (void)bev;
     while (cc->bev) {
-        int r = next_frame(cc->bev, &cc->fs, cc->cl->max_payload);
+        if (!cc->fs.have_hdr) {
+            int r = read_hdr(cc->bev, &cc->fs, cc->cl->max_payload);
+            if (r == 0)
+                return;
+            if (r < 0) {
+                cc_fail(cc, "bad frame: %s", dtf_error());
+                return;
+            }
+            if (cc_start_frame(cc) < 0)
+                return;
+        }
+        int r = read_body(cc->bev, &cc->fs, cc->cl->max_payload);
         if (r == 0)
             return;
         if (r < 0) {
-            cc_fail(cc, "bad frame: %s", dtf_error());
+            char why[256];
+            snprintf(why, sizeof why, "%s", strcmp(dtf_error(), "closed") == 0
+                     ? "connection closed" : dtf_error());
+            cc_lost(cc, why);
             return;
         }
+        fstate_next(&cc->fs);
         if (cc_handle(cc) < 0)
             return;
     }

@@ -59,12 +59,11 @@ dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
     dtf_shard_range(cfg->P, cfg->nps, cfg->index, &s->offset, &s->count);
     int nslots = dtf_optim_nslots(&cfg->optim);
     s->params = zalloc(s->count);
-    s->grad = zalloc(s->count);
     s->slot0 = nslots >= 1 ? zalloc(s->count) : NULL;
     s->slot1 = nslots >= 2 ? zalloc(s->count) : NULL;
     s->acc = cfg->sync ? zalloc(s->count) : NULL;
     s->w = calloc((size_t)cfg->workers, sizeof *s->w);
-    if (!s->params || !s->grad || (nslots >= 1 && !s->slot0) ||
+    if (!s->params || (nslots >= 1 && !s->slot0) ||
         (nslots >= 2 && !s->slot1) || (cfg->sync && !s->acc) || !s->w) {
         dtf_shard_free(s);
         dtf_seterr("out of memory for a shard of %" PRIu64 " floats", cfg->P);
@@ -82,7 +81,6 @@ void dtf_shard_free(dtf_shard *s)
     if (!s)
         return;
     free(s->params);
-    free(s->grad);
     free(s->slot0);
     free(s->slot1);
     free(s->acc);
@@ -141,7 +139,8 @@ static int check_worker(const dtf_shard *s, int worker)
     return 0;
 }
 
-int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, int *advanced)
+int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
+                   int *advanced)
 {
     *advanced = 0;
     if (check_worker(s, worker) < 0)
@@ -154,7 +153,7 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, int *advanced)
     w->done = 0; /* pushing again: back in the game */
     if (!s->cfg.sync) {
         s->gradients++;
-        apply(s, s->grad);
+        apply(s, grad);
         *advanced = 1;
         return DTF_PUSH_APPLIED;
     }
@@ -174,7 +173,7 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, int *advanced)
     w->contributed = 1;
     s->gradients++;
     float *a = s->acc;
-    const float *g = s->grad;
+    const float *g = grad;
     for (uint64_t i = 0; i < s->count; i++)
         a[i] += g[i];
     s->have++;

@@ -48,7 +48,6 @@ typedef struct dtf_shard {
     uint64_t offset, count;   /* this shard's range */
     float *params;            /* count floats */
     float *slot0, *slot1;     /* optimizer slots (NULL when unused) */
-    float *grad;              /* count floats: where a pushed body lands */
     float *acc;               /* sync: sum of this step's gradients */
     int64_t step;             /* updates applied (the shard's step) */
     int have;                 /* sync: gradients summed into acc */
@@ -70,11 +69,12 @@ void dtf_shard_free(dtf_shard *s);
 /* Number of gradients the current sync step waits for. */
 int dtf_shard_needed(const dtf_shard *s);
 
-/* Applies or sums the gradient in s->grad (the whole range; fill it first)
- * from worker with its step. Returns a dtf_push_result, or -1 with
+/* Applies or sums grad (count floats: the whole range) from worker with
+ * its step. Returns a dtf_push_result, or -1 with
  * dtf_error() for a worker index out of range. *advanced is set to 1 when
  * the step moved (so parked pulls may be answered). */
-int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, int *advanced);
+int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
+                   int *advanced);
 
 /* The worker finished (WORKER_DONE); in sync mode the step may now
  * complete with fewer replicas. Returns 1 when the step advanced, 0 when

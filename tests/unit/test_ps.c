@@ -49,10 +49,12 @@ static dtf_shard_config sgd_config(uint64_t P, int nps, int index, int workers, 
     return c;
 }
 
+static float gbuf[64];
+
 static void fill_grad(dtf_shard *s, float v)
 {
-    for (uint64_t i = 0; i < s->count; i++)
-        s->grad[i] = v;
+    for (uint64_t i = 0; i < s->count && i < 64; i++)
+        gbuf[i] = v;
 }
 
 TEST(shard_ranges_tile_and_balance)
@@ -114,19 +116,19 @@ TEST(async_applies_each_push)
     dtf_shard *s = dtf_shard_new(&c, NULL);
     int adv;
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(adv, 1);
     CHECK_EQ_INT(s->step, 1);
     CHECK_NEAR(s->params[0], -0.5, 1e-7);
     /* an old step is still applied in async mode */
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(s->step, 2);
     CHECK_NEAR(s->params[3], -1.5, 1e-7);
     CHECK_EQ_INT(s->gradients, 2);
     CHECK_EQ_INT(s->updates, 2);
     CHECK_EQ_INT(s->stale, 0);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), -1);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), -1);
     CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range");
     dtf_shard_free(s);
 }
@@ -138,7 +140,7 @@ TEST(sync_averages_replicas_and_drops_stale)
     int adv;
     CHECK_EQ_INT(s->cfg.replicas, 2);
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_PENDING);
     CHECK_EQ_INT(adv, 0);
     CHECK_EQ_INT(s->step, 0);
     CHECK(s->params[0] == 0.0f);
@@ -147,15 +149,15 @@ TEST(sync_averages_replicas_and_drops_stale)
     CHECK_EQ_INT(w[0], 1);
     /* worker 0 again for the same step: a duplicate, kept out */
     fill_grad(s, 100.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_DUPLICATE);
     CHECK_EQ_INT(s->duplicates, 1);
     fill_grad(s, 3.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(adv, 1);
     CHECK_EQ_INT(s->step, 1);
     CHECK_NEAR(s->params[2], -2.0, 1e-6); /* mean of 1 and 3, lr 1 */
     /* a gradient for step 0 now is stale */
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_STALE);
     CHECK_EQ_INT(s->stale, 1);
     CHECK_EQ_INT(s->w[0].stale, 1);
     CHECK_EQ_INT(s->have, 0);
@@ -170,12 +172,12 @@ TEST(sync_replicas_less_than_workers)
     dtf_shard *s = dtf_shard_new(&c, NULL);
     int adv;
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), DTF_PUSH_PENDING);
     fill_grad(s, 4.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_APPLIED);
     CHECK_NEAR(s->params[0], -3.0, 1e-6);
     /* the slow third worker's gradient for step 0 is stale */
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_STALE);
     dtf_shard_free(s);
 }
 
@@ -187,11 +189,11 @@ TEST(sync_done_and_dropped_workers_shrink_the_wait)
     /* worker 0 pushes its last step and says done: it still counts for
      * this step, so the step waits for workers 1 and 2 as well. */
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_PENDING);
     CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
     CHECK_EQ_INT(dtf_shard_needed(s), 3);
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_PENDING);
     /* worker 2 goes silent: dropping it completes the step with two */
     CHECK_EQ_INT(dtf_shard_drop_worker(s, 2), 1);
     CHECK_EQ_INT(s->step, 1);
@@ -199,12 +201,12 @@ TEST(sync_done_and_dropped_workers_shrink_the_wait)
     /* next step: only worker 1 is left in the game */
     CHECK_EQ_INT(dtf_shard_needed(s), 1);
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 1, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 1, gbuf, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(s->step, 2);
     /* worker 2 comes back: stale first, then it rejoins at the current step */
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), DTF_PUSH_STALE);
     CHECK_EQ_INT(s->w[2].dropped, 1);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 2, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_shard_push(s, 2, 2, gbuf, &adv), DTF_PUSH_PENDING);
     CHECK_EQ_INT(s->w[2].dropped, 0);
     CHECK_EQ_INT(dtf_shard_needed(s), 2);
     /* worker 1 finishes: the step completes with worker 2's gradient alone */
@@ -223,7 +225,7 @@ TEST(shard_adam_uses_slots_and_restore)
     CHECK(s->slot0 && s->slot1);
     int adv;
     fill_grad(s, 1.0f);
-    dtf_shard_push(s, 0, 0, &adv);
+    dtf_shard_push(s, 0, 0, gbuf, &adv);
     /* Adam's first step moves each parameter by lr against the gradient */
     CHECK_NEAR(s->params[0], -0.1, 1e-5);
     CHECK(s->slot0[0] != 0.0f && s->slot1[0] != 0.0f);
