@@ -18,8 +18,10 @@
  * userdata with __gc, so a raise never leaks them. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -302,6 +304,14 @@ typedef struct serve_box {
     dtf_shard *shard;
     dtf_server *server;
     lsink sink;
+    /* checkpoints (dtf.checkpoint), when dir is set */
+    const char *dir;        /* held by the options table */
+    double secs;            /* save when this long has passed since the last */
+    int64_t steps;          /* ... or this many steps */
+    double last_time;
+    int64_t last_step;
+    int layout_ref;         /* the layout table (for layout_json), or LUA_NOREF */
+    char checksum[17];      /* the layout checksum as 16 hex digits */
 } serve_box;
 
 static int serve_gc(lua_State *L)
@@ -312,7 +322,210 @@ static int serve_gc(lua_State *L)
     dtf_shard_free(b->shard);
     b->shard = NULL;
     sink_free(L, &b->sink);
+    if (b->layout_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, b->layout_ref);
+        b->layout_ref = LUA_NOREF;
+    }
     return 0;
+}
+
+/* ---- checkpoints --------------------------------------------------------------
+ * The files are dtf.checkpoint's (lua/dtf/checkpoint.lua): the shard's
+ * params and optimizer slots with its metadata. Both functions below run
+ * under pcall with the box as a light userdata, so they may raise. */
+
+static void push_checkpoint_fn(lua_State *L, const char *name)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "dtf.checkpoint");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+}
+
+/* A new tensor holding a copy of n floats. */
+static void push_copy(lua_State *L, const float *src, uint64_t n)
+{
+    int64_t shape[1] = {(int64_t)n};
+    dtf_tensor *t = ltensor_push_new(L, 1, shape);
+    if (n)
+        memcpy(dtf_data(t), src, (size_t)n * sizeof(float));
+}
+
+/* checkpoint.save(dir, state) -> path */
+static int save_shard(lua_State *L)
+{
+    serve_box *b = lua_touserdata(L, 1);
+    dtf_shard *sh = b->shard;
+    push_checkpoint_fn(L, "save");
+    lua_pushstring(L, b->dir);
+    lua_createtable(L, 0, 14);
+    /* copies: the shard keeps changing, and a tensor must not outlive it */
+    push_copy(L, sh->params, sh->count);
+    lua_setfield(L, -2, "params");
+    if (sh->slot0) {
+        push_copy(L, sh->slot0, sh->count);
+        lua_setfield(L, -2, "slot0");
+    }
+    if (sh->slot1) {
+        push_copy(L, sh->slot1, sh->count);
+        lua_setfield(L, -2, "slot1");
+    }
+    lua_pushinteger(L, sh->step);
+    lua_setfield(L, -2, "step");
+    lua_pushinteger(L, sh->cfg.index);
+    lua_setfield(L, -2, "shard");
+    lua_pushinteger(L, sh->cfg.nps);
+    lua_setfield(L, -2, "nps");
+    lua_pushinteger(L, (lua_Integer)sh->offset);
+    lua_setfield(L, -2, "offset");
+    lua_pushinteger(L, (lua_Integer)sh->count);
+    lua_setfield(L, -2, "count");
+    lua_pushinteger(L, (lua_Integer)sh->cfg.P);
+    lua_setfield(L, -2, "P");
+    lua_pushstring(L, b->checksum);
+    lua_setfield(L, -2, "layout");
+    lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
+    lua_setfield(L, -2, "optimizer");
+    if (b->layout_ref != LUA_NOREF) {
+        push_checkpoint_fn(L, "layout_json");
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->layout_ref);
+        lua_call(L, 1, 1);
+        lua_setfield(L, -2, "layout_json");
+    }
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2))
+        return luaL_error(L, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "failed");
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* One float tensor field of the state table at idx with n elements, or
+ * NULL when absent. */
+static const float *state_tensor(lua_State *L, int idx, const char *k, uint64_t n)
+{
+    lua_getfield(L, idx, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    dtf_tensor *t = ltensor_check(L, -1);
+    if (!dtf_is_contiguous(t) || dtf_numel(t) != (int64_t)n)
+        luaL_error(L, "checkpoint tensor %s has %I elements, the shard %I", k,
+                   (lua_Integer)dtf_numel(t), (lua_Integer)n);
+    lua_pop(L, 1); /* the state table still holds it */
+    return dtf_data(t);
+}
+
+/* checkpoint.restore(dir, shard, expect) -> nil (none) | path, step */
+static int restore_shard(lua_State *L)
+{
+    serve_box *b = lua_touserdata(L, 1);
+    dtf_shard *sh = b->shard;
+    push_checkpoint_fn(L, "restore");
+    lua_pushstring(L, b->dir);
+    lua_pushinteger(L, sh->cfg.index);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, b->checksum);
+    lua_setfield(L, -2, "layout");
+    lua_pushinteger(L, sh->cfg.nps);
+    lua_setfield(L, -2, "nps");
+    lua_pushinteger(L, sh->cfg.index);
+    lua_setfield(L, -2, "shard");
+    lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
+    lua_setfield(L, -2, "optimizer");
+    lua_call(L, 3, 1);
+    if (lua_isnil(L, -1))
+        return 0;
+    int st = lua_gettop(L);
+    lua_getfield(L, st, "offset");
+    lua_getfield(L, st, "count");
+    lua_getfield(L, st, "P");
+    if (lua_tointeger(L, -3) != (lua_Integer)sh->offset ||
+        lua_tointeger(L, -2) != (lua_Integer)sh->count ||
+        lua_tointeger(L, -1) != (lua_Integer)sh->cfg.P)
+        return luaL_error(L, "checkpoint holds [%I, +%I) of %I parameters, this shard is "
+                          "[%I, +%I) of %I", lua_tointeger(L, -3), lua_tointeger(L, -2),
+                          lua_tointeger(L, -1), (lua_Integer)sh->offset,
+                          (lua_Integer)sh->count, (lua_Integer)sh->cfg.P);
+    lua_pop(L, 3);
+    const float *p = state_tensor(L, st, "params", sh->count);
+    if (!p)
+        return luaL_error(L, "checkpoint has no params");
+    const float *s0 = sh->slot0 ? state_tensor(L, st, "slot0", sh->count) : NULL;
+    const float *s1 = sh->slot1 ? state_tensor(L, st, "slot1", sh->count) : NULL;
+    lua_getfield(L, st, "step");
+    int64_t step = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    dtf_shard_restore(sh, p, s0, s1, step);
+    lua_getfield(L, st, "path");
+    lua_pushinteger(L, step);
+    return 2;
+}
+
+/* mkdir -p; 0, or -1 with dtf_error(). */
+static int make_dirs(const char *dir)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) {
+        dtf_seterr("bad directory name");
+        return -1;
+    }
+    memcpy(path, dir, n + 1);
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+                dtf_seterr("cannot create %s: %s", path, strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (!c)
+                return 0;
+        }
+    }
+}
+
+/* Runs fn(box) under pcall; 0, or -1 with the message on the stack. */
+static int call_boxed(lua_State *L, lua_CFunction fn, serve_box *b, int nres)
+{
+    lua_checkstack(L, 8);
+    lua_pushcfunction(L, fn);
+    lua_pushlightuserdata(L, b);
+    return lua_pcall(L, 1, nres, 0) == LUA_OK ? 0 : -1;
+}
+
+static void checkpoint_now(serve_box *b)
+{
+    lua_State *L = b->sink.L;
+    dtf_shard *sh = b->shard;
+    char msg[1200];
+    b->last_time = dtf_now();
+    b->last_step = sh->step;
+    if (call_boxed(L, save_shard, b, 1) < 0) {
+        snprintf(msg, sizeof msg, "ps %d: checkpoint at step %lld failed: %s", sh->cfg.index,
+                 (long long)sh->step, lua_tostring(L, -1));
+        sink_log(&b->sink, DTF_LOG_WARNING, msg);
+    } else {
+        snprintf(msg, sizeof msg, "ps %d: checkpoint at step %lld: %s", sh->cfg.index,
+                 (long long)sh->step, lua_tostring(L, -1));
+        sink_log(&b->sink, DTF_LOG_INFO, msg);
+    }
+    lua_pop(L, 1);
+}
+
+/* The server's on_step hook: a checkpoint every `steps` steps or `secs`
+ * seconds, whichever comes first. */
+static void on_step(void *ud, dtf_shard *sh)
+{
+    serve_box *b = ud;
+    if (!b->dir)
+        return;
+    if ((b->steps > 0 && sh->step - b->last_step >= b->steps) ||
+        (b->secs > 0 && dtf_now() - b->last_time >= b->secs))
+        checkpoint_now(b);
 }
 
 static void parse_optimizer(lua_State *L, int t, dtf_optim *o)
@@ -357,7 +570,7 @@ static int l_serve(lua_State *L)
         "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
         "hello_timeout", "sync_timeout", "max_connections", "max_frame", "handle_signals",
-        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", NULL,
+        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, "ps.serve", keys);
@@ -390,23 +603,64 @@ static int l_serve(lua_State *L)
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                       (lua_Integer)UINT32_MAX);
     cfg.handle_signals = opt_bool(L, 1, "handle_signals", 1);
-    /* Checkpoint options are accepted; see the note in the report. */
-    (void)opt_string(L, 1, "checkpoint_dir", NULL, NULL);
-    (void)opt_number(L, 1, "checkpoint_secs", 0);
-    (void)opt_int(L, 1, "checkpoint_steps", 0, 0, INT64_MAX);
+    const char *dir = opt_string(L, 1, "checkpoint_dir", NULL, NULL);
+    if (dir && !*dir)
+        dir = NULL;
+    double secs = opt_number(L, 1, "checkpoint_secs", 30);
+    int64_t steps = opt_int(L, 1, "checkpoint_steps", 0, 0, INT64_MAX);
+    lua_getfield(L, 1, "layout");
+    luaL_argexpected(L, lua_isnil(L, -1) || lua_istable(L, -1), 1, "layout table or nil");
 
     serve_box *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->sink.ref = LUA_NOREF;
+    b->layout_ref = LUA_NOREF;
     luaL_setmetatable(L, SERVE_MT);
     int box = lua_gettop(L);
+    lua_pushvalue(L, box - 1); /* the layout */
+    if (lua_isnil(L, -1))
+        lua_pop(L, 1);
+    else
+        b->layout_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     sink_init(L, &b->sink, 1);
     cfg.log = sink_log;
     cfg.log_ud = &b->sink;
+    cfg.on_step = on_step;
+    cfg.on_step_ud = b;
+    b->dir = dir;
+    b->secs = secs;
+    b->steps = steps;
+    snprintf(b->checksum, sizeof b->checksum, "%016" PRIx64, cfg.checksum);
 
     b->shard = dtf_shard_new(&sc, dtf_data(params));
     if (!b->shard)
         return luaL_error(L, "ps.serve: %s", dtf_error());
+    if (dir) {
+        /* Resume from the newest checkpoint of this shard, if there is one;
+         * one from another model or sharding stops the ps. */
+        char msg[1200];
+        if (make_dirs(dir) < 0) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "ps %d: checkpoint_dir: %s", sc.index, dtf_error());
+            return 2;
+        }
+        if (call_boxed(L, restore_shard, b, 2) < 0) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "ps %d: cannot restore from %s: %s", sc.index, dir,
+                            lua_tostring(L, -2));
+            return 2;
+        }
+        if (lua_isnil(L, -2))
+            snprintf(msg, sizeof msg, "ps %d: no checkpoint in %s yet; starting from the "
+                     "initial parameters", sc.index, dir);
+        else
+            snprintf(msg, sizeof msg, "ps %d: restored step %lld from %s", sc.index,
+                     (long long)lua_tointeger(L, -1), lua_tostring(L, -2));
+        lua_pop(L, 2);
+        sink_log(&b->sink, DTF_LOG_INFO, msg);
+        b->last_step = b->shard->step;
+        b->last_time = dtf_now();
+    }
     b->server = dtf_server_new(&cfg, b->shard);
     if (!b->server) {
         lua_pushnil(L);
@@ -415,6 +669,9 @@ static int l_serve(lua_State *L)
     }
     b->sink.L = L;
     int rc = dtf_server_run(b->server);
+    b->sink.L = L;
+    if (b->dir && b->shard->step != b->last_step)
+        checkpoint_now(b); /* the last state, whether done or stopped by a signal */
     if (rc < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());

@@ -3,7 +3,8 @@
 --   dtf run tests/integration/ps_only.lua -- PORT [KEY=VALUE ...]
 -- keys: P (parameters, default 1000), workers (1), nps (1), index (0),
 --       sync (false), token, checksum (hex), lr (0.1), optimizer (sgd),
---       hello_timeout, idle_timeout, sync_timeout, max_frame
+--       hello_timeout, idle_timeout, sync_timeout, max_frame, replicas,
+--       checkpoint_dir, checkpoint_steps, checkpoint_secs
 -- The parameters start as 0, 1, 2, ... (P - 1) so a client can check what
 -- it pulls. Prints the stats as "stat KEY=VALUE" lines at the end.
 local T = require 'dtf.tensor'
@@ -29,6 +30,8 @@ local stats, err = ps.serve {
   layout_checksum = o.checksum or '00000000c0ffee00', token = o.token,
   hello_timeout = tonumber(o.hello_timeout or 10), idle_timeout = tonumber(o.idle_timeout or 0),
   sync_timeout = tonumber(o.sync_timeout or 0), max_frame = tonumber(o.max_frame),
+  replicas_to_aggregate = tonumber(o.replicas), checkpoint_dir = o.checkpoint_dir,
+  checkpoint_steps = tonumber(o.checkpoint_steps), checkpoint_secs = tonumber(o.checkpoint_secs),
   log = log.sink,
 }
 if not stats then
