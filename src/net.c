@@ -37,6 +37,20 @@
  * Shared
  * ========================================================================== */
 
+/* A write to a peer that has gone must fail with EPIPE, not kill the
+ * process: libevent's writes do not pass MSG_NOSIGNAL. Only a default
+ * disposition is changed; a handler someone installed stays. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
 static struct timeval tv_of(double s)
 {
     struct timeval tv;
@@ -936,6 +950,7 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
 
 dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
 {
+    ignore_sigpipe();
     dtf_server *s = calloc(1, sizeof *s);
     if (!s) {
         dtf_seterr("out of memory");
@@ -1492,10 +1507,14 @@ static void c_event(struct bufferevent *bev, short events, void *arg)
                  cc->state == CC_CONNECTING ? "connecting" : "connection");
     } else if (events & BEV_EVENT_ERROR) {
         int e = EVUTIL_SOCKET_ERROR();
-        snprintf(why, sizeof why, "%s", e ? evutil_socket_error_to_string(e) : "connection error");
-        for (char *p = why; *p; p++)  /* "Connection refused" -> "connection refused" */
-            if (p == why && *p >= 'A' && *p <= 'Z')
-                *p = (char)(*p - 'A' + 'a');
+        char err[128];
+        snprintf(err, sizeof err, "%s", e ? evutil_socket_error_to_string(e) : "error");
+        if (err[0] >= 'A' && err[0] <= 'Z') /* "Connection refused" -> "connection refused" */
+            err[0] = (char)(err[0] - 'A' + 'a');
+        if (cc->state == CC_CONNECTING)
+            snprintf(why, sizeof why, "%s", err);
+        else
+            snprintf(why, sizeof why, "connection lost (%s)", err);
     } else {
         snprintf(why, sizeof why, "connection closed");
     }
@@ -1725,6 +1744,7 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
         dtf_seterr("token of %zu bytes is over %d bytes", cfg->token_len, DTF_WIRE_MAX_TOKEN);
         return NULL;
     }
+    ignore_sigpipe();
     dtf_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         dtf_seterr("out of memory");
