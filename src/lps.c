@@ -886,6 +886,11 @@ static int get_addrs(lua_State *L, int t, const char ***out)
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "ps.connect: addrs[%d] must be a string", i + 1);
         addrs[i] = lua_tostring(L, -1);
+        const char *colon = strrchr(addrs[i], ':');
+        size_t pl = colon ? strlen(colon + 1) : 0;
+        if (!colon || colon == addrs[i] || pl == 0 || pl > 5 ||
+            strspn(colon + 1, "0123456789") != pl)
+            luaL_error(L, "ps.connect: addrs[%d] = '%s' is not host:port", i + 1, addrs[i]);
         lua_pop(L, 1);
     }
     *out = addrs;

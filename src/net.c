@@ -94,7 +94,7 @@ static void tune_bev(struct bufferevent *bev, size_t max_payload)
 
 static void addr_str(const struct sockaddr *sa, char *buf, size_t n)
 {
-    char host[64] = "?";
+    char host[48] = "?"; /* INET6_ADDRSTRLEN is 46 */
     int port = 0;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
@@ -346,6 +346,7 @@ struct dtf_server {
     char reason[32];
     double started, step_started, last_wait_log;
     uint64_t accepted, refused, bad_peers, bytes_in, bytes_out, frames_in, frames_out;
+    uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
 };
 
 static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
@@ -743,6 +744,7 @@ static void s_read(struct bufferevent *bev, void *arg)
         if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_MARK) {
             if (!c->paused) {
                 c->paused = 1;
+                s->pauses++;
                 bufferevent_disable(bev, EV_READ);
             }
             return;
@@ -1098,10 +1100,10 @@ size_t dtf_server_stats(const dtf_server *s, char *buf, size_t n)
                      "port=%d\nuptime=%.3f\nconnections=%" PRIu64 "\nconnections_open=%d\n"
                      "refused=%" PRIu64 "\nbad_peers=%" PRIu64 "\nframes_in=%" PRIu64
                      "\nframes_out=%" PRIu64 "\nbytes_in=%" PRIu64 "\nbytes_out=%" PRIu64
-                     "\nreason=%s\n",
+                     "\nbackpressure_pauses=%" PRIu64 "\nreason=%s\n",
                      s->port, s->started > 0 ? dtf_now() - s->started : 0.0, s->accepted,
                      s->nconns, s->refused, s->bad_peers, s->frames_in, s->frames_out,
-                     s->bytes_in, s->bytes_out, s->reason);
+                     s->bytes_in, s->bytes_out, s->pauses, s->reason);
     return k + (m > 0 ? (size_t)m : 0);
 }
 

@@ -617,6 +617,65 @@ TEST(loopback_hostile_peers)
     CHECK(log_has("closing connection from worker 0 (127.0.0.1:"));
 }
 
+TEST(loopback_backpressure)
+{
+    /* A peer that pipelines 2000 pulls of 16 KB and does not read the
+     * replies: the ps stops reading from it once 16 MB are queued, keeps
+     * serving others, and answers every pull once the peer reads. */
+    enum { P = 4096, NPULL = 2000 };
+    srv s;
+    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
+    if (srv_start(&s, &c, NULL, NULL) != 0) {
+        FAIL("server: %s", dtf_error());
+        return;
+    }
+    static uint8_t req[400 + NPULL * DTF_WIRE_HDR];
+    uint8_t p[64];
+    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, P, CHECKSUM, NULL, 0};
+    size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
+    size_t len = dtf_wire_frame(req, sizeof req, &h, p, (uint32_t)n);
+    for (int i = 0; i < NPULL; i++) {
+        h = dtf_wire_make(DTF_MSG_PULL, 2 + (uint32_t)i, 0, P, 0, 0);
+        len += dtf_wire_frame(req + len, sizeof req - len, &h, NULL, 0);
+    }
+    int fd = raw_connect(&s);
+    CHECK_EQ_INT(write(fd, req, len), len);
+    usleep(300000);
+    /* another client is served meanwhile */
+    const char *addrs[1] = {s.addr};
+    dtf_client_config cc = client_config(addrs, 1, 0, P);
+    dtf_client *cl = dtf_client_connect(&cc);
+    CHECK(cl != NULL);
+    static float params[P];
+    int64_t gs;
+    if (cl)
+        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
+    /* now read everything the slow peer was sent */
+    size_t want = DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN +
+                  (size_t)NPULL * (DTF_WIRE_HDR + 4 * P), got = 0;
+    static uint8_t b[1 << 16];
+    while (got < want) {
+        ssize_t k = read(fd, b, sizeof b);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    CHECK_EQ_INT(got, want);
+    char *texts[1] = {NULL};
+    if (cl) {
+        CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
+        CHECK(texts[0] && !strstr(texts[0], "backpressure_pauses=0\n"));
+        CHECK_STR_CONTAINS(texts[0], "pulls=2001\n");
+        free(texts[0]);
+        CHECK_EQ_INT(dtf_client_done(cl, 0), 0);
+        dtf_client_free(cl);
+    }
+    srv_join(&s);
+    CHECK_EQ_INT(s.rc, 0);
+}
+
 TEST(client_gives_up_and_names_the_ps)
 {
     /* a port nobody listens on: bind one, close it */
