@@ -73,6 +73,17 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execv(dtf, [dtf, "repl"])
 
+# Whatever happens here (a failed check, `timeout` sending SIGTERM), the REPL
+# must not outlive the test: it may be spinning in `while true do end`.
+import atexit
+def reap(*_):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+atexit.register(reap)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
 out = b""
 seen = 0  # output before this offset has been matched already
 
