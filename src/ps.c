@@ -150,7 +150,10 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
     w->last_push = dtf_now();
     if (wstep > w->last_step)
         w->last_step = wstep;
-    w->done = 0; /* pushing again: back in the game */
+    if (w->done) { /* pushing again (a restarted worker): back in the game */
+        w->done = 0;
+        s->ndone--;
+    }
     if (!s->cfg.sync) {
         s->gradients++;
         apply(s, grad);

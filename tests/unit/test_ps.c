@@ -130,6 +130,13 @@ TEST(async_applies_each_push)
     CHECK_EQ_INT(s->stale, 0);
     CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), -1);
     CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range");
+    /* a worker that said done and pushes again is back in the game */
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
+    CHECK_EQ_INT(s->ndone, 1);
+    dtf_shard_push(s, 0, 2, gbuf, &adv);
+    CHECK_EQ_INT(s->ndone, 0);
+    CHECK_EQ_INT(s->w[0].done, 0);
     dtf_shard_free(s);
 }
 
