@@ -1,17 +1,25 @@
 /* lps: module dtf.ps, the Lua face of ps.c and net.c.
  *
- *   ps.shard_range(P, n, i)          -> offset (0-based), count
- *   ps.serve{...}                    -> stats table | nil, err
+ *   ps.shard_range(P, n, i)          -> offset (0-based), count of shard i of n
+ *   ps.serve{...}                    -> stats | nil, err   (runs the ps)
  *   ps.connect{...}                  -> client | nil, err
  *   client:pull(params [, min_step]) -> global_step | nil, err
  *   client:push(grads, step)         -> global_step | nil, err
  *   client:push_pull(grads, params, step) -> global_step | nil, err
  *   client:global_step()             -> global_step | nil, err
  *   client:done([step])              -> true | nil, err
- *   client:stats()                   -> { stats of ps 0, of ps 1, ... } | nil, err
- *                                      (see push_stats for the table's shape)
- *   client:ranges()                  -> { {offset=, count=}, ... }
+ *   client:stats()                   -> { stats of ps 0, stats of ps 1, ... } | nil, err
+ *   client:ranges()                  -> { {offset=, count=}, ... } (0-based)
+ *   client:is_sync()                 -> boolean
  *   client:close()                   (also __gc and __close)
+ *
+ * A stats table holds the "key=value" lines of dtf_server_stats as numbers
+ * or strings (step, mode, offset, count, gradients, updates, stale,
+ * duplicates, pulls, workers, workers_done, bytes_in, bytes_out,
+ * connections, bad_peers, backpressure_pauses, reason, ...), and
+ * worker[i + 1] = {index=i, step=, pushes=, stale=, duplicates=, done=}.
+ * Log functions get (level, msg) with level "debug", "info", "warning" or
+ * "error", as dtf.util.log takes them.
  *
  * Misuse (a wrong option type, a tensor of the wrong size) raises; network
  * failures return nil and a message naming the ps. C resources live in

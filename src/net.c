@@ -3,9 +3,18 @@
  * Reading frames (both sides): the parse state lives in the connection
  * (fstate), so a partial frame resumes on the next read. The header is
  * copied out with evbuffer_copyout and decoded by wire.c, which checks each
- * field as soon as it is buffered; a body is waited for with the read low
- * watermark and then removed straight into its destination (the shard's
- * gradient buffer, the worker's parameter tensor). */
+ * field as soon as it is buffered. A float body (PUSH at the ps, PULL_REPLY
+ * at the worker) is checked from its header, then received straight into
+ * its destination (the connection's gradient buffer, the worker's parameter
+ * tensor): what the bufferevent already read, then recv() on the socket.
+ * Other bodies are small and wait in the input buffer (read low watermark).
+ *
+ * Writing: a frame goes out with one sendmsg straight from its memory (the
+ * shard's parameters, the worker's gradients) when nothing is queued before
+ * it; what the socket does not take is queued in the output buffer, by
+ * reference for gradients, copied for parameters (they change with the next
+ * push). A peer whose queued replies pass OUT_MARK is not read from until it
+ * has read them (backpressure). */
 #include "net.h"
 
 #include <errno.h>
