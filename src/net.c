@@ -541,10 +541,12 @@ static int handle_hello(sconn *c)
         return -1;
     }
     if (m.checksum != s->cfg.checksum || m.P != sh->cfg.P) {
-        snprintf(msg, sizeof msg,
-                 "%s runs a different model: layout checksum %016" PRIx64 " with %" PRIu64
-                 " parameters, ps has %016" PRIx64 " with %" PRIu64,
-                 role, m.checksum, m.P, s->cfg.checksum, sh->cfg.P);
+        int k = snprintf(msg, sizeof msg,
+                         "%s runs a different model: layout checksum %016" PRIx64
+                         ", ps has %016" PRIx64, role, m.checksum, s->cfg.checksum);
+        if (m.P != sh->cfg.P && k > 0 && (size_t)k < sizeof msg)
+            snprintf(msg + k, sizeof msg - (size_t)k, " (%" PRIu64 " parameters, ps has %"
+                     PRIu64 ")", m.P, sh->cfg.P);
         conn_fail(c, h->id, msg);
         return -1;
     }
