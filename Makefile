@@ -8,6 +8,7 @@
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make image    build the container image (buildah, no Docker engine needed)
 #   make deploy   helm upgrade --install the chart with the scripts of this tree
+#   make test-k8s the chart against a real kube-apiserver (install, upgrade)
 #   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade, kill a ps
 
 # ---- settings ---------------------------------------------------------------
@@ -40,7 +41,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy e2e clean
+        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean
 
 all: $(DTF)
 
@@ -103,9 +104,15 @@ HELM    ?= .tools/bin/helm
 image:
 	container/build-image $(IMAGE)
 
-deploy: deps-test
+deploy:
+	@scripts/install-helm --no-node
 	$(HELM) upgrade --install $(RELEASE) chart/ --values values.yml \
 	  --set-file scripts.model=models/mnist.lua --set-file scripts.train=train.lua $(HELM_ARGS)
+
+# The chart against a real kube-apiserver built from Debian's kubernetes source
+# (uses the binaries make e2e builds and caches).
+test-k8s: deps-test
+	@tests/chart/k8s
 
 e2e: deps-test
 	@$(MAKE) --no-print-directory all

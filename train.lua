@@ -26,7 +26,9 @@ local schema = {
   { name = 'trainsteps', type = 'int', min = 0, help = 'global steps to train; 0 = until stopped; default: epochs' },
   { name = 'epochs', type = 'number', default = 1, min = 0, help = 'passes over the training set when trainsteps is not set' },
   { name = 'model', type = 'string', default = 'mlp', help = 'the model the model file builds (mlp, cnn)' },
-  { name = 'hidden', type = 'int', default = 100, min = 1, help = 'hidden units of the mlp' },
+  -- No default here: the model file owns it (models/mnist.lua: hp.hidden or 100),
+  -- so editing the model file changes the model.
+  { name = 'hidden', type = 'int', min = 1, help = 'hidden units of the mlp (models/mnist.lua: 100)' },
   { name = 'modelfile', type = 'string', default = script_dir .. '/models/mnist.lua', help = 'the Lua file that builds the model' },
   { name = 'datadir', type = 'string', default = '/usr/share/datasets/fashion-mnist', help = 'IDX files (train-*, t10k-*)' },
   { name = 'logdir', type = 'string', default = '/tmp/mnist-log', help = 'deploy.log goes here' },
