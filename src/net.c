@@ -1177,7 +1177,8 @@ typedef struct cconn {
     fstate fs;
     uint64_t off, count;  /* the shard's range, from HELLO_REPLY */
     int have_range;
-    int64_t step;
+    int64_t step;         /* the shard's step in its latest reply */
+    int64_t pulled_step;  /* the shard's step when its slice was last pulled; -1 */
     int last_push;
     uint32_t next_id, hello_id;
     creq req[CC_MAXREQ];
@@ -1442,6 +1443,8 @@ static int cc_handle(cconn *cc)
         r->reply_step = h->step;
         r->aux = h->aux;
         cc->step = h->step;
+        if (h->type == DTF_MSG_PULL_REPLY)
+            cc->pulled_step = h->step;
         if (h->type == DTF_MSG_PUSH_REPLY)
             cc->last_push = h->aux;
         return 0;
@@ -1785,6 +1788,7 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
         cc->cl = cl;
         cc->i = i;
         cc->last_push = -1;
+        cc->pulled_step = -1;
         snprintf(cc->addr, sizeof cc->addr, "%s", cfg->addrs[i]);
         if (split_addr(cfg->addrs[i], cc->host, sizeof cc->host, cc->port, sizeof cc->port) < 0) {
             dtf_seterr("ps address '%s' is not host:port", cfg->addrs[i]);
@@ -1856,6 +1860,15 @@ int dtf_client_last_push(const dtf_client *c, int i)
     return c->c[i].last_push;
 }
 
+/* The step a gradient for shard cc is tagged with: the shard's own step
+ * when its slice was last pulled (what the gradient was computed from), so
+ * that shards whose steps differ, one restored from an older checkpoint,
+ * each aggregate it for the right step; step before any pull. */
+static int64_t shard_step(const cconn *cc, int64_t step)
+{
+    return cc->pulled_step >= 0 ? cc->pulled_step : step;
+}
+
 static double pull_timeout(const dtf_client *c, int64_t min_step)
 {
     double t = c->cfg.timeout;
@@ -1890,8 +1903,8 @@ int dtf_client_push(dtf_client *c, const float *grads, dtf_storage *keep,
     creq *r0 = NULL;
     for (int i = 0; i < c->n; i++) {
         cconn *cc = &c->c[i];
-        creq *r = add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, step, grads + cc->off, keep,
-                          NULL);
+        creq *r = add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, shard_step(cc, step),
+                          grads + cc->off, keep, NULL);
         if (i == 0)
             r0 = r;
     }
@@ -1906,16 +1919,19 @@ int dtf_client_push_pull(dtf_client *c, const float *grads, dtf_storage *keep,
 {
     if (begin_op(c) < 0)
         return -1;
-    int64_t min_step = c->sync ? step + 1 : 0;
     creq *r0 = NULL;
+    int64_t min_step = 0;
     for (int i = 0; i < c->n; i++) {
         cconn *cc = &c->c[i];
         /* TCP keeps the order and the ps handles a connection's frames in
          * order: the pull sees this push applied (or summed, in sync mode,
          * where it waits for the step to complete). */
-        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, step, grads + cc->off, keep, NULL);
-        creq *r = add_req(cc, DTF_MSG_PULL, cc->off, cc->count, min_step, NULL, NULL,
-                          params + cc->off);
+        int64_t s = shard_step(cc, step);
+        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, s, grads + cc->off, keep, NULL);
+        creq *r = add_req(cc, DTF_MSG_PULL, cc->off, cc->count, c->sync ? s + 1 : 0, NULL,
+                          NULL, params + cc->off);
+        if (c->sync && s + 1 > min_step)
+            min_step = s + 1;
         if (i == 0)
             r0 = r;
     }

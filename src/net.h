@@ -94,7 +94,9 @@ int dtf_client_sync(const dtf_client *c);  /* 1 when the ps run in sync mode */
 /* params and grads hold P floats: each shard's slice is read from / written
  * to its range. keep (may be NULL) is the storage behind grads: retained
  * while the gradient is referenced by an output buffer. *global_step gets
- * ps 0's step from its reply. */
+ * ps 0's step from its reply. A pushed gradient is tagged, per shard, with
+ * that shard's step when its slice was last pulled (step only before the
+ * first pull), so shards whose steps differ aggregate it correctly. */
 int dtf_client_pull(dtf_client *c, float *params, int64_t min_step, int64_t *global_step);
 int dtf_client_push(dtf_client *c, const float *grads, dtf_storage *keep,
                     int64_t step, int64_t *global_step);

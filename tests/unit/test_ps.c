@@ -307,12 +307,15 @@ static void *srv_main(void *arg)
 
 #define CHECKSUM 0xfeedfacecafebeefULL
 
-static int srv_start(srv *s, const dtf_shard_config *c, const float *params, const char *token)
+/* A server in a thread; its shard starts at step0 (as if restored). */
+static int srv_start_at(srv *s, const dtf_shard_config *c, const float *params,
+                        const char *token, int64_t step0)
 {
     memset(s, 0, sizeof *s);
     s->shard = dtf_shard_new(c, params);
     if (!s->shard)
         return -1;
+    s->shard->step = step0;
     dtf_server_config sc;
     memset(&sc, 0, sizeof sc);
     sc.host = "127.0.0.1";
@@ -327,6 +330,11 @@ static int srv_start(srv *s, const dtf_shard_config *c, const float *params, con
         return -1;
     snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", dtf_server_port(s->server));
     return pthread_create(&s->th, NULL, srv_main, s);
+}
+
+static int srv_start(srv *s, const dtf_shard_config *c, const float *params, const char *token)
+{
+    return srv_start_at(s, c, params, token, 0);
 }
 
 static void srv_join(srv *s)
@@ -534,6 +542,52 @@ TEST(loopback_sync_two_workers)
     dtf_client_free(b);
     srv_join(&s);
     CHECK_EQ_INT(s.rc, 0);
+}
+
+TEST(loopback_sync_shards_at_different_steps)
+{
+    /* ps 1 came back from an older or newer checkpoint than ps 0: each
+     * shard gets the gradient tagged with its own step, so neither drops
+     * it as stale. */
+    enum { P = 10 };
+    static float params[P], grads[P];
+    srv s[2];
+    for (int i = 0; i < 2; i++) {
+        dtf_shard_config c = sgd_config(P, 2, i, 1, 1, 0, 1.0f);
+        if (srv_start_at(&s[i], &c, NULL, NULL, i == 0 ? 3 : 8) != 0) {
+            FAIL("server %d: %s", i, dtf_error());
+            return;
+        }
+    }
+    const char *addrs[2] = {s[0].addr, s[1].addr};
+    dtf_client_config cc = client_config(addrs, 2, 0, P);
+    dtf_client *cl = dtf_client_connect(&cc);
+    if (!cl) {
+        FAIL("connect: %s", dtf_error());
+        return;
+    }
+    int64_t gs;
+    CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
+    CHECK_EQ_INT(gs, 3);
+    for (int i = 0; i < P; i++)
+        grads[i] = 1.0f;
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, gs, &gs), 0);
+        CHECK_EQ_INT(dtf_client_last_push(cl, 1), DTF_PUSH_APPLIED);
+    }
+    CHECK_EQ_INT(gs, 6);
+    CHECK_NEAR(params[0], -3.0, 1e-6);
+    CHECK_NEAR(params[P - 1], -3.0, 1e-6);
+    char *texts[2] = {NULL, NULL};
+    CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
+    CHECK_STR_CONTAINS(texts[1], "step=11\n");
+    CHECK_STR_CONTAINS(texts[1], "stale=0\n");
+    free(texts[0]);
+    free(texts[1]);
+    CHECK_EQ_INT(dtf_client_done(cl, gs), 0);
+    dtf_client_free(cl);
+    for (int i = 0; i < 2; i++)
+        srv_join(&s[i]);
 }
 
 TEST(loopback_hostile_peers)
