@@ -47,6 +47,8 @@ local schema = {
   { name = 'threads', type = 'int', default = 1, min = 1, help = 'BLAS threads per task' },
   { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
   { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
+  { name = 'reconnect_timeout', type = 'number', default = 60, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
+  { name = 'sync_timeout', type = 'number', default = 30, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
   { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
   { name = 'checkpoint_secs', type = 'number', default = 30, min = 0, help = 'seconds between ps checkpoints' },
@@ -175,24 +177,27 @@ end
 local ps = require 'dtf.ps'
 
 if spec.role == 'ps' then
-  local stats = ps.serve {
+  local stats, serr = ps.serve {
     port = cluster.port(spec.address), index = spec.index, params = params,
     nps = #spec.ps, workers = #spec.workers, layout_checksum = checksum, token = token(),
     optimizer = { kind = hp.optimizer, lr = hp.learningrate, momentum = hp.momentum, beta1 = hp.beta1,
                   beta2 = hp.beta2, eps = hp.eps, weight_decay = hp.weight_decay },
     sync = hp.sync, replicas_to_aggregate = hp.replicas_to_aggregate > 0 and hp.replicas_to_aggregate or nil,
     checkpoint_dir = hp.checkpoint_dir ~= '' and hp.checkpoint_dir or nil,
-    checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps,
-    log = log.sink,
+    checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps, layout = layout,
+    sync_timeout = hp.sync_timeout, log = log.sink,
   }
-  log.info('ps %d: done (%s)', spec.index, stats and stats.reason or 'workers finished')
+  if not stats then error(serr, 0) end
+  log.info('ps %d: stopped (%s) at step %d', spec.index,
+           stats.reason == 'signal' and 'signal' or 'every worker is done', stats.step)
   return
 end
 
 -- worker
 local client, err = ps.connect {
   addrs = spec.ps, role = 'worker', index = spec.index, P = net.nparams, layout_checksum = checksum,
-  token = token(), connect_timeout = hp.connect_timeout, timeout = hp.timeout, log = log.sink,
+  token = token(), connect_timeout = hp.connect_timeout, timeout = hp.timeout,
+  reconnect_timeout = hp.reconnect_timeout, log = log.sink,
 }
 if not client then error(err, 0) end
 local gstep = assert(client:pull(params))
