@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The dtf command's errors: every bad input exits non-zero with a message
 # that names it; a Lua error shows the file and line.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/testlib.bash"
 
 expect_exit 0 "version" "$DTF" version;                  expect_out '^dtf [0-9.]+ \(Lua 5\.4' "version names Lua 5.4"
 expect_exit 0 "help" "$DTF" help;                        expect_out 'run SCRIPT' "help lists run"

@@ -2,7 +2,7 @@
 # Real ps and worker processes on loopback (dtf local): async and sync
 # training reach 0.84 on Fashion-MNIST; sync with one worker matches the
 # one-process run; the seed's configuration ends with every task exiting 0.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/testlib.bash"
 
 acc_of() { printf '%s\n' "$OUT" | sed -nE 's/.*Test accuracy: ([0-9.]+) \(10000 images\).*/\1/p' | tail -n 1; }
 

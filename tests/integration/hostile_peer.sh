@@ -5,7 +5,7 @@
 # that connection, with a log line naming the peer; then a well-behaved
 # client (hostile_peer.lua) must complete and the ps must exit 0.
 #   tests/integration/hostile_peer.sh BUILD_DIR
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/testlib.bash"
 
 HERE=$ROOT/tests/integration
 TOKEN=sesame-$$

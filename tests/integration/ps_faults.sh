@@ -7,7 +7,7 @@
 #  - in sync mode a worker that dies is dropped after sync_timeout and the
 #    other one finishes; SIGTERM then stops the ps with exit 0.
 #   tests/integration/ps_faults.sh BUILD_DIR
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/testlib.bash"
 
 HERE=$ROOT/tests/integration
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

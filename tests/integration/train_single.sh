@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training in one process on real Fashion-MNIST: the MLP reaches 0.84 test
 # accuracy after one epoch at batch 64; the CNN learns within 500 steps.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/testlib.bash"
 
 expect_exit 0 "MLP, one epoch at batch 64" "$DTF" run train.lua --set batchsize=64 --set logevery=100 \
   --set logdir="$SCRATCH/mlp" --set save="$SCRATCH/mlp.safetensors"

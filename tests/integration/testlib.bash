@@ -1,4 +1,4 @@
-# Sourced by integration tests: counters, assertions, a scratch directory
+# testlib.bash, sourced by the integration tests (not a test itself): counters, assertions, a scratch directory
 # removed at exit, and the closing "NAME: N passed, M failed" line.
 set -u
 BUILD=${1:?usage: $0 BUILD_DIR}
