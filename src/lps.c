@@ -13,6 +13,10 @@
  *   client:is_sync()                 -> boolean
  *   client:close()                   (also __gc and __close)
  *
+ * Both serve and connect take keepalive = seconds (default 25): a peer that
+ * vanished without closing (node down, cable pulled) is dropped after about
+ * that long, by TCP keepalive and TCP_USER_TIMEOUT.
+ *
  * A stats table holds the "key=value" lines of dtf_server_stats as numbers
  * or strings (step, mode, offset, count, gradients, updates, stale,
  * duplicates, pulls, workers, workers_done, bytes_in, bytes_out,
@@ -578,7 +582,7 @@ static int l_serve(lua_State *L)
         "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
         "hello_timeout", "sync_timeout", "max_connections", "max_frame", "handle_signals",
-        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", NULL,
+        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", "keepalive", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, "ps.serve", keys);
@@ -607,6 +611,7 @@ static int l_serve(lua_State *L)
     cfg.idle_timeout = opt_number(L, 1, "idle_timeout", 0);
     cfg.hello_timeout = opt_number(L, 1, "hello_timeout", 10);
     cfg.sync_timeout = opt_number(L, 1, "sync_timeout", 0);
+    cfg.keepalive = opt_number(L, 1, "keepalive", 0);
     cfg.max_connections = (int)opt_int(L, 1, "max_connections", 256, 1, 1 << 20);
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                       (lua_Integer)UINT32_MAX);
@@ -909,7 +914,8 @@ static int l_connect(lua_State *L)
 {
     static const char *const keys[] = {
         "addrs", "role", "index", "P", "layout_checksum", "token", "connect_timeout",
-        "timeout", "wait_timeout", "reconnect_timeout", "max_frame", "copy_sends", "log", NULL,
+        "timeout", "wait_timeout", "reconnect_timeout", "max_frame", "copy_sends", "log",
+        "keepalive", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, "ps.connect", keys);
@@ -929,6 +935,7 @@ static int l_connect(lua_State *L)
     cfg.timeout = opt_number(L, 1, "timeout", 30);
     cfg.wait_timeout = opt_number(L, 1, "wait_timeout", 600);
     cfg.reconnect_timeout = opt_number(L, 1, "reconnect_timeout", 30);
+    cfg.keepalive = opt_number(L, 1, "keepalive", 0);
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                       (lua_Integer)UINT32_MAX);
     cfg.copy_sends = opt_bool(L, 1, "copy_sends", 0);

@@ -13,8 +13,8 @@
  * shard's parameters, the worker's gradients) when nothing is queued before
  * it; what the socket does not take is queued in the output buffer, by
  * reference for gradients, copied for parameters (they change with the next
- * push). A peer whose queued replies pass OUT_MARK is not read from until it
- * has read them (backpressure). */
+ * push). A peer whose queued replies pass the server's out_mark (2 shards +
+ * 256 KiB) is not read from until it has read them (backpressure). */
 #include "net.h"
 
 #include <errno.h>
@@ -37,10 +37,17 @@
 #include "util.h"
 #include "wire.h"
 
-#define IO_CHUNK (1u << 20)      /* largest single read/write per callback */
-#define OUT_MARK (16u << 20)     /* stop reading from a peer whose replies pile up over this */
+#define IO_CHUNK (1u << 20)      /* largest single read/write per callback (client) */
+#define SRV_READ_CHUNK (64u << 10) /* the ps reads at most this per callback: float
+                                  * bodies bypass the input buffer (read_body), so
+                                  * more would only let a flood of small frames in */
+#define SRV_TEXT_MAX 4096        /* the longest text (ERROR) the ps takes from a peer */
+#define OUT_SLACK (256u << 10)   /* output mark: 2 shards (a worker's pull in flight
+                                  * and one more) plus this */
+#define KEEPALIVE_DEFAULT 25.0   /* s: a peer gone without a FIN is noticed */
 #define CLOSE_GRACE 2.0          /* s to flush an ERROR frame before closing */
 #define FINISH_GRACE 2.0         /* s to flush the last replies once all workers are done */
+#define MAX_PARKED 8             /* PULLs one connection may have waiting for a step */
 
 /* ============================================================================
  * Shared
@@ -70,35 +77,63 @@ static struct timeval tv_of(double s)
     return tv;
 }
 
-static void tune_socket(evutil_socket_t fd)
+/* The parse state of one connection. */
+typedef struct fstate {
+    dtf_wire_hdr h;
+    int have_hdr;    /* h is decoded and drained; its body is on its way */
+    int low_set;     /* the read low watermark is raised for a body */
+    uint8_t *dst;    /* a float body streams here; NULL: it waits in the input */
+    size_t got;      /* body bytes in dst so far */
+    size_t high;     /* the input buffer's cap (read high watermark) */
+} fstate;
+
+/* A peer that vanished without a FIN (pod deleted, node down, cable
+ * pulled) is noticed after about `keepalive` seconds whatever the
+ * connection is doing: idle, keepalive probes (10 s + 3 x 5 s for 25 s);
+ * with data unacknowledged, TCP_USER_TIMEOUT. Without these a request
+ * waiting on a half-open connection would wait for its own timeout (a sync
+ * pull: wait_timeout) and a ps would keep such a worker for ever. */
+static void tune_socket(evutil_socket_t fd, double keepalive)
 {
     int one = 1;
     /* Small frames (headers, replies) must not wait for Nagle. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* A peer that vanished (pod deleted, cable pulled) is noticed in ~25 s. */
+    if (keepalive <= 0)
+        keepalive = KEEPALIVE_DEFAULT;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 #ifdef TCP_KEEPIDLE
-    int idle = 10, intvl = 5, cnt = 3;
+    int idle = (int)(keepalive * 0.4), intvl = (int)(keepalive * 0.2), cnt = 3;
+    if (idle < 1)
+        idle = 1;
+    if (intvl < 1)
+        intvl = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 #endif
+#ifdef TCP_USER_TIMEOUT
+    unsigned ms = (unsigned)(keepalive * 1000);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+#endif
 }
 
-static size_t read_high(size_t max_payload)
+/* The input buffer cap: the largest body that waits in it (float bodies
+ * stream past it), one read, a header. */
+static size_t read_high(size_t text_max, size_t chunk)
 {
-    return DTF_WIRE_HDR + max_payload + IO_CHUNK;
+    return DTF_WIRE_HDR + text_max + chunk;
 }
 
-static void tune_bev(struct bufferevent *bev, size_t max_payload)
+static void tune_bev(struct bufferevent *bev, fstate *fs, size_t text_max, size_t chunk)
 {
     /* libevent reads and writes 16 KiB per callback by default: a 160 KB
      * shard would cost ten trips through the loop. */
-    bufferevent_set_max_single_read(bev, IO_CHUNK);
+    bufferevent_set_max_single_read(bev, chunk);
     bufferevent_set_max_single_write(bev, IO_CHUNK);
     /* The per-connection input cap: reading stops while this much is
      * buffered (it never is unless frames are not being consumed). */
-    bufferevent_setwatermark(bev, EV_READ, 0, read_high(max_payload));
+    fs->high = read_high(text_max, chunk);
+    bufferevent_setwatermark(bev, EV_READ, 0, fs->high);
 }
 
 static void addr_str(const struct sockaddr *sa, char *buf, size_t n)
@@ -131,27 +166,6 @@ static void human_bytes(double b, char *buf, size_t n)
     else
         snprintf(buf, n, "%.1f GB", b / (1024.0 * 1024 * 1024));
 }
-
-/* Compares without an early exit so the time taken does not tell how much
- * of a guessed token was right; depends only on the expected length. */
-static int token_equal(const char *want, size_t nwant, const char *got, size_t ngot)
-{
-    unsigned diff = (unsigned)(nwant != ngot);
-    for (size_t i = 0; i < nwant; i++) {
-        unsigned char g = i < ngot ? (unsigned char)got[i] : 0;
-        diff |= (unsigned)((unsigned char)want[i] ^ g);
-    }
-    return diff == 0;
-}
-
-/* The parse state of one connection. */
-typedef struct fstate {
-    dtf_wire_hdr h;
-    int have_hdr;    /* h is decoded and drained; its body is on its way */
-    int low_set;     /* the read low watermark is raised for a body */
-    uint8_t *dst;    /* a float body streams here; NULL: it waits in the input */
-    size_t got;      /* body bytes in dst so far */
-} fstate;
 
 static void fstate_next(fstate *fs)
 {
@@ -192,18 +206,18 @@ static int read_hdr(struct bufferevent *bev, fstate *fs, size_t max_payload)
  * bodies wait in the input buffer (read low watermark). 1: the body is
  * complete; 0: need more; -1: the peer closed or the socket failed
  * (dtf_error() says which). */
-static int read_body(struct bufferevent *bev, fstate *fs, size_t max_payload)
+static int read_body(struct bufferevent *bev, fstate *fs)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = fs->h.len;
     if (!fs->dst) {
         if (evbuffer_get_length(in) < len) {
-            bufferevent_setwatermark(bev, EV_READ, len, read_high(max_payload));
+            bufferevent_setwatermark(bev, EV_READ, len, fs->high);
             fs->low_set = 1;
             return 0;
         }
         if (fs->low_set) {
-            bufferevent_setwatermark(bev, EV_READ, 0, read_high(max_payload));
+            bufferevent_setwatermark(bev, EV_READ, 0, fs->high);
             fs->low_set = 0;
         }
         return 1;
@@ -333,7 +347,9 @@ struct sconn {
     int role, index;     /* from HELLO */
     int hello;           /* HELLO accepted */
     int closing;         /* flushing an ERROR frame, reading stopped */
-    int paused;          /* reading stopped: our output is over OUT_MARK */
+    int paused;          /* reading stopped: our output is over the mark */
+    int nparked;         /* its pulls waiting for a step (capped) */
+    int64_t push_step;   /* sync: the step that includes its latest PUSH; -1 */
     fstate fs;
     float *body;         /* a PUSH body lands here (the shard's count floats) */
 };
@@ -345,6 +361,7 @@ struct dtf_server {
     int port;
     dtf_shard *shard;
     size_t max_payload;
+    size_t out_mark;     /* stop reading from a peer whose replies pile up over this */
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sig_term, *sig_int, *tick, *finish_timer;
@@ -381,6 +398,7 @@ static void unpark_conn(dtf_server *s, sconn *c)
         parked *p = *pp;
         if (p->c == c) {
             *pp = p->next;
+            c->nparked--;
             free(p);
         } else {
             pp = &p->next;
@@ -476,6 +494,7 @@ static void answer_parked(dtf_server *s, int force)
         parked *p = *pp;
         if (force || s->shard->step >= p->min_step) {
             *pp = p->next;
+            p->c->nparked--;
             reply_pull(p->c, p->id, p->off, p->count);
             free(p);
         } else {
@@ -530,29 +549,14 @@ static int handle_hello(sconn *c)
         return -1;
     }
     evbuffer_remove(bufferevent_get_input(c->bev), buf, h->len);
-    if (dtf_wire_decode_hello(buf, h->len, &m) < 0) {
-        conn_fail(c, h->id, dtf_error());
-        return -1;
-    }
-    const char *role = m.role == DTF_ROLE_WORKER ? "worker" : "observer";
-    snprintf(c->who, sizeof c->who, "%s %" PRIu32 " (%s)", role, m.index, c->peer);
-    if (s->token && !token_equal(s->token, s->cfg.token_len, m.token, m.token_len)) {
-        conn_fail(c, h->id, m.token_len ? "wrong token" : "this ps needs a token");
-        return -1;
-    }
-    if (m.checksum != s->cfg.checksum || m.P != sh->cfg.P) {
-        int k = snprintf(msg, sizeof msg,
-                         "%s runs a different model: layout checksum %016" PRIx64
-                         ", ps has %016" PRIx64, role, m.checksum, s->cfg.checksum);
-        if (m.P != sh->cfg.P && k > 0 && (size_t)k < sizeof msg)
-            snprintf(msg + k, sizeof msg - (size_t)k, " (%" PRIu64 " parameters, ps has %"
-                     PRIu64 ")", m.P, sh->cfg.P);
-        conn_fail(c, h->id, msg);
-        return -1;
-    }
-    if (m.role == DTF_ROLE_WORKER && m.index >= (uint32_t)sh->cfg.workers) {
-        snprintf(msg, sizeof msg, "worker index %" PRIu32 " out of range: this ps serves %d workers",
-                 m.index, sh->cfg.workers);
+    dtf_wire_admit a = {s->token, s->cfg.token_len, s->cfg.checksum, sh->cfg.P,
+                        (uint32_t)sh->cfg.workers};
+    int admitted = dtf_wire_admit_hello(buf, h->len, &a, &m);
+    if (admitted != -1) /* decoded: the log names the peer by its role and index */
+        snprintf(c->who, sizeof c->who, "%s %" PRIu32 " (%s)",
+                 m.role == DTF_ROLE_WORKER ? "worker" : "observer", m.index, c->peer);
+    if (admitted < 0) {
+        snprintf(msg, sizeof msg, "%s", dtf_error());
         conn_fail(c, h->id, msg);
         return -1;
     }
@@ -595,8 +599,25 @@ static int start_frame(sconn *c)
         conn_fail(c, h->id, msg);
         return -1;
     }
-    if (h->type != DTF_MSG_PUSH)
-        return 0; /* the rest is checked in handle_frame */
+    switch (h->type) {
+    case DTF_MSG_HELLO: case DTF_MSG_PULL: case DTF_MSG_GET_STEP:
+    case DTF_MSG_WORKER_DONE: case DTF_MSG_STATS:
+        return 0; /* no body, or a short one (HELLO); checked in handle_frame */
+    case DTF_MSG_ERROR:
+        if (h->len <= SRV_TEXT_MAX)
+            return 0;
+        snprintf(msg, sizeof msg, "ERROR text of %" PRIu32 " bytes (at most %d)", h->len,
+                 SRV_TEXT_MAX);
+        conn_fail(c, h->id, msg);
+        return -1;
+    case DTF_MSG_PUSH:
+        break;
+    default:
+        /* a reply's body (up to a whole frame) is never buffered here */
+        snprintf(msg, sizeof msg, "unexpected %s from a client", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
     if (c->role != DTF_ROLE_WORKER) {
         conn_fail(c, h->id, "PUSH from an observer");
         return -1;
@@ -647,9 +668,26 @@ static int handle_frame(sconn *c)
             return -1;
         }
         sh->pulls++;
-        if (h->step <= sh->step) {
+        /* The step to wait for: what the worker asked, but never past the
+         * step that includes its latest push (after a ps restart its push
+         * tagged 671 may have gone into step 601), nor past the next step:
+         * a worker ahead of a restarted ps must not hang. */
+        int64_t want = h->step;
+        if (c->push_step >= 0 && want > c->push_step)
+            want = c->push_step;
+        if (want > sh->step + 1)
+            want = sh->step + 1;
+        c->push_step = -1;
+        if (want <= sh->step) {
             reply_pull(c, h->id, h->offset, h->count);
             return 0;
+        }
+        /* A worker has one pull in flight per call; a peer that parks more
+         * is flooding (each would become a whole shard of output). */
+        if (c->nparked >= MAX_PARKED) {
+            snprintf(msg, sizeof msg, "more than %d PULLs waiting for a step", MAX_PARKED);
+            conn_fail(c, h->id, msg);
+            return -1;
         }
         parked *p = calloc(1, sizeof *p);
         if (!p) {
@@ -662,7 +700,8 @@ static int handle_frame(sconn *c)
         p->count = h->count;
         /* Never wait past the next step: a worker ahead of a restarted ps
          * must not hang. */
-        p->min_step = h->step > sh->step + 1 ? sh->step + 1 : h->step;
+        p->min_step = want;
+        c->nparked++;
         *s->parked_tail = p;
         s->parked_tail = &p->next;
         return 0;
@@ -677,6 +716,9 @@ static int handle_frame(sconn *c)
             conn_fail(c, h->id, dtf_error());
             return -1;
         }
+        /* The step whose parameters include this gradient: a pending or
+         * duplicate one is in the next step, an applied one in this step. */
+        c->push_step = r == DTF_PUSH_PENDING || r == DTF_PUSH_DUPLICATE ? sh->step + 1 : sh->step;
         dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_PUSH_REPLY, h->id, 0, 0, sh->step, 0);
         rh.aux = (uint8_t)r;
         send_frame(c, &rh, NULL, 0);
@@ -752,7 +794,7 @@ static void s_read(struct bufferevent *bev, void *arg)
     while (!c->closing) {
         /* Backpressure (le-proxy.c): a peer that does not read its replies
          * gets no more requests served until it does. */
-        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_MARK) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > s->out_mark) {
             if (!c->paused) {
                 c->paused = 1;
                 s->pauses++;
@@ -773,7 +815,7 @@ static void s_read(struct bufferevent *bev, void *arg)
             if (start_frame(c) < 0)
                 return;
         }
-        int r = read_body(bev, &c->fs, s->max_payload);
+        int r = read_body(bev, &c->fs);
         if (r == 0)
             return;
         if (r < 0) {
@@ -863,7 +905,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
-    tune_socket(fd);
+    tune_socket(fd, s->cfg.keepalive);
     sconn *c = calloc(1, sizeof *c);
     struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
     if (!bev) {
@@ -875,6 +917,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
     c->srv = s;
     c->bev = bev;
     c->index = -1;
+    c->push_step = -1;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     snprintf(c->who, sizeof c->who, "%s", peer);
     c->next = s->conns;
@@ -883,7 +926,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
     s->conns = c;
     s->nconns++;
     s->accepted++;
-    tune_bev(bev, s->max_payload);
+    tune_bev(bev, &c->fs, SRV_TEXT_MAX, SRV_READ_CHUNK);
     bufferevent_setcb(bev, s_read, s_write, s_event, c);
     struct timeval tv = tv_of(s->cfg.hello_timeout);
     bufferevent_set_timeouts(bev, s->cfg.hello_timeout > 0 ? &tv : NULL, NULL);
@@ -973,6 +1016,7 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     s->shard = shard;
     s->parked_tail = &s->parked;
     s->max_payload = cfg->max_payload ? cfg->max_payload : DTF_WIRE_MAX_PAYLOAD;
+    s->out_mark = 2 * (size_t)shard->count * sizeof(float) + OUT_SLACK;
     snprintf(s->reason, sizeof s->reason, "running");
     snprintf(s->host, sizeof s->host, "%s", cfg->host ? cfg->host : "0.0.0.0");
     s->cfg.host = s->host;
@@ -1491,7 +1535,7 @@ static void c_read(struct bufferevent *bev, void *arg)
             if (cc_start_frame(cc) < 0)
                 return;
         }
-        int r = read_body(cc->bev, &cc->fs, cc->cl->max_payload);
+        int r = read_body(cc->bev, &cc->fs);
         if (r == 0)
             return;
         if (r < 0) {
@@ -1512,7 +1556,7 @@ static void c_event(struct bufferevent *bev, short events, void *arg)
     cconn *cc = arg;
     char why[256];
     if (events & BEV_EVENT_CONNECTED) {
-        tune_socket(bufferevent_getfd(bev));
+        tune_socket(bufferevent_getfd(bev), cc->cl->cfg.keepalive);
         bufferevent_set_timeouts(bev, NULL, NULL);
         cc->state = CC_HELLO;
         send_hello(cc);
@@ -1570,7 +1614,7 @@ static void cc_start(cconn *cc)
         return;
     }
     bufferevent_setcb(cc->bev, c_read, NULL, c_event, cc);
-    tune_bev(cc->bev, cl->max_payload);
+    tune_bev(cc->bev, &cc->fs, DTF_WIRE_MAX_TEXT, IO_CHUNK);
     struct timeval tv = tv_of(CONNECT_ATTEMPT);
     bufferevent_set_timeouts(cc->bev, NULL, &tv);
     bufferevent_enable(cc->bev, EV_READ | EV_WRITE);

@@ -31,6 +31,8 @@ typedef struct dtf_server_config {
     double idle_timeout;       /* s without a byte from a peer; 0 = none */
     double sync_timeout;       /* sync: s a step waits for a worker before it
                                 * is dropped from the replicas; 0 = forever */
+    double keepalive;          /* s after which a peer gone without a FIN is
+                                * dropped (TCP keepalive, TCP_USER_TIMEOUT); 0 = 25 */
     int max_connections;       /* 0 = 256 */
     size_t max_payload;        /* frame cap; 0 = DTF_WIRE_MAX_PAYLOAD */
     int handle_signals;        /* SIGTERM/SIGINT end dtf_server_run */
@@ -42,6 +44,14 @@ typedef struct dtf_server_config {
     void *on_step_ud;
 } dtf_server_config;
 
+/* Memory per connection stays bounded whatever a peer sends: the input
+ * buffer holds at most one read (64 KiB), a header and a short text
+ * (float bodies go straight into the shard's gradient buffer); replies
+ * queue up to 2 shards + 256 KiB before the ps stops reading from that peer
+ * until it reads them (backpressure), plus the reply in hand; at most 8
+ * PULLs per connection wait for a step. A peer that breaks these rules is
+ * sent an ERROR and closed; past max_connections new ones are refused; a
+ * connection that says no HELLO within hello_timeout is closed. */
 typedef struct dtf_server dtf_server;
 
 /* Binds and listens (the shard is borrowed and must outlive the server). */
@@ -75,6 +85,7 @@ typedef struct dtf_client_config {
     double wait_timeout;       /* s a PULL may wait for its min_step */
     double reconnect_timeout;  /* s to get a dropped connection back, then
                                 * re-send what was in flight; 0: fail at once */
+    double keepalive;          /* as the server's; 0 = 25 */
     size_t max_payload;        /* 0 = DTF_WIRE_MAX_PAYLOAD */
     int copy_sends;            /* 1: copy pushed gradients into the output
                                 * buffer instead of sending them by reference */

@@ -344,6 +344,47 @@ int dtf_wire_decode_hello(const uint8_t *p, size_t n, dtf_wire_hello *m)
     return 0;
 }
 
+/* Compares without an early exit so the time taken does not tell how much
+ * of a guessed token was right; depends only on the expected length. */
+static int token_equal(const char *want, size_t nwant, const char *got, size_t ngot)
+{
+    unsigned diff = (unsigned)(nwant != ngot);
+    for (size_t i = 0; i < nwant; i++) {
+        unsigned char g = i < ngot ? (unsigned char)got[i] : 0;
+        diff |= (unsigned)((unsigned char)want[i] ^ g);
+    }
+    return diff == 0;
+}
+
+int dtf_wire_admit_hello(const uint8_t *p, size_t n, const dtf_wire_admit *a,
+                         dtf_wire_hello *m)
+{
+    if (dtf_wire_decode_hello(p, n, m) < 0)
+        return -1;
+    const char *role = m->role == DTF_ROLE_WORKER ? "worker" : "observer";
+    if (a->token && a->token_len &&
+        !token_equal(a->token, a->token_len, m->token, m->token_len)) {
+        dtf_seterr("%s", m->token_len ? "wrong token" : "this ps needs a token");
+        return -2;
+    }
+    if (m->checksum != a->checksum || m->P != a->P) {
+        if (m->P != a->P)
+            dtf_seterr("%s runs a different model: layout checksum %016" PRIx64 ", ps has %016"
+                       PRIx64 " (%" PRIu64 " parameters, ps has %" PRIu64 ")", role,
+                       m->checksum, a->checksum, m->P, a->P);
+        else
+            dtf_seterr("%s runs a different model: layout checksum %016" PRIx64 ", ps has %016"
+                       PRIx64, role, m->checksum, a->checksum);
+        return -2;
+    }
+    if (m->role == DTF_ROLE_WORKER && m->index >= a->workers) {
+        dtf_seterr("worker index %" PRIu32 " out of range: this ps serves %" PRIu32 " workers",
+                   m->index, a->workers);
+        return -2;
+    }
+    return 0;
+}
+
 size_t dtf_wire_encode_hello_reply(uint8_t *out, size_t cap, const dtf_wire_hello_reply *m)
 {
     if (cap < DTF_WIRE_HELLO_REPLY_LEN) {

@@ -133,6 +133,25 @@ int dtf_wire_decode(const void *buf, size_t n, size_t max_payload,
  * decoders return 0, or -1 with dtf_error() set. */
 size_t dtf_wire_encode_hello(uint8_t *out, size_t cap, const dtf_wire_hello *m);
 int dtf_wire_decode_hello(const uint8_t *p, size_t n, dtf_wire_hello *m);
+
+/* What a ps admits at HELLO. */
+typedef struct dtf_wire_admit {
+    const char *token;       /* the cluster token; NULL (or token_len 0): any peer */
+    size_t token_len;
+    uint64_t checksum;       /* the model's layout checksum */
+    uint64_t P;              /* and its number of parameters */
+    uint32_t workers;        /* a worker's index must be below this */
+} dtf_wire_admit;
+
+/* Decodes a HELLO payload and decides whether the ps admits the peer:
+ * 0 (admitted, *m filled in); -1, malformed (dtf_error() says why); -2,
+ * refused: a wrong or missing token, another model, a worker index out of
+ * range (dtf_error() says which; *m holds what the peer sent). The token
+ * is compared in a time that depends only on its expected length, and no
+ * message ever quotes it. */
+int dtf_wire_admit_hello(const uint8_t *p, size_t n, const dtf_wire_admit *a,
+                         dtf_wire_hello *m);
+
 size_t dtf_wire_encode_hello_reply(uint8_t *out, size_t cap,
                                    const dtf_wire_hello_reply *m);
 int dtf_wire_decode_hello_reply(const uint8_t *p, size_t n, dtf_wire_hello_reply *m);

@@ -2,7 +2,8 @@
 --   dtf run tests/integration/ps_faults_worker.lua -- KEY=VALUE ...
 -- keys: ps (comma-separated host:port), index (0), P (1000), steps (20),
 --       sleep (s between steps, 0), reconnect (reconnect_timeout, 0),
---       die_after (exit 3 without WORKER_DONE after that many steps), lr (0.1)
+--       die_after (exit 3 without WORKER_DONE after that many steps), lr (0.1),
+--       keepalive (s, default 25), timeout (10)
 -- Pushes gradients of ones; with one async worker and SGD over ps_only.lua's
 -- initial parameters 0, 1, ..., params must equal (i - 1) - lr * step.
 local T = require 'dtf.tensor'
@@ -22,8 +23,9 @@ local index, P, steps = tonumber(o.index or 0), tonumber(o.P or 1000), tonumber(
 local pause, lr = tonumber(o.sleep or 0), tonumber(o.lr or 0.1)
 
 local c, err = ps.connect { addrs = addrs, index = index, P = P, layout_checksum = '00000000c0ffee00',
-                            connect_timeout = 20, timeout = 10, wait_timeout = 30,
-                            reconnect_timeout = tonumber(o.reconnect or 0), log = log.sink }
+                            connect_timeout = 20, timeout = tonumber(o.timeout or 10), wait_timeout = 30,
+                            reconnect_timeout = tonumber(o.reconnect or 0),
+                            keepalive = tonumber(o.keepalive), log = log.sink }
 if not c then print('worker: error: ' .. err); os.exit(4) end
 local params, grads = T.zeros(P), T.ones(P)
 local step = assert(c:pull(params))

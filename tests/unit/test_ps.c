@@ -590,6 +590,54 @@ TEST(loopback_sync_shards_at_different_steps)
         srv_join(&s[i]);
 }
 
+TEST(loopback_sync_pull_after_a_restart_does_not_wait_for_the_next_step)
+{
+    /* A ps restored at step 3 while the workers were at step 10: their
+     * pushes tagged 10 complete step 4, and the pulls that follow (min_step
+     * 11) are answered with step 4 at once. Waiting for step 5 would need
+     * the next pushes, which the workers send only after these pulls. */
+    enum { P = 8 };
+    static float params[P], grads[P];
+    srv s;
+    dtf_shard_config c = sgd_config(P, 1, 0, 2, 1, 0, 1.0f);
+    if (srv_start_at(&s, &c, NULL, NULL, 3) != 0) {
+        FAIL("server: %s", dtf_error());
+        return;
+    }
+    const char *addrs[1] = {s.addr};
+    dtf_client_config c0 = client_config(addrs, 1, 0, P), c1 = client_config(addrs, 1, 1, P);
+    c0.wait_timeout = c1.wait_timeout = 3;
+    dtf_client *a = dtf_client_connect(&c0), *b = dtf_client_connect(&c1);
+    CHECK(a && b);
+    if (!a || !b)
+        return;
+    for (int i = 0; i < P; i++)
+        grads[i] = 1.0f;
+    int64_t gs = -1;
+    CHECK_EQ_INT(dtf_client_push(a, grads, NULL, 10, &gs), 0);
+    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(dtf_client_push(b, grads, NULL, 10, &gs), 0);
+    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(gs, 4);
+    double t0 = dtf_now();
+    CHECK_EQ_INT(dtf_client_pull(b, params, 11, &gs), 0);
+    CHECK_EQ_INT(gs, 4);
+    CHECK_EQ_INT(dtf_client_pull(a, params, 11, &gs), 0);
+    CHECK_EQ_INT(gs, 4);
+    CHECK(dtf_now() - t0 < 1.0);
+    CHECK_NEAR(params[0], -1.0, 1e-6);
+    /* a plain pull for a later step still waits for at most the next one */
+    CHECK_EQ_INT(dtf_client_push(a, grads, NULL, 4, &gs), 0);
+    CHECK_EQ_INT(dtf_client_push_pull(b, grads, NULL, params, 4, &gs), 0);
+    CHECK_EQ_INT(gs, 5);
+    CHECK_EQ_INT(dtf_client_done(a, 5), 0);
+    CHECK_EQ_INT(dtf_client_done(b, 5), 0);
+    dtf_client_free(a);
+    dtf_client_free(b);
+    srv_join(&s);
+    CHECK_EQ_INT(s.rc, 0);
+}
+
 TEST(loopback_hostile_peers)
 {
     enum { P = 16 };

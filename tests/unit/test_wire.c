@@ -318,6 +318,55 @@ TEST(hello_payload_checks)
     CHECK_EQ_INT(dtf_wire_decode(buf, fn, CAP, &dh, &pl, &used), DTF_WIRE_ERROR);
 }
 
+TEST(hello_admission)
+{
+    dtf_wire_admit a = {"sesame", 6, 0xabcdefULL, 1000, 2};
+    uint8_t p[DTF_WIRE_HELLO_FIXED + DTF_WIRE_MAX_TOKEN];
+    dtf_wire_hello in = {DTF_ROLE_WORKER, 1, 1000, 0xabcdefULL, "sesame", 6}, m;
+    size_t n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
+    CHECK_EQ_INT(m.index, 1);
+    /* a wrong token, one byte short, one byte long, none: refused, never quoted */
+    const char *bad[] = {"sesamE", "sesam", "sesame!", ""};
+    const char *why[] = {"wrong token", "wrong token", "wrong token", "this ps needs a token"};
+    for (int i = 0; i < 4; i++) {
+        in.token = bad[i];
+        in.token_len = (uint16_t)strlen(bad[i]);
+        n = dtf_wire_encode_hello(p, sizeof p, &in);
+        CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+        CHECK_STR_CONTAINS(dtf_error(), why[i]);
+        CHECK(!strstr(dtf_error(), "sesam"));
+    }
+    in.token = "sesame";
+    in.token_len = 6;
+    in.checksum = 0xabcdeeULL;
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "worker runs a different model: layout checksum "
+                       "0000000000abcdee, ps has 0000000000abcdef");
+    in.checksum = 0xabcdefULL;
+    in.P = 999;
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "(999 parameters, ps has 1000)");
+    in.P = 1000;
+    in.index = 2;
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range: this ps serves 2 workers");
+    in.role = DTF_ROLE_OBSERVER; /* an observer's index is not a worker's */
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n - 1, &a, &m), -1); /* malformed */
+    /* no token configured: any token goes */
+    a.token = NULL;
+    a.token_len = 0;
+    in.token = "whatever";
+    in.token_len = 8;
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
+}
+
 TEST(random_corruption_never_crashes)
 {
     /* Flipped bytes either fail cleanly or still decode to a frame whose
