@@ -33,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -429,7 +431,8 @@ static const float *state_tensor(lua_State *L, int idx, const char *k, uint64_t 
     return dtf_data(t);
 }
 
-/* checkpoint.restore(dir, shard, expect) -> nil (none) | path, step */
+/* checkpoint.restore(dir, shard, expect) -> nil (none) | path, step; logs
+ * the newer checkpoints it had to skip because they cannot be read. */
 static int restore_shard(lua_State *L)
 {
     serve_box *b = lua_touserdata(L, 1);
@@ -446,7 +449,20 @@ static int restore_shard(lua_State *L)
     lua_setfield(L, -2, "shard");
     lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
     lua_setfield(L, -2, "optimizer");
-    lua_call(L, 3, 1);
+    lua_call(L, 3, 2);
+    if (lua_istable(L, -1)) { /* the skipped ones */
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            char msg[1200];
+            lua_rawgeti(L, -1, i);
+            lua_getfield(L, -1, "err");
+            snprintf(msg, sizeof msg, "ps %d: skipping a checkpoint that cannot be read: %s",
+                     sh->cfg.index, lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+            lua_pop(L, 2);
+            sink_log(&b->sink, DTF_LOG_WARNING, msg);
+        }
+    }
+    lua_pop(L, 1);
     if (lua_isnil(L, -1))
         return 0;
     int st = lua_gettop(L);
@@ -498,6 +514,38 @@ static int make_dirs(const char *dir)
                 return 0;
         }
     }
+}
+
+/* Removes the temporary files (DIR/.ckpt-STEP-psI.safetensors.tmp.PID,
+ * dtf.ckpt's names) that a ps of this shard killed while it wrote a
+ * checkpoint left behind. Called before this ps writes any: one ps serves
+ * a shard, so none of them is still being written (the PID may be this
+ * process's own, in a container restarted with a fresh PID namespace).
+ * Returns how many went. */
+static int remove_stale_temps(const char *dir, int shard)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    char suffix[64], path[4352];
+    snprintf(suffix, sizeof suffix, "-ps%d.safetensors.tmp.", shard);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name, *p = strstr(name, suffix);
+        size_t digits = strspn(name + 6, "0123456789");
+        if (strncmp(name, ".ckpt-", 6) != 0 || digits == 0 || p != name + 6 + digits)
+            continue;
+        const char *pid = p + strlen(suffix);
+        size_t pl = strlen(pid);
+        if (pl == 0 || strspn(pid, "0123456789") != pl)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }
 
 /* Runs fn(box) under pcall; 0, or -1 with the message on the stack. */
@@ -656,6 +704,12 @@ static int l_serve(lua_State *L)
             lua_pushnil(L);
             lua_pushfstring(L, "ps %d: checkpoint_dir: %s", sc.index, dtf_error());
             return 2;
+        }
+        int stale = remove_stale_temps(dir, sc.index);
+        if (stale > 0) {
+            snprintf(msg, sizeof msg, "ps %d: removed %d unfinished checkpoint file%s that a "
+                     "killed ps left in %s", sc.index, stale, stale > 1 ? "s" : "", dir);
+            sink_log(&b->sink, DTF_LOG_INFO, msg);
         }
         if (call_boxed(L, restore_shard, b, 2) < 0) {
             lua_pushnil(L);

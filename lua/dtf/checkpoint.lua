@@ -45,51 +45,83 @@ local function num(meta, key, path)
   return v
 end
 
--- Loads a shard checkpoint file and checks it against what this task runs
--- (expect = {layout=, nps=, shard=, optimizer=}). Returns the state table, or
--- raises an error saying why it does not belong here.
-function checkpoint.load_shard(path, expect)
+-- Reads a shard checkpoint: the state table, or nil, err when the file
+-- cannot be read or is not a well-formed dtf shard checkpoint.
+local function read_shard(path)
   local t, meta = ckpt.load(path)
-  if not t then error(meta, 0) end
+  if not t then return nil, meta end
   if meta.format ~= checkpoint.FORMAT then
-    error(string.format("%s is not a dtf ps checkpoint (format '%s')", path, tostring(meta.format)), 0)
+    return nil, string.format("%s is not a dtf ps checkpoint (format '%s')", path, tostring(meta.format))
   end
-  local st = { path = path, params = t.params, slot0 = t.slot0, slot1 = t.slot1, layout = meta.layout,
-               layout_json = meta.layout_json, optimizer = meta.optimizer,
-               step = num(meta, 'step', path), shard = num(meta, 'shard', path), nps = num(meta, 'nps', path),
-               offset = num(meta, 'offset', path), count = num(meta, 'count', path), P = num(meta, 'P', path) }
+  local ok, st = pcall(function()
+    return { path = path, params = t.params, slot0 = t.slot0, slot1 = t.slot1, layout = meta.layout,
+             layout_json = meta.layout_json, optimizer = meta.optimizer,
+             step = num(meta, 'step', path), shard = num(meta, 'shard', path), nps = num(meta, 'nps', path),
+             offset = num(meta, 'offset', path), count = num(meta, 'count', path), P = num(meta, 'P', path) }
+  end)
+  if not ok then return nil, st end
   if not st.params or st.params:numel() ~= st.count then
-    error(string.format('%s: tensor params does not hold its %d parameters', path, st.count), 0)
-  end
-  if expect then
-    if expect.layout and st.layout ~= expect.layout then
-      error(string.format('%s belongs to another model: layout %s, this task runs %s', path,
-                          tostring(st.layout), expect.layout), 0)
-    end
-    if expect.nps and st.nps ~= expect.nps then
-      error(string.format('%s belongs to another sharding: %d ps tasks, this cluster has %d', path,
-                          st.nps, expect.nps), 0)
-    end
-    if expect.shard and st.shard ~= expect.shard then
-      error(string.format('%s is the checkpoint of ps %d, not ps %d', path, st.shard, expect.shard), 0)
-    end
-    if expect.optimizer and st.optimizer ~= '' and st.optimizer ~= expect.optimizer then
-      error(string.format('%s was written with optimizer %s, this task runs %s', path, st.optimizer,
-                          expect.optimizer), 0)
-    end
+    return nil, string.format('%s: tensor params does not hold its %d parameters', path, st.count)
   end
   return st
 end
 
--- The newest checkpoint of shard `shard` in dir, checked against expect;
--- nil when there is none.
-function checkpoint.restore(dir, shard, expect)
-  local path, err = ckpt.latest(dir, shard)
-  if not path then
-    if err then error(err, 0) end
-    return nil
+-- Raises when st does not belong to what this task runs (expect = {layout=,
+-- nps=, shard=, optimizer=}, each optional).
+local function check(st, expect)
+  if not expect then return st end
+  local path = st.path
+  if expect.layout and st.layout ~= expect.layout then
+    error(string.format('%s belongs to another model: layout %s, this task runs %s', path,
+                        tostring(st.layout), expect.layout), 0)
   end
-  return checkpoint.load_shard(path, expect)
+  if expect.nps and st.nps ~= expect.nps then
+    error(string.format('%s belongs to another sharding: %d ps tasks, this cluster has %d', path,
+                        st.nps, expect.nps), 0)
+  end
+  if expect.shard and st.shard ~= expect.shard then
+    error(string.format('%s is the checkpoint of ps %d, not ps %d', path, st.shard, expect.shard), 0)
+  end
+  if expect.optimizer and st.optimizer ~= '' and st.optimizer ~= expect.optimizer then
+    error(string.format('%s was written with optimizer %s, this task runs %s', path, st.optimizer,
+                        expect.optimizer), 0)
+  end
+  return st
+end
+
+-- Loads a shard checkpoint file and checks it against what this task runs
+-- (expect = {layout=, nps=, shard=, optimizer=}). Returns the state table, or
+-- raises an error saying why it cannot be read or does not belong here.
+function checkpoint.load_shard(path, expect)
+  local st, err = read_shard(path)
+  if not st then error(err, 0) end
+  return check(st, expect)
+end
+
+-- The newest readable checkpoint of shard `shard` in dir, checked against
+-- expect; nil when there is none. A newest file that cannot be read (a disk
+-- that lost it, a file truncated by hand: the atomic writer never leaves
+-- one) is skipped for the one before; the skipped ones come back as a
+-- second result { {path=, err=}, ... }. Files that exist but none of which
+-- can be read raise: starting from the initial parameters then would
+-- silently throw the training away. A checkpoint of another model or
+-- sharding raises at once.
+function checkpoint.restore(dir, shard, expect)
+  local paths, err = ckpt.list(dir, shard)
+  if not paths then error(err, 0) end
+  local skipped = {}
+  for i = #paths, 1, -1 do
+    local st, rerr = read_shard(paths[i])
+    if st then return check(st, expect), skipped end
+    skipped[#skipped + 1] = { path = paths[i], err = rerr }
+  end
+  if #skipped > 0 then
+    local why = {}
+    for _, e in ipairs(skipped) do why[#why + 1] = e.err end
+    error(string.format('none of the %d checkpoints of ps %d in %s can be read: %s', #skipped, shard,
+                        dir, table.concat(why, '; ')), 0)
+  end
+  return nil, skipped
 end
 
 -- dtf export DIR OUT: merges the newest checkpoint of every shard into one
