@@ -521,15 +521,18 @@ static int make_dirs(const char *dir)
  * checkpoint left behind. Called before this ps writes any: one ps serves
  * a shard, so none of them is still being written (the PID may be this
  * process's own, in a container restarted with a fresh PID namespace).
- * Returns how many went. */
-static int remove_stale_temps(const char *dir, int shard)
+ * Returns how many went; their names go to names (comma-separated,
+ * truncated to n). */
+static int remove_stale_temps(const char *dir, int shard, char *names, size_t n)
 {
     DIR *d = opendir(dir);
     if (!d)
         return 0;
     char suffix[64], path[4352];
     snprintf(suffix, sizeof suffix, "-ps%d.safetensors.tmp.", shard);
-    int n = 0;
+    int removed = 0;
+    size_t len = 0;
+    names[0] = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *name = e->d_name, *p = strstr(name, suffix);
@@ -541,11 +544,14 @@ static int remove_stale_temps(const char *dir, int shard)
         if (pl == 0 || strspn(pid, "0123456789") != pl)
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (unlink(path) == 0)
-            n++;
+        if (unlink(path) == 0) {
+            removed++;
+            if (len < n)
+                len += (size_t)snprintf(names + len, n - len, "%s%s", len ? ", " : "", name);
+        }
     }
     closedir(d);
-    return n;
+    return removed;
 }
 
 /* Runs fn(box) under pcall; 0, or -1 with the message on the stack. */
@@ -705,10 +711,12 @@ static int l_serve(lua_State *L)
             lua_pushfstring(L, "ps %d: checkpoint_dir: %s", sc.index, dtf_error());
             return 2;
         }
-        int stale = remove_stale_temps(dir, sc.index);
+        char names[600];
+        int stale = remove_stale_temps(dir, sc.index, names, sizeof names);
         if (stale > 0) {
             snprintf(msg, sizeof msg, "ps %d: removed %d unfinished checkpoint file%s that a "
-                     "killed ps left in %s", sc.index, stale, stale > 1 ? "s" : "", dir);
+                     "killed ps left in %s: %s", sc.index, stale, stale > 1 ? "s" : "", dir,
+                     names);
             sink_log(&b->sink, DTF_LOG_INFO, msg);
         }
         if (call_boxed(L, restore_shard, b, 2) < 0) {

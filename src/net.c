@@ -1430,6 +1430,20 @@ static int handle_hello_reply(cconn *cc)
     cl->sync = h->aux;
     cc->state = CC_READY;
     int resend = 0;
+    /* A gradient this call pushed and the lost ps acknowledged is gone too
+     * when the ps came back from a checkpoint older than the step that
+     * included it (its PULL, still in flight, would otherwise wait for a
+     * step nobody pushes): send it again. A ps that kept it (a dropped
+     * connection, a checkpoint that has it) does not see it twice. */
+    if (cc->reconnecting)
+        for (int k = 0; k < CC_MAXREQ; k++) {
+            creq *q = &cc->req[k];
+            if (!q->used || !q->done || q->type != DTF_MSG_PUSH || q->aux == DTF_PUSH_STALE)
+                continue;
+            int64_t included = q->aux == DTF_PUSH_APPLIED ? q->reply_step : q->reply_step + 1;
+            if (h->step < included)
+                q->done = 0;
+        }
     for (int k = 0; k < CC_MAXREQ; k++)
         if (cc->req[k].used && !cc->req[k].done) {
             send_req(cc, &cc->req[k]);

@@ -638,6 +638,138 @@ TEST(loopback_sync_pull_after_a_restart_does_not_wait_for_the_next_step)
     CHECK_EQ_INT(s.rc, 0);
 }
 
+/* ---- a scripted ps: frames by hand, to kill the ps at a chosen moment ---- */
+
+typedef struct fake_ps {
+    int lfd, port;
+    pthread_t th;
+    int64_t step0;       /* the step it says at HELLO (the second time: restored) */
+    int resent_push;     /* the second connection's first request was a PUSH */
+    int ok;
+} fake_ps;
+
+static int read_full(int fd, uint8_t *b, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, b + got, n - got);
+        if (k <= 0)
+            return -1;
+        got += (size_t)k;
+    }
+    return 0;
+}
+
+/* Reads one frame: its header into *h, its payload (up to cap) into body. */
+static int read_frame(int fd, dtf_wire_hdr *h, uint8_t *body, size_t cap)
+{
+    uint8_t hb[DTF_WIRE_HDR];
+    if (read_full(fd, hb, sizeof hb) < 0 ||
+        dtf_wire_decode_hdr(hb, sizeof hb, 1u << 20, h) != DTF_WIRE_FRAME || h->len > cap)
+        return -1;
+    return read_full(fd, body, h->len);
+}
+
+static void send_reply(int fd, int type, uint32_t id, uint64_t off, uint64_t count, int64_t step,
+                       int aux, const void *payload, uint32_t len)
+{
+    uint8_t b[4096];
+    dtf_wire_hdr h = dtf_wire_make(type, id, off, count, step, len);
+    h.aux = (uint8_t)aux;
+    size_t n = dtf_wire_frame(b, sizeof b, &h, payload, len);
+    if (write(fd, b, n) != (ssize_t)n)
+        return;
+}
+
+static int fake_hello(int fd, int64_t step, uint64_t P)
+{
+    dtf_wire_hdr h;
+    uint8_t body[512];
+    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_HELLO)
+        return -1;
+    dtf_wire_hello_reply r = {0, 1, 2, 1, 0};
+    r.P = P;
+    uint8_t rb[DTF_WIRE_HELLO_REPLY_LEN];
+    dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
+    send_reply(fd, DTF_MSG_HELLO_REPLY, h.id, 0, P, step, 1, rb, sizeof rb);
+    return 0;
+}
+
+/* One sync ps with P = 4 floats: acknowledges the first PUSH as pending,
+ * takes the PULL and dies (closes) before answering it; comes back at the
+ * step before, and must be sent the PUSH again before the PULL. */
+static void *fake_ps_main(void *arg)
+{
+    fake_ps *f = arg;
+    enum { P = 4 };
+    uint8_t body[4096];
+    float params[P] = {1, 2, 3, 4};
+    dtf_wire_hdr h;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0 || fake_hello(fd, f->step0, P) < 0)
+        return NULL;
+    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_PUSH)
+        return NULL;
+    send_reply(fd, DTF_MSG_PUSH_REPLY, h.id, 0, 0, f->step0, DTF_PUSH_PENDING, NULL, 0);
+    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_PULL)
+        return NULL;
+    close(fd); /* killed: the pending gradient is lost with it */
+    fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0 || fake_hello(fd, f->step0, P) < 0)
+        return NULL;
+    if (read_frame(fd, &h, body, sizeof body) < 0)
+        return NULL;
+    f->resent_push = h.type == DTF_MSG_PUSH;
+    if (h.type == DTF_MSG_PUSH) {
+        send_reply(fd, DTF_MSG_PUSH_REPLY, h.id, 0, 0, f->step0 + 1, DTF_PUSH_APPLIED, NULL, 0);
+        if (read_frame(fd, &h, body, sizeof body) == 0 && h.type == DTF_MSG_PULL) {
+            send_reply(fd, DTF_MSG_PULL_REPLY, h.id, 0, P, f->step0 + 1, 0, params, sizeof params);
+            f->ok = 1;
+        }
+    }
+    /* wait for the client to go */
+    while (read(fd, body, sizeof body) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+TEST(client_resends_a_push_the_restarted_ps_lost)
+{
+    fake_ps f;
+    memset(&f, 0, sizeof f);
+    f.step0 = 93;
+    f.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    CHECK(bind(f.lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f.lfd, 4) == 0 &&
+          getsockname(f.lfd, (struct sockaddr *)&a, &al) == 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    pthread_create(&f.th, NULL, fake_ps_main, &f);
+    const char *addrs[1] = {addr};
+    dtf_client_config cc = client_config(addrs, 1, 0, 4);
+    cc.checksum = 0;
+    cc.reconnect_timeout = 5;
+    dtf_client *cl = dtf_client_connect(&cc);
+    CHECK(cl != NULL);
+    if (cl) {
+        static float grads[4] = {1, 1, 1, 1}, params[4];
+        int64_t gs = -1;
+        CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, 93, &gs), 0);
+        CHECK_EQ_INT(gs, 94);
+        CHECK_NEAR(params[3], 4.0, 1e-6);
+        dtf_client_free(cl);
+    }
+    pthread_join(f.th, NULL);
+    close(f.lfd);
+    CHECK(f.resent_push);
+    CHECK(f.ok);
+}
+
 TEST(loopback_hostile_peers)
 {
     enum { P = 16 };
