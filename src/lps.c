@@ -20,7 +20,8 @@
  * A stats table holds the "key=value" lines of dtf_server_stats as numbers
  * or strings (step, mode, offset, count, gradients, updates, stale,
  * duplicates, pulls, workers, workers_done, bytes_in, bytes_out,
- * connections, bad_peers, backpressure_pauses, reason, ...), and
+ * connections, bad_peers, backpressure_pauses, queued_bytes,
+ * queued_peak, reason, ...), and
  * worker[i + 1] = {index=i, step=, pushes=, stale=, duplicates=, done=}.
  * Log functions get (level, msg) with level "debug", "info", "warning" or
  * "error", as dtf.util.log takes them.

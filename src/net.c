@@ -38,12 +38,14 @@
 #include "wire.h"
 
 #define IO_CHUNK (1u << 20)      /* largest single read/write per callback (client) */
-#define SRV_READ_CHUNK (64u << 10) /* the ps reads at most this per callback: float
+#define SRV_READ_CHUNK (16u << 10) /* the ps reads at most this per callback: float
                                   * bodies bypass the input buffer (read_body), so
                                   * more would only let a flood of small frames in */
 #define SRV_TEXT_MAX 4096        /* the longest text (ERROR) the ps takes from a peer */
 #define OUT_SLACK (256u << 10)   /* output mark: 2 shards (a worker's pull in flight
                                   * and one more) plus this */
+#define QUEUE_SLACK (4u << 20)   /* all connections' queued replies: 2 shards per
+                                  * worker (and 2 more) plus this */
 #define KEEPALIVE_DEFAULT 25.0   /* s: a peer gone without a FIN is noticed */
 #define CLOSE_GRACE 2.0          /* s to flush an ERROR frame before closing */
 #define FINISH_GRACE 2.0         /* s to flush the last replies once all workers are done */
@@ -349,6 +351,7 @@ struct sconn {
     int closing;         /* flushing an ERROR frame, reading stopped */
     int paused;          /* reading stopped: our output is over the mark */
     int nparked;         /* its pulls waiting for a step (capped) */
+    struct evbuffer_cb_entry *out_cb; /* counts its output into srv->queued */
     int64_t push_step;   /* sync: the step that includes its latest PUSH; -1 */
     fstate fs;
     float *body;         /* a PUSH body lands here (the shard's count floats) */
@@ -362,6 +365,9 @@ struct dtf_server {
     dtf_shard *shard;
     size_t max_payload;
     size_t out_mark;     /* stop reading from a peer whose replies pile up over this */
+    size_t queued;       /* bytes in every connection's output buffer */
+    size_t queue_budget; /* over this, peers with replies queued are not read */
+    size_t queued_peak;
     struct event_base *base;
     struct evconnlistener *lis;
     struct event *sig_term, *sig_int, *tick, *finish_timer;
@@ -423,6 +429,10 @@ static void conn_free(sconn *c, int level, const char *reason)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->out_cb)
+        evbuffer_remove_cb_entry(out, c->out_cb);
+    s->queued -= evbuffer_get_length(out);
     bufferevent_free(c->bev);
     free(c->body);
     free(c);
@@ -793,8 +803,11 @@ static void s_read(struct bufferevent *bev, void *arg)
     dtf_server *s = c->srv;
     while (!c->closing) {
         /* Backpressure (le-proxy.c): a peer that does not read its replies
-         * gets no more requests served until it does. */
-        if (evbuffer_get_length(bufferevent_get_output(bev)) > s->out_mark) {
+         * gets no more requests served until it does; and while all the
+         * replies queued pass the budget, no peer with replies of its own
+         * still queued is served (those that read theirs go on). */
+        size_t own = evbuffer_get_length(bufferevent_get_output(bev));
+        if (own > s->out_mark || (own > 0 && s->queued > s->queue_budget)) {
             if (!c->paused) {
                 c->paused = 1;
                 s->pauses++;
@@ -874,9 +887,12 @@ static void s_event(struct bufferevent *bev, short events, void *arg)
         if (c->fs.have_hdr)
             snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
                      " bytes)", dtf_msg_name(c->fs.h.type), buffered + c->fs.got, c->fs.h.len);
-        else
+        else if (buffered < DTF_WIRE_HDR)
             snprintf(why, sizeof why, "disconnected mid-frame (%zu of %d header bytes)",
                      buffered, DTF_WIRE_HDR);
+        else
+            snprintf(why, sizeof why, "disconnected with %zu bytes of requests unserved "
+                     "(%s)", buffered, c->paused ? "it did not read its replies" : "mid-frame");
         s->bad_peers++;
     } else if (events & BEV_EVENT_ERROR) {
         int e = EVUTIL_SOCKET_ERROR();
@@ -887,6 +903,17 @@ static void s_event(struct bufferevent *bev, short events, void *arg)
             level = DTF_LOG_INFO;
     }
     conn_free(c, level, why);
+}
+
+/* Keeps srv->queued, the bytes waiting in every output buffer. */
+static void out_counted(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    dtf_server *s = arg;
+    (void)buf;
+    s->queued += info->n_added;
+    s->queued -= info->n_deleted;
+    if (s->queued > s->queued_peak)
+        s->queued_peak = s->queued;
 }
 
 static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
@@ -927,6 +954,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
     s->nconns++;
     s->accepted++;
     tune_bev(bev, &c->fs, SRV_TEXT_MAX, SRV_READ_CHUNK);
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(bev), out_counted, s);
     bufferevent_setcb(bev, s_read, s_write, s_event, c);
     struct timeval tv = tv_of(s->cfg.hello_timeout);
     bufferevent_set_timeouts(bev, s->cfg.hello_timeout > 0 ? &tv : NULL, NULL);
@@ -1017,6 +1045,8 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     s->parked_tail = &s->parked;
     s->max_payload = cfg->max_payload ? cfg->max_payload : DTF_WIRE_MAX_PAYLOAD;
     s->out_mark = 2 * (size_t)shard->count * sizeof(float) + OUT_SLACK;
+    s->queue_budget = 2 * (size_t)shard->count * sizeof(float) * ((size_t)shard->cfg.workers + 2) +
+                      QUEUE_SLACK;
     snprintf(s->reason, sizeof s->reason, "running");
     snprintf(s->host, sizeof s->host, "%s", cfg->host ? cfg->host : "0.0.0.0");
     s->cfg.host = s->host;
@@ -1155,10 +1185,11 @@ size_t dtf_server_stats(const dtf_server *s, char *buf, size_t n)
                      "port=%d\nuptime=%.3f\nconnections=%" PRIu64 "\nconnections_open=%d\n"
                      "refused=%" PRIu64 "\nbad_peers=%" PRIu64 "\nframes_in=%" PRIu64
                      "\nframes_out=%" PRIu64 "\nbytes_in=%" PRIu64 "\nbytes_out=%" PRIu64
-                     "\nbackpressure_pauses=%" PRIu64 "\nreason=%s\n",
+                     "\nbackpressure_pauses=%" PRIu64 "\nqueued_bytes=%zu\nqueued_peak=%zu"
+                     "\nreason=%s\n",
                      s->port, s->started > 0 ? dtf_now() - s->started : 0.0, s->accepted,
                      s->nconns, s->refused, s->bad_peers, s->frames_in, s->frames_out,
-                     s->bytes_in, s->bytes_out, s->pauses, s->reason);
+                     s->bytes_in, s->bytes_out, s->pauses, s->queued, s->queued_peak, s->reason);
     return k + (m > 0 ? (size_t)m : 0);
 }
 

@@ -44,14 +44,17 @@ typedef struct dtf_server_config {
     void *on_step_ud;
 } dtf_server_config;
 
-/* Memory per connection stays bounded whatever a peer sends: the input
- * buffer holds at most one read (64 KiB), a header and a short text
- * (float bodies go straight into the shard's gradient buffer); replies
- * queue up to 2 shards + 256 KiB before the ps stops reading from that peer
- * until it reads them (backpressure), plus the reply in hand; at most 8
- * PULLs per connection wait for a step. A peer that breaks these rules is
- * sent an ERROR and closed; past max_connections new ones are refused; a
- * connection that says no HELLO within hello_timeout is closed. */
+/* Memory stays bounded whatever peers send. Per connection: the input
+ * buffer holds at most one read (16 KiB), a header and a short text (float
+ * bodies go straight into the shard's gradient buffer); replies queue up
+ * to 2 shards + 256 KiB before the ps stops reading from that peer until
+ * it has read them (backpressure), plus the reply in hand; at most 8 PULLs
+ * wait for a step. For all connections together: while the queued replies
+ * pass 2 shards per worker (+ 2) + 4 MiB, no peer with replies of its own
+ * still queued is served (the others may each add one reply: what the
+ * socket did not take). A peer that breaks the rules is sent an ERROR
+ * and closed; past max_connections new ones are refused; one that says no
+ * HELLO within hello_timeout is closed. */
 typedef struct dtf_server dtf_server;
 
 /* Binds and listens (the shard is borrowed and must outlive the server). */

@@ -18,7 +18,8 @@ for i = 1, P do assert(params[i] == i - 1, 'params[' .. i .. '] = ' .. params[i]
 for _ = 1, 3 do step = assert(c:push_pull(grads, params, step)) end
 assert(step == 3, 'step ' .. step)
 for i = 1, P do
-  assert(math.abs(params[i] - (i - 1 - 0.3)) < 1e-3, 'params[' .. i .. '] = ' .. params[i])
+  -- three float32 subtractions of 0.1: a few ulps at i - 1
+  assert(math.abs(params[i] - (i - 1 - 0.3)) < 1e-3 + 4e-7 * i, 'params[' .. i .. '] = ' .. params[i])
 end
 local st = assert(c:stats())[1]
 print(string.format('client: stats: step %d, bad_peers %d, connections %d', st.step, st.bad_peers,

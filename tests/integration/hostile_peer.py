@@ -2,6 +2,11 @@
 """Misbehaving peers against a ps (hostile_peer.sh starts it):
     hostile_peer.py PORT TOKEN P CHECKSUM      the hostile cases, one "ok"/"not ok" line each
     hostile_peer.py hold PORT SECONDS          a half frame held open (runs beside a good client)
+    hostile_peer.py flood PORT TOKEN P CHECKSUM NCONN NPULL EXTRA SECONDS
+        NCONN peers that pipeline NPULL whole-shard PULLs each and never read
+        the replies; 4 peers that park PULLs for a step that never comes;
+        EXTRA bare connections on top (those past max_connections are
+        refused); holds them all SECONDS (or until the ps closes them)
 Frame layout: see src/wire.h."""
 import socket
 import struct
@@ -74,6 +79,69 @@ def expect_error(port, data, want, what):
     report(ok, what + (': "%s"' % errs[-1] if errs else ': no ERROR frame (%d bytes)' % len(got)))
 
 
+def send_some(s, data):
+    """Sends what the socket takes without blocking; returns the bytes sent."""
+    s.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(data):
+            k = s.send(data[sent:sent + 65536])
+            if k <= 0:
+                break
+            sent += k
+    except (BlockingIOError, ConnectionError):
+        pass
+    return sent
+
+
+def flood(port, token, P, checksum, nconn, npull, extra, secs):
+    held = []
+    pulls = b''.join(hdr(PULL, 2 + i, off=0, cnt=P) for i in range(npull))
+    sent = 0
+    for _ in range(nconn):
+        s = conn(port)
+        sent += send_some(s, hello(token, P, checksum, role=2) + pulls)
+        held.append(s)
+    print('flood: %d peers sent %.1f MB of PULLs asking for %.0f MB of replies, reading none' %
+          (nconn, sent / 1e6, nconn * npull * 4.0 * P / 1e6), flush=True)
+    # Parked pulls: a step that never comes, more than the ps lets wait.
+    parked_closed = 0
+    for _ in range(4):
+        s = conn(port)
+        s.sendall(hello(token, P, checksum, role=2) +
+                  b''.join(hdr(PULL, 2 + i, off=0, cnt=P, step=1 << 40) for i in range(20)))
+        got = read_all(s)
+        s.close()
+        errs = [f[6].decode(errors='replace') for f in frames(got or b'') if f[0] == ERROR]
+        parked_closed += bool(errs) and 'PULLs waiting for a step' in errs[-1]
+    report(parked_closed == 4, 'peers parking 20 PULLs each are closed past the cap (%d of 4)' % parked_closed)
+    # Bare connections on top: the ps refuses those past max_connections.
+    bare, refused = [], 0
+    for _ in range(extra):
+        try:
+            bare.append(conn(port))
+        except OSError:
+            refused += 1
+    time.sleep(0.5)
+    for s in bare:
+        s.settimeout(0.01)
+        try:
+            if s.recv(1) == b'':
+                refused += 1
+        except (socket.timeout, TimeoutError, BlockingIOError):
+            pass
+        except ConnectionError:
+            refused += 1
+        s.close()
+    print('flood: %d of %d more connections refused' % (refused, extra), flush=True)
+    print('flooding', flush=True)
+    time.sleep(secs)
+    for s in held:
+        s.close()
+    print('flood: done', flush=True)
+    return 0 if all(results) else 1
+
+
 def main():
     if sys.argv[1] == 'hold':
         port, secs = int(sys.argv[2]), float(sys.argv[3])
@@ -83,6 +151,9 @@ def main():
         time.sleep(secs)
         s.close()
         return 0
+    if sys.argv[1] == 'flood':
+        return flood(int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4]), int(sys.argv[5], 16),
+                     int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]))
     port, token, P, checksum = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4], 16)
 
     expect_error(port, b'GET / HTTP/1.1\r\nHost: ps\r\n\r\n', 'bad magic', 'garbage bytes')

@@ -4,6 +4,10 @@
 # before HELLO or outside the shard (hostile_peer.py) must each close only
 # that connection, with a log line naming the peer; then a well-behaved
 # client (hostile_peer.lua) must complete and the ps must exit 0.
+# Then a flood (hostile_peer.py flood) against a ps with a 400 KB shard:
+# peers that pipeline thousands of PULLs and never read, peers that park
+# PULLs, connections past max_connections; the ps's memory must stay
+# bounded (its peak RSS is reported) and a good client is still served.
 #   tests/integration/hostile_peer.sh BUILD_DIR
 . "$(dirname "$0")/testlib.bash"
 
@@ -60,4 +64,48 @@ check "the ps stops when its worker is done" logged 'all 1 workers are done; sto
 check "the ps reports its bad peers" logged 'stat bad_peers=(1[5-9]|2[0-9])'
 check "no token reaches the log" bash -c "! grep -q -e '$TOKEN' -e not-the-token '$SCRATCH/ps.log'"
 if [ "$FAILED" -ne 0 ]; then echo "--- ps log"; cat "$SCRATCH/ps.log"; fi
+
+# ---- a flood --------------------------------------------------------------------------
+BIGP=100000   # a 400 KB shard (a 2-ps MNIST shard is 155 KB)
+NCONN=60 NPULL=2000 EXTRA=20 MAXC=72
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=$BIGP token="$TOKEN" checksum=$SUM hello_timeout=5 \
+  max_connections=$MAXC >"$SCRATCH/flood-ps.log" 2>&1 &
+PS_PID=$!
+for _ in $(seq 100); do grep -q 'serving parameters' "$SCRATCH/flood-ps.log" && break; sleep 0.1; done
+kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$PS_PID/status"; }
+RSS0=$(kb VmRSS)
+python3 "$HERE/hostile_peer.py" flood "$PORT" "$TOKEN" $BIGP $SUM $NCONN $NPULL $EXTRA 8 >"$SCRATCH/flood.out" 2>&1 &
+FLOOD_PID=$!
+for _ in $(seq 300); do grep -q '^flooding' "$SCRATCH/flood.out" && break; sleep 0.1; done
+sleep 1
+RSS1=$(kb VmRSS); HWM1=$(kb VmHWM)
+expect_exit 0 "a good client is served during the flood" \
+  "$DTF" run "$HERE/hostile_peer.lua" -- "$PORT" "$TOKEN" $BIGP $SUM
+HWM2=$(kb VmHWM)
+wait $FLOOD_PID
+while read -r line; do
+  case $line in
+    "ok "*) pass "${line#ok }" ;;
+    "not ok "*) fail "${line#not ok }" ;;
+    *) echo "$line" ;;
+  esac
+done <"$SCRATCH/flood.out"
+rc=0
+for _ in $(seq 100); do kill -0 $PS_PID 2>/dev/null || break; sleep 0.1; done
+if kill -0 $PS_PID 2>/dev/null; then fail "the flooded ps exits once its worker is done"; kill $PS_PID
+else wait $PS_PID; rc=$?; check "the flooded ps exits 0 (exit $rc)" test $rc -eq 0; fi
+stat() { sed -nE "s/^stat $1=([0-9]+)$/\1/p" "$SCRATCH/flood-ps.log"; }
+QPEAK=$(stat queued_peak)
+echo "flooded ps: RSS $((RSS0 / 1024)) MB before, $((RSS1 / 1024)) MB under the flood, peak $((HWM2 / 1024)) MB;" \
+  "replies queued at most $(( ${QPEAK:-0} / 1024 )) KB; $(stat backpressure_pauses) backpressure pauses;" \
+  "$(stat refused) connections refused"
+check "the ps's peak RSS grew by $(( (HWM2 - RSS0) / 1024 )) MB (< 48 MB) under $NCONN x $NPULL PULLs" \
+  test $((HWM2 - RSS0)) -lt $((48 * 1024))
+check "the queued replies stayed within the budget (${QPEAK:-?} bytes <= 2 x 400 KB x 3 + 4 MiB + $NCONN replies)" \
+  test "${QPEAK:-999999999}" -le $(( 2 * 4 * BIGP * 3 + 4 * 1048576 + NCONN * 4 * BIGP ))
+check "slow readers were paused (backpressure)" test "$(stat backpressure_pauses)" -gt 0
+check "connections past max_connections were refused" grep -q "refusing connection from .*: $MAXC connections open (max_connections)" "$SCRATCH/flood-ps.log"
+check "the parked-pull floods were closed" grep -q 'more than 8 PULLs waiting for a step' "$SCRATCH/flood-ps.log"
+if [ "$FAILED" -ne 0 ]; then grep -v 'accepted connection' "$SCRATCH/flood-ps.log" | tail -n 40; fi
 finish
