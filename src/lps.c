@@ -536,10 +536,13 @@ static int remove_stale_temps(const char *dir, int shard, char *names, size_t n)
     names[0] = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        const char *name = e->d_name, *p = strstr(name, suffix);
-        size_t digits = strspn(name + 6, "0123456789");
-        if (strncmp(name, ".ckpt-", 6) != 0 || digits == 0 || p != name + 6 + digits)
+        const char *name = e->d_name;
+        if (strncmp(name, ".ckpt-", 6) != 0)
             continue;
+        size_t digits = strspn(name + 6, "0123456789");
+        if (digits == 0 || strncmp(name + 6 + digits, suffix, strlen(suffix)) != 0)
+            continue;
+        const char *p = name + 6 + digits;
         const char *pid = p + strlen(suffix);
         size_t pl = strlen(pid);
         if (pl == 0 || strspn(pid, "0123456789") != pl)
