@@ -379,6 +379,11 @@ struct dtf_server {
     double started, step_started, last_wait_log;
     uint64_t accepted, refused, bad_peers, bytes_in, bytes_out, frames_in, frames_out;
     uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
+    struct last_push {   /* async: each worker's latest PUSH (id, step tag), so one */
+        uint32_t id;     /* re-sent over a new connection is not applied twice */
+        int64_t tag;
+        int valid;
+    } *last;             /* shard->cfg.workers entries */
 };
 
 static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
@@ -720,8 +725,21 @@ static int handle_frame(sconn *c)
     case DTF_MSG_PUSH: {
         /* checked by start_frame; the body is in c->body */
         dtf_wire_floats_to_host(c->body, (size_t)h->count);
-        int advanced = 0;
-        int r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
+        int advanced = 0, r;
+        struct last_push *lp = &s->last[c->index];
+        if (!sh->cfg.sync && lp->valid && lp->id == h->id && lp->tag == h->step) {
+            /* A client re-sends what was in flight after reconnecting: this
+             * gradient was applied, only its reply was lost. (Sync mode
+             * knows its duplicates by step.) */
+            sh->w[c->index].duplicates++;
+            sh->duplicates++;
+            r = DTF_PUSH_DUPLICATE;
+        } else {
+            r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
+            lp->valid = 1;
+            lp->id = h->id;
+            lp->tag = h->step;
+        }
         if (r < 0) {
             conn_fail(c, h->id, dtf_error());
             return -1;
@@ -1043,6 +1061,12 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     s->cfg = *cfg;
     s->shard = shard;
     s->parked_tail = &s->parked;
+    s->last = calloc((size_t)shard->cfg.workers, sizeof *s->last);
+    if (!s->last) {
+        free(s);
+        dtf_seterr("out of memory");
+        return NULL;
+    }
     s->max_payload = cfg->max_payload ? cfg->max_payload : DTF_WIRE_MAX_PAYLOAD;
     s->out_mark = 2 * (size_t)shard->count * sizeof(float) + OUT_SLACK;
     s->queue_budget = 2 * (size_t)shard->count * sizeof(float) * ((size_t)shard->cfg.workers + 2) +
@@ -1054,6 +1078,7 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     if (cfg->token) {
         s->token = malloc(cfg->token_len + 1);
         if (!s->token) {
+            free(s->last);
             free(s);
             dtf_seterr("out of memory");
             return NULL;
@@ -1212,6 +1237,7 @@ void dtf_server_free(dtf_server *s)
     if (s->base)
         event_base_free(s->base);
     free(s->token);
+    free(s->last);
     free(s);
 }
 

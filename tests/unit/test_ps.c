@@ -770,6 +770,58 @@ TEST(client_resends_a_push_the_restarted_ps_lost)
     CHECK(f.ok);
 }
 
+TEST(async_push_resent_after_a_reconnect_is_not_applied_twice)
+{
+    /* The connection drops after the ps applied a push but before its reply
+     * arrived; the client re-sends it (same id, same step tag) on a new
+     * connection: the ps answers DUPLICATE and applies it once. */
+    enum { P = 4 };
+    srv s;
+    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
+    if (srv_start(&s, &c, NULL, NULL) != 0) {
+        FAIL("server: %s", dtf_error());
+        return;
+    }
+    static const float ones[P] = {1, 1, 1, 1};
+    uint8_t b[1024], got[1024];
+    int results[3];
+    for (int k = 0; k < 3; k++) {
+        /* connections 1 and 2 send push id 7 tag 0; 3 sends id 8 tag 1 */
+        int fd = raw_connect(&s);
+        size_t n = hello_frame(b, P, CHECKSUM, NULL, 0);
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PUSH, k < 2 ? 7 : 8, 0, P, k < 2 ? 0 : 1, 0);
+        n += dtf_wire_frame(b + n, sizeof b - n, &h, ones, sizeof ones);
+        CHECK_EQ_INT(write(fd, b, n), n);
+        size_t want = 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN;
+        CHECK_EQ_INT(read_full(fd, got, want), 0);
+        dtf_wire_hdr rh;
+        CHECK_EQ_INT(dtf_wire_decode_hdr(got + DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN, DTF_WIRE_HDR,
+                                         1024, &rh), DTF_WIRE_FRAME);
+        CHECK_EQ_INT(rh.type, DTF_MSG_PUSH_REPLY);
+        results[k] = rh.aux;
+        if (k == 1)
+            CHECK_EQ_INT(rh.step, 1);
+        close(fd);
+    }
+    CHECK_EQ_INT(results[0], DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(results[1], DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(results[2], DTF_PUSH_APPLIED);
+    const char *addrs[1] = {s.addr};
+    dtf_client_config cc = client_config(addrs, 1, 0, P);
+    dtf_client *cl = dtf_client_connect(&cc);
+    CHECK(cl != NULL);
+    if (cl) {
+        static float params[P];
+        int64_t gs;
+        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
+        CHECK_EQ_INT(gs, 2);
+        CHECK_NEAR(params[0], -2.0, 1e-6);
+        CHECK_EQ_INT(dtf_client_done(cl, gs), 0);
+        dtf_client_free(cl);
+    }
+    srv_join(&s);
+}
+
 TEST(loopback_hostile_peers)
 {
     enum { P = 16 };
