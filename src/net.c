@@ -713,8 +713,6 @@ static int handle_frame(sconn *c)
         p->id = h->id;
         p->off = h->offset;
         p->count = h->count;
-        /* Never wait past the next step: a worker ahead of a restarted ps
-         * must not hang. */
         p->min_step = want;
         c->nparked++;
         *s->parked_tail = p;
