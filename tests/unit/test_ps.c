@@ -17,18 +17,6 @@
 #include "util.h"
 #include "wire.h"
 
-/* harness.h's TEST(name) also substitutes into the `.name` member and does
- * not compile; the same macro with a parameter that cannot collide. */
-#undef TEST
-#define TEST(fn_)                                                          \
-    static void fn_(void);                                                 \
-    __attribute__((constructor)) static void register_##fn_(void)         \
-    {                                                                      \
-        harness_tests[harness_ntests].name = #fn_;                         \
-        harness_tests[harness_ntests++].fn = fn_;                          \
-    }                                                                      \
-    static void fn_(void)
-
 /* ============================================================================
  * Shard logic
  * ========================================================================== */
