@@ -48,6 +48,7 @@ local schema = {
   { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
   { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
   { name = 'reconnect_timeout', type = 'number', default = 60, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
+  { name = 'keepalive', type = 'number', default = 25, min = 0, help = 'seconds after which a silent, half-open connection is dropped' },
   { name = 'sync_timeout', type = 'number', default = 30, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
   { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
@@ -185,7 +186,7 @@ if spec.role == 'ps' then
     sync = hp.sync, replicas_to_aggregate = hp.replicas_to_aggregate > 0 and hp.replicas_to_aggregate or nil,
     checkpoint_dir = hp.checkpoint_dir ~= '' and hp.checkpoint_dir or nil,
     checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps, layout = layout,
-    sync_timeout = hp.sync_timeout, log = log.sink,
+    sync_timeout = hp.sync_timeout, keepalive = hp.keepalive, log = log.sink,
   }
   if not stats then error(serr, 0) end
   log.info('ps %d: stopped (%s) at step %d', spec.index,
@@ -197,7 +198,10 @@ end
 local client, err = ps.connect {
   addrs = spec.ps, role = 'worker', index = spec.index, P = net.nparams, layout_checksum = checksum,
   token = token(), connect_timeout = hp.connect_timeout, timeout = hp.timeout,
-  reconnect_timeout = hp.reconnect_timeout, log = log.sink,
+  reconnect_timeout = hp.reconnect_timeout, keepalive = hp.keepalive,
+  -- A sync pull waits for the slowest replica, which the ps drops after
+  -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
+  wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink,
 }
 if not client then error(err, 0) end
 local gstep = assert(client:pull(params))
