@@ -36,7 +36,7 @@ ctr_() { ctr --address "$WORK/containerd/containerd.sock" --namespace k8s.io "$@
 # Starts a long-running process in its own session, output to $WORK/logs/NAME.log.
 cl_start() { # name cmd...
   local name=$1; shift
-  setsid "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
+  setsid "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$WORK/pids/$name"
 }
 
@@ -375,6 +375,9 @@ cluster_down() {
   local s n p pid
   # Pods first, while the kubelet can still stop them cleanly (CNI DEL).
   if cl_running kube-apiserver && cl_running kubelet; then
+    # Controllers first, or they make the pods again.
+    kc delete statefulsets,deployments,daemonsets,replicasets,jobs,replicationcontrollers --all -A \
+      --wait=false >/dev/null 2>&1
     kc delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1
     wait_for 45 "the pods to go" sh -c "[ -z \"\$(ctr --address '$WORK/containerd/containerd.sock' -n k8s.io tasks ls -q)\" ]" ||
       cl_log "pods left running: $(ctr_ tasks ls -q 2>/dev/null | wc -l)"
