@@ -77,6 +77,7 @@ cl_note_machine() {
   : >"$WORK/before/paths"
   for p in "${FIXED_PATHS[@]}"; do [ -e "$p" ] && echo "$p" >>"$WORK/before/paths"; done
   ls /run/netns 2>/dev/null >"$WORK/before/netns" || :
+  ls /var/lib/cni/results 2>/dev/null >"$WORK/before/cni-results" || :
   "$HERE/tests/e2e/iptables-sweep" snapshot "$WORK/before/iptables.json"
 }
 
@@ -419,7 +420,13 @@ cluster_down() {
         cl_log "could not restore $s=$v"
     done <"$WORK/before/sysctl"
   fi
-  rm -f /var/lib/cni/results/"$NET"-* 2>/dev/null
+  # CNI result caches of our sandboxes (the pod network's and containerd's
+  # loopback network's), left where a sandbox was never stopped cleanly.
+  for n in $(ls /var/lib/cni/results 2>/dev/null); do
+    case $n in "$NET"-*|cni-loopback-*) ;; *) continue ;; esac
+    grep -qx -- "$n" "$WORK/before/cni-results" 2>/dev/null && continue
+    rm -f "/var/lib/cni/results/$n"
+  done
   if [ -f "$WORK/before/paths" ]; then
     for p in "${FIXED_PATHS[@]}"; do
       grep -qx -- "$p" "$WORK/before/paths" && continue
@@ -441,6 +448,8 @@ cluster_leftovers() {
   ip -br addr show dev lo | grep -oE "($NODE_IP|$DNS_IP)/32" | sed 's/^/address /'
   ip link show "$BRIDGE" >/dev/null 2>&1 && echo "link $BRIDGE"
   cl_cgroup_dirs | sed 's/^/cgroup /'
+  ls /var/lib/cni/results 2>/dev/null | grep -E "^($NET|cni-loopback)-" |
+    grep -vxF -f "$WORK/before/cni-results" 2>/dev/null | sed 's/^/CNI result cache /'
   iptables-save 2>/dev/null | grep -E "KUBE-|$NET|$BRIDGE" | sed 's/^/iptables /'
   ip6tables-save 2>/dev/null | grep -E "KUBE-|$NET|$BRIDGE" | sed 's/^/ip6tables /'
   local s v
