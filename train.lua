@@ -48,6 +48,7 @@ local schema = {
   { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
   { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
   { name = 'reconnect_timeout', type = 'number', default = 60, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
+  { name = 'start_timeout', type = 'number', default = 30, min = 0, help = 'async: seconds a worker waits for the other workers to join before it trains' },
   { name = 'keepalive', type = 'number', default = 25, min = 0, help = 'seconds after which a silent, half-open connection is dropped' },
   { name = 'sync_timeout', type = 'number', default = 30, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
   { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
@@ -134,7 +135,8 @@ end
 
 -- A worker's loop; `exchange(step)` sends the gradients and brings back the
 -- parameters, returning the global step (one process: applies them itself).
-local function train_loop(worker, nworkers, steps, exchange, first_step)
+-- `start()`, called once the data is loaded, returns the first global step.
+local function train_loop(worker, nworkers, steps, exchange, start)
   local train = load('train')
   steps = steps or total_steps(train)
   local loader = train:loader { batchsize = hp.batchsize, seed = hp.seed, shard = worker, shards = nworkers }
@@ -143,8 +145,9 @@ local function train_loop(worker, nworkers, steps, exchange, first_step)
   log.info('Worker %d: %d parameters, %d training examples in its shard, %s steps, batch %d',
            worker, net.nparams, train:count() // nworkers, steps == 0 and 'unlimited' or tostring(steps),
            hp.batchsize)
+  local first = start and start() or 0
   local t0 = util.now()
-  local gstep, step, losses, nloss = first_step or 0, 0, 0, 0
+  local gstep, step, losses, nloss = first, 0, 0, 0
   while steps == 0 or gstep < steps do
     loader:next(x, y)
     local loss = compute_gradients(x, y)
@@ -195,21 +198,58 @@ if spec.role == 'ps' then
 end
 
 -- worker
-local client, err = ps.connect {
-  addrs = spec.ps, role = 'worker', index = spec.index, P = net.nparams, layout_checksum = checksum,
-  token = token(), connect_timeout = hp.connect_timeout, timeout = hp.timeout,
-  reconnect_timeout = hp.reconnect_timeout, keepalive = hp.keepalive,
-  -- A sync pull waits for the slowest replica, which the ps drops after
-  -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
-  wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink,
-}
-if not client then error(err, 0) end
-local gstep = assert(client:pull(params))
+-- A worker joins the ps tasks (HELLO) once its data is loaded, so that a
+-- joined worker is one ready to train.
+local client
+local function connect()
+  local c, err = ps.connect {
+    addrs = spec.ps, role = 'worker', index = spec.index, P = net.nparams, layout_checksum = checksum,
+    token = token(), connect_timeout = hp.connect_timeout, timeout = hp.timeout,
+    reconnect_timeout = hp.reconnect_timeout, keepalive = hp.keepalive,
+    -- A sync pull waits for the slowest replica, which the ps drops after
+    -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
+    wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink,
+  }
+  if not c then error(err, 0) end
+  return c
+end
+
+-- In async mode nothing holds a fast worker back: one that starts first
+-- could run a short training alone before the others are ready. Wait (a
+-- bounded time: a worker may never come) until every worker has joined ps 0.
+local function wait_for_workers()
+  if hp.sync or #spec.workers < 2 then return end
+  local deadline, said = util.now() + hp.start_timeout, false
+  while true do
+    local stats, serr = client:stats()
+    if not stats then error(serr, 0) end
+    local joined = stats[1].workers_joined or #spec.workers
+    if joined >= #spec.workers then return end
+    if util.now() >= deadline then
+      log.warning('Worker %d: %d of %d workers joined after %g s; training without the others',
+                  spec.index, joined, #spec.workers, hp.start_timeout)
+      return
+    end
+    if not said then
+      log.info('Worker %d: waiting for %d more worker(s) to join (up to %g s)', spec.index,
+               #spec.workers - joined, hp.start_timeout)
+      said = true
+    end
+    util.sleep(0.002)
+  end
+end
+
 local t0, t1 = train_loop(spec.index, #spec.workers, nil, function(step)
   local g, perr = client:push_pull(grads, params, step)
   if not g then error(perr, 0) end
   return g
-end, gstep)
+end, function()
+  client = connect()
+  wait_for_workers()
+  local g, perr = client:pull(params)
+  if not g then error(perr, 0) end
+  return g
+end)
 if spec.index == 0 then assert(client:pull(params)) end
 client:done()
 client:close()

@@ -583,6 +583,8 @@ static int handle_hello(sconn *c)
     c->hello = 1;
     c->role = m.role;
     c->index = (int)m.index;
+    if (m.role == DTF_ROLE_WORKER && m.index < (uint32_t)sh->cfg.workers)
+        sh->w[m.index].joined = 1;
     struct timeval tv = tv_of(s->cfg.idle_timeout);
     bufferevent_set_timeouts(c->bev, s->cfg.idle_timeout > 0 ? &tv : NULL, NULL);
 

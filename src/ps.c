@@ -275,6 +275,10 @@ size_t dtf_shard_stats(const dtf_shard *s, char *buf, size_t n)
     sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
               "\nduplicates=%" PRIu64 "\npulls=%" PRIu64 "\nworkers_done=%d\n",
               s->gradients, s->updates, s->stale, s->duplicates, s->pulls, s->ndone);
+    int joined = 0;
+    for (int i = 0; i < s->cfg.workers; i++)
+        joined += s->w[i].joined;
+    sb_printf(&b, "workers_joined=%d\n", joined);
     for (int i = 0; i < s->cfg.workers; i++) {
         const dtf_worker_state *w = &s->w[i];
         sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64

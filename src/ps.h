@@ -38,6 +38,7 @@ typedef struct dtf_worker_state {
     uint64_t pushes;       /* gradients received (any outcome) */
     uint64_t stale, duplicates;
     double last_push;      /* dtf_now() of its latest push; 0 before any */
+    int joined;            /* said HELLO at least once (set by the server) */
     int done;              /* sent WORKER_DONE */
     int dropped;           /* sync: left out of the replicas (timeout) */
     int contributed;       /* sync: summed into the current step */

@@ -36,4 +36,20 @@ expect_exit 0 "compare the two models" "$DTF" run tests/integration/compare_mode
 diff=$(sed -nE 's/.*max abs difference ([0-9.e+-]+).*/\1/p' <<<"$OUT"); echo "$OUT"
 check "sync/1 worker equals one process (max diff ${diff:-none} <= 1e-5)" awk -v d="${diff:-1}" 'BEGIN { exit !(d <= 1e-5) }'
 
+# Async: a worker that starts first waits for the others to join, so the
+# training is shared instead of run by whoever came first.
+port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PS=127.0.0.1:$(port); W0=127.0.0.1:$(port); W1=127.0.0.1:$(port)
+A=(--ps=$PS --workers=$W0,$W1 --set trainsteps=200 --set evaluate=false --set logdir="$SCRATCH/late")
+"$DTF" run train.lua --role=ps --index=0 "${A[@]}" >"$SCRATCH/late-ps.log" 2>&1 & p0=$!
+"$DTF" run train.lua --role=worker --index=0 "${A[@]}" >"$SCRATCH/late-w0.log" 2>&1 & w0=$!
+sleep 2
+"$DTF" run train.lua --role=worker --index=1 "${A[@]}" >"$SCRATCH/late-w1.log" 2>&1 & w1=$!
+wait $w0; r0=$?; wait $w1; r1=$?; wait $p0; rp=$?
+check "a late second worker: every task exits 0 ($r0 $r1 $rp)" test "$r0$r1$rp" = 000
+check "the first worker waited for the second" grep -q 'Worker 0: waiting for 1 more worker(s) to join' "$SCRATCH/late-w0.log"
+n0=$(grep -c 'Worker 0: training step' "$SCRATCH/late-w0.log"); n1=$(grep -c 'Worker 1: training step' "$SCRATCH/late-w1.log")
+echo "steps: worker 0 $n0, worker 1 $n1"
+check "both workers trained (steps $n0 and $n1, each >= 50)" test "$n0" -ge 50 -a "$n1" -ge 50
+
 finish
