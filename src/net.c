@@ -386,16 +386,23 @@ struct dtf_server {
     } *last;             /* shard->cfg.workers entries */
 };
 
-static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
+/* Formats a log line and hands it to the server's or client's callback. */
+static void DTF_PRINTF(4, 0) vlog_to(dtf_log_fn fn, void *ud, int level, const char *fmt,
+                                    va_list ap)
 {
-    if (!s->cfg.log)
+    if (!fn)
         return;
     char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fn(ud, level, msg);
+}
+
+static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog_to(s->cfg.log, s->cfg.log_ud, level, fmt, ap);
     va_end(ap);
-    s->cfg.log(s->cfg.log_ud, level, msg);
 }
 
 static void conn_free(sconn *c, int level, const char *reason);
@@ -1308,14 +1315,10 @@ struct dtf_client {
 
 static void DTF_PRINTF(3, 4) client_log(dtf_client *cl, int level, const char *fmt, ...)
 {
-    if (!cl->cfg.log)
-        return;
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog_to(cl->cfg.log, cl->cfg.log_ud, level, fmt, ap);
     va_end(ap);
-    cl->cfg.log(cl->cfg.log_ud, level, msg);
 }
 
 static void cc_start(cconn *cc);
