@@ -7,7 +7,6 @@
 --
 -- Hyperparameters come from --config FILE and --set KEY=VALUE (see the schema
 -- below, or `dtf run train.lua --set help=true`).
-local dtf = require 'dtf'
 local T = require 'dtf.tensor'
 local nn = require 'dtf.nn'
 local optim = require 'dtf.optim'
@@ -82,17 +81,7 @@ local net = build_model()
 local params, grads, layout = net:parameters()
 local checksum = net:checksum()
 
-local function token()
-  if cli.token_file then
-    local f, err = io.open(cli.token_file)
-    if not f then dtf.usage_error('--token-file: %s', err) end
-    local t = f:read('a'):gsub('%s+$', '')
-    f:close()
-    return t
-  end
-  local t = os.getenv('DTF_TOKEN')
-  return t ~= '' and t or nil
-end
+local function token() return cluster.token(cli) end
 
 -- ---- data ----------------------------------------------------------------------
 

@@ -123,6 +123,21 @@ function cluster.resolve(cli, getenv)
   return spec
 end
 
+-- The cluster's shared token: the --token-file's contents (trailing
+-- whitespace dropped), else $DTF_TOKEN; nil when neither is set.
+function cluster.token(cli, getenv)
+  getenv = getenv or os.getenv
+  if cli and cli.token_file then
+    local f, err = io.open(cli.token_file)
+    if not f then usage_error('--token-file: %s', err) end
+    local t = f:read('a'):gsub('%s+$', '')
+    f:close()
+    return t
+  end
+  local t = getenv('DTF_TOKEN')
+  return t ~= '' and t or nil
+end
+
 -- The port a ps listens on: the one in its own address.
 function cluster.port(addr)
   return tonumber(addr:match(':(%d+)$'))

@@ -34,10 +34,7 @@ if cli.ps then
     net = dofile(hp.modelfile)(hp):build(hp.seed)
     local addrs = {}
     for a in cli.ps:gmatch('[^,]+') do addrs[#addrs + 1] = a end
-    local tok = os.getenv('DTF_TOKEN')
-    if cli.token_file then
-      local f = assert(io.open(cli.token_file)); tok = f:read('a'):gsub('%s+$', ''); f:close()
-    end
+    local tok = require('dtf.cluster').token(cli)
     local err
     client, err = _G.ps.connect { addrs = addrs, role = 'repl', index = 0, P = net.nparams,
                                   layout_checksum = net:checksum(), token = tok, connect_timeout = 10 }

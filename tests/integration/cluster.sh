@@ -38,8 +38,7 @@ check "sync/1 worker equals one process (max diff ${diff:-none} <= 1e-5)" awk -v
 
 # Async: a worker that starts first waits for the others to join, so the
 # training is shared instead of run by whoever came first.
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PS=127.0.0.1:$(port); W0=127.0.0.1:$(port); W1=127.0.0.1:$(port)
+PS=127.0.0.1:$(free_port); W0=127.0.0.1:$(free_port); W1=127.0.0.1:$(free_port)
 A=(--ps=$PS --workers=$W0,$W1 --set trainsteps=200 --set evaluate=false --set logdir="$SCRATCH/late")
 "$DTF" run train.lua --role=ps --index=0 "${A[@]}" >"$SCRATCH/late-ps.log" 2>&1 & p0=$!
 "$DTF" run train.lua --role=worker --index=0 "${A[@]}" >"$SCRATCH/late-w0.log" 2>&1 & w0=$!

@@ -60,7 +60,6 @@ max_drop() {
 last_step() {
   sed -nE "s/^worker$2 \\| .*global step: ([0-9]+)\\).*/\\1/p" "$1" | sort -n | tail -n 1
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 show() { for f in "$@"; do echo "--- $(basename "$f") (last 25 lines)"; tail -n 25 "$f"; done; }
 
 # ---- 1. a ps killed mid-run ----------------------------------------------------------

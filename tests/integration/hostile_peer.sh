@@ -15,7 +15,7 @@ HERE=$ROOT/tests/integration
 TOKEN=sesame-$$
 P=1000
 SUM=00000000c0ffee00
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 
 "$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=$P token="$TOKEN" checksum=$SUM hello_timeout=2 \
   >"$SCRATCH/ps.log" 2>&1 &
@@ -68,7 +68,7 @@ if [ "$FAILED" -ne 0 ]; then echo "--- ps log"; cat "$SCRATCH/ps.log"; fi
 # ---- a flood --------------------------------------------------------------------------
 BIGP=100000   # a 400 KB shard (a 2-ps MNIST shard is 155 KB)
 NCONN=60 NPULL=2000 EXTRA=20 MAXC=72
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 "$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=$BIGP token="$TOKEN" checksum=$SUM hello_timeout=5 \
   max_connections=$MAXC >"$SCRATCH/flood-ps.log" 2>&1 &
 PS_PID=$!

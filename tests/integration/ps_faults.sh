@@ -13,7 +13,6 @@
 . "$(dirname "$0")/testlib.bash"
 
 HERE=$ROOT/tests/integration
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_log() { # file pattern
   for _ in $(seq 100); do grep -qE -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1

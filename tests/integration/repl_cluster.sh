@@ -4,9 +4,8 @@
 # the worker trains; SIGTERM then stops the ps with exit 0.
 . "$(dirname "$0")/testlib.bash"
 
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PS=127.0.0.1:$(port)
-W=127.0.0.1:$(port)
+PS=127.0.0.1:$(free_port)
+W=127.0.0.1:$(free_port)
 "$DTF" run train.lua --role=ps --index=0 --ps=$PS --workers=$W --set logdir="$SCRATCH" >"$SCRATCH/ps.log" 2>&1 &
 ps_pid=$!
 "$DTF" run train.lua --role=worker --index=0 --ps=$PS --workers=$W --set logdir="$SCRATCH" \

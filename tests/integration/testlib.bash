@@ -18,6 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A free TCP port on loopback (bound, read, released).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 pass() { PASSED=$((PASSED + 1)); echo "ok $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "not ok $*"; }
 check() { # description, then a command that must succeed

@@ -59,6 +59,17 @@ check.case('errors name their source', function()
   check.ok(m and m:find("not this task's role", 1, true), m)
 end)
 
+check.case('token: --token-file, then DTF_TOKEN', function()
+  local path = os.tmpname()
+  local f = assert(io.open(path, 'w')); f:write('s3cret\n'); f:close()
+  check.eq(cluster.token({ token_file = path }, env { DTF_TOKEN = 'other' }), 's3cret', 'the file wins, trimmed')
+  check.eq(cluster.token({}, env { DTF_TOKEN = 'other' }), 'other', 'else the environment')
+  check.eq(cluster.token({}, env { DTF_TOKEN = '' }), nil, 'an empty DTF_TOKEN is no token')
+  os.remove(path)
+  local m = usage_msg(function() cluster.token({ token_file = path }, env {}) end)
+  check.ok(m and m:find('--token-file', 1, true), 'an unreadable token file is a usage error')
+end)
+
 local schema = {
   { name = 'batchsize', type = 'int', default = 64, min = 1 },
   { name = 'learningrate', type = 'number', default = 0.001 },

@@ -12,31 +12,33 @@
 
 static dtf_rng R;
 
-static dtf_tensor mk(int nd, ...)
+/* A zeroed tensor of nd int sizes taken from ap. */
+static dtf_tensor mkv(int nd, va_list ap)
 {
     int64_t s[DTF_MAXDIM];
-    va_list ap;
-    va_start(ap, nd);
     for (int i = 0; i < nd; i++)
         s[i] = va_arg(ap, int);
-    va_end(ap);
     dtf_tensor t;
     if (dtf_tensor_init(&t, nd, s) < 0)
         abort();
     return t;
 }
 
-static dtf_tensor rnd(int nd, ...)
+static dtf_tensor mk(int nd, ...)
 {
-    int64_t s[DTF_MAXDIM];
     va_list ap;
     va_start(ap, nd);
-    for (int i = 0; i < nd; i++)
-        s[i] = va_arg(ap, int);
+    dtf_tensor t = mkv(nd, ap);
     va_end(ap);
-    dtf_tensor t;
-    if (dtf_tensor_init(&t, nd, s) < 0)
-        abort();
+    return t;
+}
+
+static dtf_tensor rnd(int nd, ...)
+{
+    va_list ap;
+    va_start(ap, nd);
+    dtf_tensor t = mkv(nd, ap);
+    va_end(ap);
     dtf_fill_normal(&t, &R, 0, 1);
     return t;
 }
