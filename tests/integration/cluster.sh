@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Real ps and worker processes on loopback (dtf local): async and sync
-# training reach 0.84 on Fashion-MNIST; sync with one worker matches the
+# Real ps and worker processes on loopback (dtf local): async training
+# reaches 0.82 and sync 0.84 on Fashion-MNIST; sync with one worker matches the
 # one-process run; the seed's configuration ends with every task exiting 0.
 . "$(dirname "$0")/testlib.bash"
 
@@ -19,7 +19,11 @@ expect_out '^ps1 \| .*ps 1: serving parameters \[39755, 79510\)' "ps 1 logs its 
 expect_exit 0 "async, 2 ps + 2 workers" "$DTF" local train.lua --ps=2 --workers=2 \
   --set trainsteps=1876 --set logevery=200 --set logdir="$SCRATCH/async"
 acc=$(acc_of); echo "async test accuracy: ${acc:-none}"
-check "async accuracy ${acc:-none} >= 0.84" ge "${acc:-0}" 0.84
+# Async is not deterministic (which worker's gradient lands first varies), and
+# the last iterate of Adam at lr 0.003 scatters: 16 runs here gave 0.838-0.858
+# (idle and with 3 busy loops), one CI run 0.830. 300 global steps reach 0.80,
+# 600 reach 0.835, so 0.82 still fails a run that stopped learning early.
+check "async accuracy ${acc:-none} >= 0.82" ge "${acc:-0}" 0.82
 
 expect_exit 0 "sync, 2 ps + 2 workers" "$DTF" local train.lua --ps=2 --workers=2 --set sync=true \
   --set trainsteps=938 --set logevery=200 --set logdir="$SCRATCH/sync"
