@@ -1,4 +1,4 @@
-/* lps: module dtf.ps, the Lua face of ps.c and net.c.
+/* lps: module dtf.ps, the Lua face of ps.c and the net_*.c files (net.h).
  *
  *   ps.shard_range(P, n, i)          -> offset (0-based), count of shard i of n
  *   ps.serve{...}                    -> stats | nil, err   (runs the ps)

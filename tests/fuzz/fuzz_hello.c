@@ -1,5 +1,5 @@
 /* libFuzzer target for the ps's HELLO handling: dtf_wire_admit_hello
- * (wire.c), which net.c calls on the first frame of every connection.
+ * (wire.c), which net_server.c calls on the first frame of every connection.
  * Build and run (tests/fuzz/run does both):
  *
  *   tests/fuzz/build-one fuzz_hello build/fuzz

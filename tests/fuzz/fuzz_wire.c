@@ -9,7 +9,7 @@
  * The input is a byte stream as a connection would receive it. It is
  * decoded frame after frame from one buffer, and again fed in chunks (sizes
  * taken from the input's first byte) to a header decoder that keeps state
- * the way net.c does; both must agree. Every accepted header must re-encode
+ * the way net_io.c does; both must agree. Every accepted header must re-encode
  * to the same bytes, and typed payloads are decoded too. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
     }
 
     /* Pass 2: the same stream in chunks, header state kept across reads as
-     * a connection keeps it (net.c next_frame). */
+     * a connection keeps it (net_io.c net_read_hdr). */
     size_t chunk = len ? (size_t)(buf[0] % 17) + 1 : 1;
     uint8_t *acc = malloc(len + 1);
     if (!acc)

@@ -1,6 +1,7 @@
 /* Unit tests for ps.c (a shard's async/sync/stale logic, no sockets) and
- * net.c (server and client over loopback in one process: the server's
- * event loop runs in a thread, the client in the test's). */
+ * net_server.c and net_client.c (server and client over loopback in one
+ * process: the server's event loop runs in a thread, the client in the
+ * test's). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>

@@ -1,0 +1,977 @@
+/* net_server: the ps's libevent server (net.h): HELLO and the token, PULL
+ * (parked until its step in sync mode), PUSH into the shard, the global step,
+ * WORKER_DONE and STATS; caps on frames, connections and queued replies.
+ *
+ * A peer whose queued replies pass the server's out_mark (2 shards +
+ * 256 KiB) is not read from until it has read them (backpressure). */
+#include "net.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "net_io.h"
+#include "util.h"
+#include "wire.h"
+
+#define SRV_READ_CHUNK (16u << 10) /* the ps reads at most this per callback: float
+                                    * bodies bypass the input buffer (read_body), so
+                                    * more would only let a flood of small frames in */
+#define SRV_TEXT_MAX 4096          /* the longest text (ERROR) the ps takes from a peer */
+#define OUT_SLACK (256u << 10)     /* output mark: 2 shards (a worker's pull in flight
+                                    * and one more) plus this */
+#define QUEUE_SLACK (4u << 20)     /* all connections' queued replies: 2 shards per
+                                    * worker (and 2 more) plus this */
+#define CLOSE_GRACE 2.0            /* s to flush an ERROR frame before closing */
+#define FINISH_GRACE 2.0           /* s to flush the last replies once all workers are done */
+#define MAX_PARKED 8               /* PULLs one connection may have waiting for a step */
+
+static void addr_str(const struct sockaddr *sa, char *buf, size_t n)
+{
+    char host[48] = "?"; /* INET6_ADDRSTRLEN is 46 */
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(buf, n, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, n, "[%s]:%d", host, port);
+    } else {
+        snprintf(buf, n, "?");
+    }
+}
+
+static void human_bytes(double b, char *buf, size_t n)
+{
+    if (b < 1024)
+        snprintf(buf, n, "%.0f B", b);
+    else if (b < 1024.0 * 1024)
+        snprintf(buf, n, "%.1f KB", b / 1024);
+    else if (b < 1024.0 * 1024 * 1024)
+        snprintf(buf, n, "%.1f MB", b / (1024.0 * 1024));
+    else
+        snprintf(buf, n, "%.1f GB", b / (1024.0 * 1024 * 1024));
+}
+
+typedef struct sconn sconn;
+
+typedef struct parked {
+    struct parked *next;
+    sconn *c;
+    uint32_t id;
+    uint64_t off, count;
+    int64_t min_step;
+} parked;
+
+struct sconn {
+    dtf_server *srv;
+    sconn *prev, *next;
+    struct bufferevent *bev;
+    char peer[64];       /* "127.0.0.1:5555" */
+    char who[112];       /* "worker 1 (127.0.0.1:5555)" once known */
+    int role, index;     /* from HELLO */
+    int hello;           /* HELLO accepted */
+    int closing;         /* flushing an ERROR frame, reading stopped */
+    int paused;          /* reading stopped: our output is over the mark */
+    int nparked;         /* its pulls waiting for a step (capped) */
+    struct evbuffer_cb_entry *out_cb; /* counts its output into srv->queued */
+    int64_t push_step;   /* sync: the step that includes its latest PUSH; -1 */
+    net_fstate fs;
+    float *body;         /* a PUSH body lands here (the shard's count floats) */
+};
+
+struct dtf_server {
+    dtf_server_config cfg;
+    char *token;
+    char host[256];
+    int port;
+    dtf_shard *shard;
+    size_t max_payload;
+    size_t out_mark;     /* stop reading from a peer whose replies pile up over this */
+    size_t queued;       /* bytes in every connection's output buffer */
+    size_t queue_budget; /* over this, peers with replies queued are not read */
+    size_t queued_peak;
+    struct event_base *base;
+    struct evconnlistener *lis;
+    struct event *sig_term, *sig_int, *tick, *finish_timer;
+    sconn *conns;
+    int nconns;
+    parked *parked, **parked_tail;
+    int finishing;
+    char reason[32];
+    double started, step_started, last_wait_log;
+    uint64_t accepted, refused, bad_peers, bytes_in, bytes_out, frames_in, frames_out;
+    uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
+    struct last_push {   /* async: each worker's latest PUSH (id, step tag), so one */
+        uint32_t id;     /* re-sent over a new connection is not applied twice */
+        int64_t tag;
+        int valid;
+    } *last;             /* shard->cfg.workers entries */
+};
+
+static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    net_vlog(s->cfg.log, s->cfg.log_ud, level, fmt, ap);
+    va_end(ap);
+}
+
+static void conn_free(sconn *c, int level, const char *reason);
+static void maybe_finish(dtf_server *s);
+
+static void unpark_conn(dtf_server *s, sconn *c)
+{
+    parked **pp = &s->parked;
+    s->parked_tail = &s->parked;
+    while (*pp) {
+        parked *p = *pp;
+        if (p->c == c) {
+            *pp = p->next;
+            c->nparked--;
+            free(p);
+        } else {
+            pp = &p->next;
+            s->parked_tail = &p->next;
+        }
+    }
+}
+
+/* Frees the connection; logs "closed connection from WHO: reason" unless
+ * reason is NULL (already logged). */
+static void conn_free(sconn *c, int level, const char *reason)
+{
+    dtf_server *s = c->srv;
+    if (reason)
+        slog(s, level, "ps %d: closed connection from %s: %s", s->shard->cfg.index,
+             c->who, reason);
+    unpark_conn(s, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->out_cb)
+        evbuffer_remove_cb_entry(out, c->out_cb);
+    s->queued -= evbuffer_get_length(out);
+    bufferevent_free(c->bev);
+    free(c->body);
+    free(c);
+    if (s->finishing)
+        maybe_finish(s);
+}
+
+/* A reply: sent at once when the socket takes it (net_send_direct). */
+static void send_frame(sconn *c, dtf_wire_hdr *h, const void *payload, uint32_t len)
+{
+    dtf_server *s = c->srv;
+    uint8_t hb[DTF_WIRE_HDR];
+    h->len = len;
+    dtf_wire_encode_hdr(hb, h);
+    net_send_direct(c->bev, hb, payload, len, 0, 0, NULL);
+    s->frames_out++;
+    s->bytes_out += DTF_WIRE_HDR + (uint64_t)len;
+}
+
+/* A misbehaving or mismatched peer: log, send it an ERROR frame naming
+ * the problem, stop reading, and close once the frame is flushed. */
+static void conn_fail(sconn *c, uint32_t id, const char *msg)
+{
+    dtf_server *s = c->srv;
+    s->bad_peers++;
+    slog(s, DTF_LOG_WARNING, "ps %d: closing connection from %s: %s",
+         s->shard->cfg.index, c->who, msg);
+    /* Queued, not sent directly: the write callback that fires once the
+     * output has drained is what closes the connection. */
+    size_t n = strlen(msg);
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_ERROR, id, 0, 0, s->shard->step,
+                                   (uint32_t)(n < 1000 ? n : 1000));
+    uint8_t hb[DTF_WIRE_HDR];
+    dtf_wire_encode_hdr(hb, &h);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, hb, DTF_WIRE_HDR);
+    evbuffer_add(out, msg, h.len);
+    s->frames_out++;
+    s->bytes_out += DTF_WIRE_HDR + (uint64_t)h.len;
+    c->closing = 1;
+    unpark_conn(s, c);
+    bufferevent_disable(c->bev, EV_READ);
+    struct timeval tv = net_tv(CLOSE_GRACE);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+}
+
+static void reply_pull(sconn *c, uint32_t id, uint64_t off, uint64_t count)
+{
+    dtf_server *s = c->srv;
+    dtf_shard *sh = s->shard;
+    uint8_t hb[DTF_WIRE_HDR];
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL_REPLY, id, off, count, sh->step,
+                                   (uint32_t)(count * 4));
+    dtf_wire_encode_hdr(hb, &h);
+    /* Straight from the shard when the socket takes it; what it does not
+     * is copied, not referenced: the parameters change with the next push,
+     * possibly before the rest has left. */
+    net_send_direct(c->bev, hb, sh->params + (off - sh->offset), (size_t)count * 4, 1, 0, NULL);
+    s->frames_out++;
+    s->bytes_out += DTF_WIRE_HDR + count * 4;
+}
+
+/* Answers the parked pulls the current step satisfies (all when force). */
+static void answer_parked(dtf_server *s, int force)
+{
+    parked **pp = &s->parked;
+    s->parked_tail = &s->parked;
+    while (*pp) {
+        parked *p = *pp;
+        if (force || s->shard->step >= p->min_step) {
+            *pp = p->next;
+            p->c->nparked--;
+            reply_pull(p->c, p->id, p->off, p->count);
+            free(p);
+        } else {
+            pp = &p->next;
+            s->parked_tail = &p->next;
+        }
+    }
+}
+
+static void stepped(dtf_server *s)
+{
+    if (s->shard->have == 0) {
+        s->step_started = 0;
+        s->last_wait_log = 0;
+    }
+    answer_parked(s, 0);
+    if (s->cfg.on_step)
+        s->cfg.on_step(s->cfg.on_step_ud, s->shard);
+}
+
+static void maybe_finish(dtf_server *s)
+{
+    for (sconn *c = s->conns; c; c = c->next)
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+            return;
+    event_base_loopbreak(s->base);
+}
+
+static void start_finish(dtf_server *s, const char *reason)
+{
+    if (s->finishing)
+        return;
+    s->finishing = 1;
+    snprintf(s->reason, sizeof s->reason, "%s", reason);
+    answer_parked(s, 1); /* nobody is going to push them forward now */
+    evconnlistener_disable(s->lis);
+    struct timeval tv = net_tv(FINISH_GRACE);
+    evtimer_add(s->finish_timer, &tv);
+    maybe_finish(s);
+}
+
+static int handle_hello(sconn *c)
+{
+    dtf_server *s = c->srv;
+    dtf_shard *sh = s->shard;
+    dtf_wire_hdr *h = &c->fs.h;
+    uint8_t buf[DTF_WIRE_HELLO_FIXED + DTF_WIRE_MAX_TOKEN];
+    dtf_wire_hello m;
+    char msg[256];
+    if (c->hello) {
+        conn_fail(c, h->id, "second HELLO on one connection");
+        return -1;
+    }
+    evbuffer_remove(bufferevent_get_input(c->bev), buf, h->len);
+    dtf_wire_admit a = {s->token, s->cfg.token_len, s->cfg.checksum, sh->cfg.P,
+                        (uint32_t)sh->cfg.workers};
+    int admitted = dtf_wire_admit_hello(buf, h->len, &a, &m);
+    if (admitted != -1) /* decoded: the log names the peer by its role and index */
+        snprintf(c->who, sizeof c->who, "%s %" PRIu32 " (%s)",
+                 m.role == DTF_ROLE_WORKER ? "worker" : "observer", m.index, c->peer);
+    if (admitted < 0) {
+        snprintf(msg, sizeof msg, "%s", dtf_error());
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    for (sconn *o = s->conns; o; o = o->next)
+        if (o != c && o->hello && !o->closing && o->role == DTF_ROLE_WORKER &&
+            m.role == DTF_ROLE_WORKER && (uint32_t)o->index == m.index)
+            slog(s, DTF_LOG_WARNING, "ps %d: worker %" PRIu32 " connected again from %s "
+                 "while %s is still open", sh->cfg.index, m.index, c->peer, o->peer);
+    c->hello = 1;
+    c->role = m.role;
+    c->index = (int)m.index;
+    if (m.role == DTF_ROLE_WORKER && m.index < (uint32_t)sh->cfg.workers)
+        sh->w[m.index].joined = 1;
+    struct timeval tv = net_tv(s->cfg.idle_timeout);
+    bufferevent_set_timeouts(c->bev, s->cfg.idle_timeout > 0 ? &tv : NULL, NULL);
+
+    dtf_wire_hello_reply r = {
+        .index = (uint32_t)sh->cfg.index, .nps = (uint32_t)sh->cfg.nps, .P = sh->cfg.P,
+        .workers = (uint32_t)sh->cfg.workers, .replicas = (uint32_t)sh->cfg.replicas,
+    };
+    uint8_t rb[DTF_WIRE_HELLO_REPLY_LEN];
+    dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
+    dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_HELLO_REPLY, h->id, sh->offset, sh->count,
+                                    sh->step, 0);
+    rh.aux = (uint8_t)(sh->cfg.sync ? 1 : 0);
+    send_frame(c, &rh, rb, sizeof rb);
+    slog(s, DTF_LOG_INFO, "ps %d: %s joined at step %" PRId64, sh->cfg.index, c->who, sh->step);
+    return 0;
+}
+
+/* Checks a frame from its header, before its body arrives: a PUSH must
+ * come from a worker after HELLO and cover the shard's range; its body then
+ * streams into c->body. 0, or -1 when the connection is closing. */
+static int start_frame(sconn *c)
+{
+    dtf_shard *sh = c->srv->shard;
+    dtf_wire_hdr *h = &c->fs.h;
+    char msg[256];
+    if (!c->hello && h->type != DTF_MSG_HELLO) {
+        /* before its body: a stranger's 60 MB frame is not read at all */
+        snprintf(msg, sizeof msg, "%s before HELLO", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    switch (h->type) {
+    case DTF_MSG_HELLO: case DTF_MSG_PULL: case DTF_MSG_GET_STEP:
+    case DTF_MSG_WORKER_DONE: case DTF_MSG_STATS:
+        return 0; /* no body, or a short one (HELLO); checked in handle_frame */
+    case DTF_MSG_ERROR:
+        if (h->len <= SRV_TEXT_MAX)
+            return 0;
+        snprintf(msg, sizeof msg, "ERROR text of %" PRIu32 " bytes (at most %d)", h->len,
+                 SRV_TEXT_MAX);
+        conn_fail(c, h->id, msg);
+        return -1;
+    case DTF_MSG_PUSH:
+        break;
+    default:
+        /* a reply's body (up to a whole frame) is never buffered here */
+        snprintf(msg, sizeof msg, "unexpected %s from a client", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    if (c->role != DTF_ROLE_WORKER) {
+        conn_fail(c, h->id, "PUSH from an observer");
+        return -1;
+    }
+    if (h->offset != sh->offset || h->count != sh->count) {
+        snprintf(msg, sizeof msg,
+                 "PUSH of [%" PRIu64 ", %" PRIu64 ") is not this shard's range [%" PRIu64
+                 ", %" PRIu64 ")", h->offset, h->offset + h->count, sh->offset,
+                 sh->offset + sh->count);
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    if (!c->body && !(c->body = malloc(sh->count ? (size_t)sh->count * sizeof(float) : 1))) {
+        conn_fail(c, h->id, "out of memory for a gradient");
+        return -1;
+    }
+    c->fs.dst = (uint8_t *)c->body;
+    return 0;
+}
+
+/* Handles the frame in c->fs.h whose body is buffered. 0, or -1 when the
+ * connection is closing or gone (do not touch c). */
+static int handle_frame(sconn *c)
+{
+    dtf_server *s = c->srv;
+    dtf_shard *sh = s->shard;
+    dtf_wire_hdr *h = &c->fs.h;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    char msg[512];
+
+    if (!c->hello && h->type != DTF_MSG_HELLO) {
+        snprintf(msg, sizeof msg, "%s before HELLO", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    switch (h->type) {
+    case DTF_MSG_HELLO:
+        return handle_hello(c);
+
+    case DTF_MSG_PULL: {
+        if (h->count > sh->count || h->offset < sh->offset ||
+            h->offset - sh->offset > sh->count - h->count) {
+            snprintf(msg, sizeof msg,
+                     "PULL of [%" PRIu64 ", %" PRIu64 ") is outside this shard's range [%"
+                     PRIu64 ", %" PRIu64 ")", h->offset, h->offset + h->count, sh->offset,
+                     sh->offset + sh->count);
+            conn_fail(c, h->id, msg);
+            return -1;
+        }
+        sh->pulls++;
+        /* The step to wait for: what the worker asked, but never past the
+         * step that includes its latest push (after a ps restart its push
+         * tagged 671 may have gone into step 601), nor past the next step:
+         * a worker ahead of a restarted ps must not hang. */
+        int64_t want = h->step;
+        if (c->push_step >= 0 && want > c->push_step)
+            want = c->push_step;
+        if (want > sh->step + 1)
+            want = sh->step + 1;
+        c->push_step = -1;
+        if (want <= sh->step) {
+            reply_pull(c, h->id, h->offset, h->count);
+            return 0;
+        }
+        /* A worker has one pull in flight per call; a peer that parks more
+         * is flooding (each would become a whole shard of output). */
+        if (c->nparked >= MAX_PARKED) {
+            snprintf(msg, sizeof msg, "more than %d PULLs waiting for a step", MAX_PARKED);
+            conn_fail(c, h->id, msg);
+            return -1;
+        }
+        parked *p = calloc(1, sizeof *p);
+        if (!p) {
+            conn_free(c, DTF_LOG_ERROR, "out of memory");
+            return -1;
+        }
+        p->c = c;
+        p->id = h->id;
+        p->off = h->offset;
+        p->count = h->count;
+        p->min_step = want;
+        c->nparked++;
+        *s->parked_tail = p;
+        s->parked_tail = &p->next;
+        return 0;
+    }
+
+    case DTF_MSG_PUSH: {
+        /* checked by start_frame; the body is in c->body */
+        dtf_wire_floats_to_host(c->body, (size_t)h->count);
+        int advanced = 0, r;
+        struct last_push *lp = &s->last[c->index];
+        if (!sh->cfg.sync && lp->valid && lp->id == h->id && lp->tag == h->step) {
+            /* A client re-sends what was in flight after reconnecting: this
+             * gradient was applied, only its reply was lost. (Sync mode
+             * knows its duplicates by step.) */
+            sh->w[c->index].duplicates++;
+            sh->duplicates++;
+            r = DTF_PUSH_DUPLICATE;
+        } else {
+            r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
+            lp->valid = 1;
+            lp->id = h->id;
+            lp->tag = h->step;
+        }
+        if (r < 0) {
+            conn_fail(c, h->id, dtf_error());
+            return -1;
+        }
+        /* The step whose parameters include this gradient: a pending or
+         * duplicate one is in the next step, an applied one in this step. */
+        c->push_step = r == DTF_PUSH_PENDING || r == DTF_PUSH_DUPLICATE ? sh->step + 1 : sh->step;
+        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_PUSH_REPLY, h->id, 0, 0, sh->step, 0);
+        rh.aux = (uint8_t)r;
+        send_frame(c, &rh, NULL, 0);
+        if (r == DTF_PUSH_PENDING && sh->have == 1)
+            s->step_started = dtf_now();
+        if (advanced)
+            stepped(s);
+        return 0;
+    }
+
+    case DTF_MSG_GET_STEP: {
+        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STEP_REPLY, h->id, 0, 0, sh->step, 0);
+        send_frame(c, &rh, NULL, 0);
+        return 0;
+    }
+
+    case DTF_MSG_WORKER_DONE: {
+        if (c->role != DTF_ROLE_WORKER) {
+            conn_fail(c, h->id, "WORKER_DONE from an observer");
+            return -1;
+        }
+        int was_done = sh->w[c->index].done;
+        int advanced = dtf_shard_worker_done(sh, c->index);
+        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_DONE_REPLY, h->id, 0, 0, sh->step, 0);
+        send_frame(c, &rh, NULL, 0);
+        if (!was_done)
+            slog(s, DTF_LOG_INFO, "ps %d: worker %d is done at its step %" PRId64
+                 " (%d of %d workers done, global step %" PRId64 ")", sh->cfg.index,
+                 c->index, h->step, sh->ndone, sh->cfg.workers, sh->step);
+        if (advanced > 0)
+            stepped(s);
+        if (sh->ndone == sh->cfg.workers) {
+            slog(s, DTF_LOG_INFO, "ps %d: all %d workers are done; stopping at step %" PRId64,
+                 sh->cfg.index, sh->cfg.workers, sh->step);
+            start_finish(s, "done");
+        }
+        return 0;
+    }
+
+    case DTF_MSG_STATS: {
+        size_t n = dtf_server_stats(s, NULL, 0) + 1;
+        char *text = malloc(n);
+        if (!text) {
+            conn_free(c, DTF_LOG_ERROR, "out of memory");
+            return -1;
+        }
+        dtf_server_stats(s, text, n);
+        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STATS_REPLY, h->id, 0, 0, sh->step, 0);
+        send_frame(c, &rh, text, (uint32_t)strlen(text));
+        free(text);
+        return 0;
+    }
+
+    case DTF_MSG_ERROR: {
+        char text[400];
+        net_remove_text(in, h->len, text, sizeof text);
+        snprintf(msg, sizeof msg, "it sent an error: %s", text);
+        conn_free(c, DTF_LOG_WARNING, msg);
+        return -1;
+    }
+
+    default:
+        snprintf(msg, sizeof msg, "unexpected %s from a client", dtf_msg_name(h->type));
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+}
+
+static void s_read(struct bufferevent *bev, void *arg)
+{
+    sconn *c = arg;
+    dtf_server *s = c->srv;
+    while (!c->closing) {
+        /* Backpressure (le-proxy.c): a peer that does not read its replies
+         * gets no more requests served until it does; and while all the
+         * replies queued pass the budget, no peer with replies of its own
+         * still queued is served (those that read theirs go on). */
+        size_t own = evbuffer_get_length(bufferevent_get_output(bev));
+        if (own > s->out_mark || (own > 0 && s->queued > s->queue_budget)) {
+            if (!c->paused) {
+                c->paused = 1;
+                s->pauses++;
+                bufferevent_disable(bev, EV_READ);
+            }
+            return;
+        }
+        if (!c->fs.have_hdr) {
+            int r = net_read_hdr(bev, &c->fs, s->max_payload);
+            if (r == 0)
+                return;
+            if (r < 0) {
+                conn_fail(c, 0, dtf_error());
+                return;
+            }
+            s->frames_in++;
+            s->bytes_in += DTF_WIRE_HDR + (uint64_t)c->fs.h.len;
+            if (start_frame(c) < 0)
+                return;
+        }
+        int r = net_read_body(bev, &c->fs);
+        if (r == 0)
+            return;
+        if (r < 0) {
+            char why[256];
+            if (strcmp(dtf_error(), "closed") == 0)
+                snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
+                         " bytes)", dtf_msg_name(c->fs.h.type), c->fs.got, c->fs.h.len);
+            else
+                snprintf(why, sizeof why, "connection error (%s)", dtf_error());
+            s->bad_peers++;
+            conn_free(c, DTF_LOG_WARNING, why);
+            return;
+        }
+        net_fstate_next(&c->fs);
+        if (handle_frame(c) < 0)
+            return;
+    }
+}
+
+static void s_write(struct bufferevent *bev, void *arg)
+{
+    sconn *c = arg;
+    dtf_server *s = c->srv;
+    if (c->closing) {
+        conn_free(c, 0, NULL);
+        return;
+    }
+    if (s->finishing)
+        maybe_finish(s);
+    if (c->paused) {
+        c->paused = 0;
+        bufferevent_enable(bev, EV_READ);
+        s_read(bev, c); /* what piled up while paused */
+    }
+}
+
+static void s_event(struct bufferevent *bev, short events, void *arg)
+{
+    sconn *c = arg;
+    dtf_server *s = c->srv;
+    char why[256];
+    (void)bev;
+    if (c->closing) {
+        conn_free(c, 0, NULL);
+        return;
+    }
+    int level = DTF_LOG_WARNING;
+    size_t buffered = evbuffer_get_length(bufferevent_get_input(c->bev));
+    if (events & BEV_EVENT_TIMEOUT) {
+        if (c->hello)
+            snprintf(why, sizeof why, "idle for %.0f s", s->cfg.idle_timeout);
+        else
+            snprintf(why, sizeof why, "no HELLO within %.0f s", s->cfg.hello_timeout);
+        s->bad_peers++;
+    } else if (c->fs.have_hdr || buffered) {
+        if (c->fs.have_hdr)
+            snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
+                     " bytes)", dtf_msg_name(c->fs.h.type), buffered + c->fs.got, c->fs.h.len);
+        else if (buffered < DTF_WIRE_HDR)
+            snprintf(why, sizeof why, "disconnected mid-frame (%zu of %d header bytes)",
+                     buffered, DTF_WIRE_HDR);
+        else
+            snprintf(why, sizeof why, "disconnected with %zu bytes of requests unserved "
+                     "(%s)", buffered, c->paused ? "it did not read its replies" : "mid-frame");
+        s->bad_peers++;
+    } else if (events & BEV_EVENT_ERROR) {
+        int e = EVUTIL_SOCKET_ERROR();
+        snprintf(why, sizeof why, "connection error (%s)", evutil_socket_error_to_string(e));
+    } else {
+        snprintf(why, sizeof why, "peer closed");
+        if (c->hello)
+            level = DTF_LOG_INFO;
+    }
+    conn_free(c, level, why);
+}
+
+/* Keeps srv->queued, the bytes waiting in every output buffer. */
+static void out_counted(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    dtf_server *s = arg;
+    (void)buf;
+    s->queued += info->n_added;
+    s->queued -= info->n_deleted;
+    if (s->queued > s->queued_peak)
+        s->queued_peak = s->queued;
+}
+
+static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    dtf_server *s = arg;
+    char peer[64];
+    (void)lis;
+    (void)salen;
+    addr_str(sa, peer, sizeof peer);
+    int max = s->cfg.max_connections > 0 ? s->cfg.max_connections : 256;
+    if (s->nconns >= max) {
+        s->refused++;
+        slog(s, DTF_LOG_WARNING, "ps %d: refusing connection from %s: %d connections "
+             "open (max_connections)", s->shard->cfg.index, peer, s->nconns);
+        evutil_closesocket(fd);
+        return;
+    }
+    net_tune_socket(fd, s->cfg.keepalive);
+    sconn *c = calloc(1, sizeof *c);
+    struct bufferevent *bev = c ? bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(c);
+        evutil_closesocket(fd);
+        slog(s, DTF_LOG_ERROR, "ps %d: out of memory accepting %s", s->shard->cfg.index, peer);
+        return;
+    }
+    c->srv = s;
+    c->bev = bev;
+    c->index = -1;
+    c->push_step = -1;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    snprintf(c->who, sizeof c->who, "%s", peer);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    s->accepted++;
+    net_tune_bev(bev, &c->fs, SRV_TEXT_MAX, SRV_READ_CHUNK);
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(bev), out_counted, s);
+    bufferevent_setcb(bev, s_read, s_write, s_event, c);
+    struct timeval tv = net_tv(s->cfg.hello_timeout);
+    bufferevent_set_timeouts(bev, s->cfg.hello_timeout > 0 ? &tv : NULL, NULL);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    slog(s, DTF_LOG_INFO, "ps %d: accepted connection from %s", s->shard->cfg.index, peer);
+}
+
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+    dtf_server *s = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    (void)lis;
+    /* EMFILE and friends: keep serving the connections we have. */
+    slog(s, DTF_LOG_WARNING, "ps %d: accept failed: %s", s->shard->cfg.index,
+         evutil_socket_error_to_string(e));
+}
+
+static void on_signal(evutil_socket_t sig, short ev, void *arg)
+{
+    dtf_server *s = arg;
+    (void)ev;
+    slog(s, DTF_LOG_WARNING, "ps %d: caught %s; stopping at step %" PRId64,
+         s->shard->cfg.index, sig == SIGTERM ? "SIGTERM" : "SIGINT", s->shard->step);
+    snprintf(s->reason, sizeof s->reason, "signal");
+    event_base_loopbreak(s->base);
+}
+
+static void on_finish_timer(evutil_socket_t fd, short ev, void *arg)
+{
+    dtf_server *s = arg;
+    (void)fd;
+    (void)ev;
+    event_base_loopbreak(s->base);
+}
+
+/* Sync mode, once a second: say whom a step waits for, and drop workers
+ * that keep it waiting past sync_timeout. */
+static void on_tick(evutil_socket_t fd, short ev, void *arg)
+{
+    dtf_server *s = arg;
+    dtf_shard *sh = s->shard;
+    (void)fd;
+    (void)ev;
+    if (!sh->cfg.sync || sh->have == 0 || s->step_started == 0 || s->finishing)
+        return;
+    int ids[64];
+    int k = dtf_shard_waiting(sh, ids, 64);
+    if (k == 0)
+        return;
+    double now = dtf_now(), waited = now - s->step_started;
+    char list[512];
+    size_t len = 0;
+    list[0] = 0;
+    for (int i = 0; i < k && i < 64 && len < sizeof list - 16; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? ", " : "", ids[i]);
+    if (k > 64)
+        snprintf(list + len, sizeof list - len, ", ...");
+    int timed_out = s->cfg.sync_timeout > 0 && waited >= s->cfg.sync_timeout;
+    if (!timed_out && waited >= 10 && now - s->last_wait_log >= 10) {
+        s->last_wait_log = now;
+        slog(s, DTF_LOG_INFO, "ps %d: step %" PRId64 " has waited %.0f s for worker%s %s "
+             "(%d of %d gradients in)", sh->cfg.index, sh->step, waited, k > 1 ? "s" : "",
+             list, sh->have, dtf_shard_needed(sh));
+    }
+    if (timed_out) {
+        slog(s, DTF_LOG_WARNING, "ps %d: step %" PRId64 " waited %.0f s (sync_timeout) for "
+             "worker%s %s; dropping %s from the replicas until %s pushes again",
+             sh->cfg.index, sh->step, waited, k > 1 ? "s" : "", list,
+             k > 1 ? "them" : "it", k > 1 ? "each" : "it");
+        int advanced = 0;
+        for (int i = 0; i < k && i < 64; i++)
+            advanced |= dtf_shard_drop_worker(sh, ids[i]) > 0;
+        if (advanced)
+            stepped(s);
+    }
+}
+
+dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
+{
+    net_ignore_sigpipe();
+    dtf_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        dtf_seterr("out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->shard = shard;
+    s->parked_tail = &s->parked;
+    s->last = calloc((size_t)shard->cfg.workers, sizeof *s->last);
+    if (!s->last) {
+        free(s);
+        dtf_seterr("out of memory");
+        return NULL;
+    }
+    s->max_payload = cfg->max_payload ? cfg->max_payload : DTF_WIRE_MAX_PAYLOAD;
+    s->out_mark = 2 * (size_t)shard->count * sizeof(float) + OUT_SLACK;
+    s->queue_budget = 2 * (size_t)shard->count * sizeof(float) * ((size_t)shard->cfg.workers + 2) +
+                      QUEUE_SLACK;
+    snprintf(s->reason, sizeof s->reason, "running");
+    snprintf(s->host, sizeof s->host, "%s", cfg->host ? cfg->host : "0.0.0.0");
+    s->cfg.host = s->host;
+    s->cfg.token = NULL;
+    if (cfg->token) {
+        s->token = malloc(cfg->token_len + 1);
+        if (!s->token) {
+            free(s->last);
+            free(s);
+            dtf_seterr("out of memory");
+            return NULL;
+        }
+        memcpy(s->token, cfg->token, cfg->token_len);
+        s->token[cfg->token_len] = 0;
+    }
+    if ((uint64_t)shard->count * 4 > s->max_payload) {
+        dtf_seterr("shard of %" PRIu64 " floats does not fit a frame of %zu bytes "
+                   "(use more ps tasks or raise max_frame)", shard->count, s->max_payload);
+        goto fail;
+    }
+    s->base = event_base_new();
+    if (!s->base) {
+        dtf_seterr("cannot create an event loop");
+        goto fail;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    struct evutil_addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE;
+    int e = evutil_getaddrinfo(s->host, port, &hints, &res);
+    if (e != 0) {
+        dtf_seterr("cannot listen on %s:%d: %s", s->host, cfg->port, evutil_gai_strerror(e));
+        goto fail;
+    }
+    s->lis = evconnlistener_new_bind(s->base, on_accept, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
+                                     res->ai_addr, (int)res->ai_addrlen);
+    if (!s->lis) {
+        int err = EVUTIL_SOCKET_ERROR();
+        evutil_freeaddrinfo(res);
+        dtf_seterr("cannot listen on %s:%d: %s", s->host, cfg->port,
+                   evutil_socket_error_to_string(err));
+        goto fail;
+    }
+    evutil_freeaddrinfo(res);
+    evconnlistener_set_error_cb(s->lis, on_accept_error);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    s->port = cfg->port;
+    if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    s->finish_timer = evtimer_new(s->base, on_finish_timer, s);
+    s->tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
+    if (!s->finish_timer || !s->tick) {
+        dtf_seterr("out of memory");
+        goto fail;
+    }
+    return s;
+fail:
+    dtf_server_free(s);
+    return NULL;
+}
+
+int dtf_server_port(const dtf_server *s)
+{
+    return s->port;
+}
+
+const char *dtf_server_reason(const dtf_server *s)
+{
+    return s->reason;
+}
+
+void dtf_server_stop(dtf_server *s)
+{
+    snprintf(s->reason, sizeof s->reason, "stopped");
+    event_base_loopbreak(s->base);
+}
+
+int dtf_server_run(dtf_server *s)
+{
+    dtf_shard *sh = s->shard;
+    if (s->cfg.handle_signals) {
+        s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+        s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+        if (!s->sig_term || !s->sig_int || evsignal_add(s->sig_term, NULL) < 0 ||
+            evsignal_add(s->sig_int, NULL) < 0) {
+            dtf_seterr("cannot handle SIGTERM/SIGINT");
+            return -1;
+        }
+    }
+    if (sh->cfg.sync) {
+        struct timeval tv = net_tv(1.0);
+        evtimer_add(s->tick, &tv);
+    }
+    char size[32];
+    human_bytes((double)sh->count * 4, size, sizeof size);
+    s->started = dtf_now();
+    slog(s, DTF_LOG_INFO, "ps %d: serving parameters [%" PRIu64 ", %" PRIu64 ") of %" PRIu64
+         " (%s) on port %d, %s", sh->cfg.index, sh->offset, sh->offset + sh->count,
+         sh->cfg.P, size, s->port,
+         sh->cfg.sync ? "sync" : "async");
+    if (sh->cfg.sync)
+        slog(s, DTF_LOG_INFO, "ps %d: sync: each step averages %d of %d workers' gradients%s",
+             sh->cfg.index, sh->cfg.replicas, sh->cfg.workers,
+             s->cfg.sync_timeout > 0 ? "" : " (no sync_timeout: waits for every one)");
+    int r = event_base_dispatch(s->base);
+    if (s->sig_term) {
+        /* Deleting the events gives the signals their old handlers back. */
+        event_free(s->sig_term);
+        event_free(s->sig_int);
+        s->sig_term = s->sig_int = NULL;
+    }
+    evtimer_del(s->tick);
+    evtimer_del(s->finish_timer);
+    if (strcmp(s->reason, "running") == 0)
+        snprintf(s->reason, sizeof s->reason, "stopped");
+    if (r < 0) {
+        dtf_seterr("event loop failed");
+        return -1;
+    }
+    return 0;
+}
+
+size_t dtf_server_stats(const dtf_server *s, char *buf, size_t n)
+{
+    size_t k = dtf_shard_stats(s->shard, buf, n);
+    size_t room = k < n ? n - k : 0;
+    int m = snprintf(room ? buf + k : NULL, room,
+                     "port=%d\nuptime=%.3f\nconnections=%" PRIu64 "\nconnections_open=%d\n"
+                     "refused=%" PRIu64 "\nbad_peers=%" PRIu64 "\nframes_in=%" PRIu64
+                     "\nframes_out=%" PRIu64 "\nbytes_in=%" PRIu64 "\nbytes_out=%" PRIu64
+                     "\nbackpressure_pauses=%" PRIu64 "\nqueued_bytes=%zu\nqueued_peak=%zu"
+                     "\nreason=%s\n",
+                     s->port, s->started > 0 ? dtf_now() - s->started : 0.0, s->accepted,
+                     s->nconns, s->refused, s->bad_peers, s->frames_in, s->frames_out,
+                     s->bytes_in, s->bytes_out, s->pauses, s->queued, s->queued_peak, s->reason);
+    return k + (m > 0 ? (size_t)m : 0);
+}
+
+void dtf_server_free(dtf_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_free(s->conns, 0, NULL);
+    if (s->lis)
+        evconnlistener_free(s->lis);
+    if (s->sig_term)
+        event_free(s->sig_term);
+    if (s->sig_int)
+        event_free(s->sig_int);
+    if (s->tick)
+        event_free(s->tick);
+    if (s->finish_timer)
+        event_free(s->finish_timer);
+    if (s->base)
+        event_base_free(s->base);
+    free(s->token);
+    free(s->last);
+    free(s);
+}
