@@ -1,4 +1,4 @@
-/* ltensor: module dtf.tensor, the Lua face of tensor.c.
+/* ltensor: module dtf.tensor, the Lua face of tensor.c and tensor_conv.c.
  *
  * A tensor is a full userdata holding a dtf_tensor header by value and one
  * reference to its storage; views are new userdata over the same storage.

@@ -1,8 +1,8 @@
-/* tensor_naive: the plain twin of every fast kernel in tensor.c, written
- * for obviousness (element by element through dtf_at, double accumulators,
- * direct convolution loops) and compared with the fast ones by
- * tests/unit/test_tensor.c. Same signatures and error behaviour for the
- * cases the tests use; speed is not a goal. */
+/* tensor_naive: the plain twin of every fast kernel in tensor.c and
+ * tensor_conv.c, written for obviousness (element by element through dtf_at,
+ * double accumulators, direct convolution loops) and compared with the fast
+ * ones by tests/unit/test_tensor.c. Same signatures and error behaviour for
+ * the cases the tests use; speed is not a goal. */
 #include "tensor.h"
 
 #include <math.h>
