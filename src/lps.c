@@ -639,7 +639,7 @@ static int l_serve(lua_State *L)
     static const char *const keys[] = {
         "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
-        "hello_timeout", "sync_timeout", "max_connections", "max_frame", "handle_signals",
+        "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame", "handle_signals",
         "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", "keepalive", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -669,6 +669,7 @@ static int l_serve(lua_State *L)
     cfg.idle_timeout = opt_number(L, 1, "idle_timeout", 0);
     cfg.hello_timeout = opt_number(L, 1, "hello_timeout", 10);
     cfg.sync_timeout = opt_number(L, 1, "sync_timeout", 0);
+    cfg.done_timeout = opt_number(L, 1, "done_timeout", 0);
     cfg.keepalive = opt_number(L, 1, "keepalive", 0);
     cfg.max_connections = (int)opt_int(L, 1, "max_connections", 256, 1, 1 << 20);
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,

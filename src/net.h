@@ -31,6 +31,8 @@ typedef struct dtf_server_config {
     double idle_timeout;       /* s without a byte from a peer; 0 = none */
     double sync_timeout;       /* sync: s a step waits for a worker before it
                                 * is dropped from the replicas; 0 = forever */
+    double done_timeout;       /* once a worker is done: s a worker with no
+                                * connection is waited for; 0 = forever */
     double keepalive;          /* s after which a peer gone without a FIN is
                                 * dropped (TCP keepalive, TCP_USER_TIMEOUT); 0 = 25 */
     int max_connections;       /* 0 = 256 */

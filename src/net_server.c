@@ -123,6 +123,8 @@ struct dtf_server {
         int64_t tag;
         int valid;
     } *last;             /* shard->cfg.workers entries */
+    double first_done;   /* when the first worker said WORKER_DONE; 0: none yet */
+    double *absent;      /* per worker: seen with no connection since; 0: connected */
 };
 
 static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
@@ -507,6 +509,8 @@ static int handle_frame(sconn *c)
         int advanced = dtf_shard_worker_done(sh, c->index);
         dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_DONE_REPLY, h->id, 0, 0, sh->step, 0);
         send_frame(c, &rh, NULL, 0);
+        if (s->first_done == 0)
+            s->first_done = dtf_now();
         if (!was_done)
             slog(s, DTF_LOG_INFO, "ps %d: worker %d is done at its step %" PRId64
                  " (%d of %d workers done, global step %" PRId64 ")", sh->cfg.index,
@@ -743,15 +747,12 @@ static void on_finish_timer(evutil_socket_t fd, short ev, void *arg)
     event_base_loopbreak(s->base);
 }
 
-/* Sync mode, once a second: say whom a step waits for, and drop workers
- * that keep it waiting past sync_timeout. */
-static void on_tick(evutil_socket_t fd, short ev, void *arg)
+/* Sync mode: say whom a step waits for, and drop workers that keep it
+ * waiting past sync_timeout. */
+static void sync_tick(dtf_server *s)
 {
-    dtf_server *s = arg;
     dtf_shard *sh = s->shard;
-    (void)fd;
-    (void)ev;
-    if (!sh->cfg.sync || sh->have == 0 || s->step_started == 0 || s->finishing)
+    if (!sh->cfg.sync || sh->have == 0 || s->step_started == 0)
         return;
     int ids[64];
     int k = dtf_shard_waiting(sh, ids, 64);
@@ -785,6 +786,56 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     }
 }
 
+/* Once a worker has said done the training is over; the ps still waits for
+ * the others' WORKER_DONE (a connected one is finishing its step, a
+ * restarted one comes back and finds the end). A worker with no connection
+ * for done_timeout after that (dead for good, never started) is given up
+ * on, so a finished job does not leave its ps running for ever. */
+static void done_tick(dtf_server *s)
+{
+    dtf_shard *sh = s->shard;
+    double now = dtf_now();
+    for (int i = 0; i < sh->cfg.workers; i++)
+        s->absent[i] = s->absent[i] ? s->absent[i] : now;
+    for (sconn *c = s->conns; c; c = c->next)
+        if (c->hello && !c->closing && c->role == DTF_ROLE_WORKER && c->index >= 0 &&
+            c->index < sh->cfg.workers)
+            s->absent[c->index] = 0;
+    if (s->first_done == 0 || s->cfg.done_timeout <= 0 || sh->ndone == sh->cfg.workers)
+        return;
+    char list[512];
+    size_t len = 0;
+    int gone = 0;
+    list[0] = 0;
+    for (int i = 0; i < sh->cfg.workers; i++) {
+        if (sh->w[i].done)
+            continue;
+        double since = s->absent[i] > s->first_done ? s->absent[i] : s->first_done;
+        if (s->absent[i] == 0 || now - since < s->cfg.done_timeout)
+            return; /* connected, or not away long enough: wait */
+        gone++;
+        if (len < sizeof list - 16)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", gone > 1 ? ", " : "", i);
+    }
+    slog(s, DTF_LOG_WARNING, "ps %d: %d of %d workers are done; worker%s %s ha%s had no "
+         "connection for %.0f s since (done_timeout); stopping at step %" PRId64,
+         sh->cfg.index, sh->ndone, sh->cfg.workers, gone > 1 ? "s" : "", list,
+         gone > 1 ? "ve" : "s", s->cfg.done_timeout, sh->step);
+    start_finish(s, "done");
+}
+
+/* Once a second. */
+static void on_tick(evutil_socket_t fd, short ev, void *arg)
+{
+    dtf_server *s = arg;
+    (void)fd;
+    (void)ev;
+    if (s->finishing)
+        return;
+    sync_tick(s);
+    done_tick(s);
+}
+
 dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
 {
     net_ignore_sigpipe();
@@ -797,7 +848,10 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     s->shard = shard;
     s->parked_tail = &s->parked;
     s->last = calloc((size_t)shard->cfg.workers, sizeof *s->last);
-    if (!s->last) {
+    s->absent = calloc((size_t)shard->cfg.workers, sizeof *s->absent);
+    if (!s->last || !s->absent) {
+        free(s->last);
+        free(s->absent);
         free(s);
         dtf_seterr("out of memory");
         return NULL;
@@ -814,6 +868,7 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
         s->token = malloc(cfg->token_len + 1);
         if (!s->token) {
             free(s->last);
+            free(s->absent);
             free(s);
             dtf_seterr("out of memory");
             return NULL;
@@ -904,10 +959,8 @@ int dtf_server_run(dtf_server *s)
             return -1;
         }
     }
-    if (sh->cfg.sync) {
-        struct timeval tv = net_tv(1.0);
-        evtimer_add(s->tick, &tv);
-    }
+    struct timeval tick = net_tv(1.0);
+    evtimer_add(s->tick, &tick);
     char size[32];
     human_bytes((double)sh->count * 4, size, sizeof size);
     s->started = dtf_now();
@@ -973,5 +1026,6 @@ void dtf_server_free(dtf_server *s)
         event_base_free(s->base);
     free(s->token);
     free(s->last);
+    free(s->absent);
     free(s);
 }

@@ -160,6 +160,32 @@ check "then both ps end (exit $R0 and $RC)" test "$R0" -eq 0 -a "$RC" -eq 0
 check "ps 0 stops because every worker is done" has "$SCRATCH/h-ps0.out" 'all 2 workers are done; stopping at step'
 if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/h-*.out; fi
 
+# Async, worker 1 killed for good and never restarted: worker 0 finishes and
+# says done; the ps tasks wait done_timeout (3 s) for worker 1, which has no
+# connection, then stop instead of waiting for ever.
+P0=$(free_port); P1=$(free_port); W0=$(free_port); W1=$(free_port)
+SPEC=(--ps=127.0.0.1:$P0,127.0.0.1:$P1 --workers=127.0.0.1:$W0,127.0.0.1:$W1)
+HAND=(--set trainsteps=3000 --set done_timeout=3 --set logevery=50 --set evaluate=false)
+T0=$SECONDS
+task g-ps0 ps 0; HPS0=$!
+task g-ps1 ps 1; HPS1=$!
+task g-w0 worker 0; HW0=$!
+task g-w1 worker 1; HW1=$!
+wait_log "$SCRATCH/g-w1.out" 'Worker 1: training step 50 done' $LIMIT
+kill -9 $HW1; wait $HW1 2>/dev/null
+wait_exit $HW0 $LIMIT
+check "async, worker 1 killed for good: worker 0 finishes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
+T1=$SECONDS
+wait_exit $HPS0 30; R0=$RC
+wait_exit $HPS1 30
+echo "the ps tasks ended $((SECONDS - T1)) s after worker 0 (done_timeout 3 s)"
+check "both ps end by themselves, exit 0 (exit $R0 and $RC)" test "$R0" -eq 0 -a "$RC" -eq 0
+check "ps 0 says it gave up on worker 1 after done_timeout" has "$SCRATCH/g-ps0.out" \
+  'ps 0: 1 of 2 workers are done; worker 1 has had no connection for 3 s since \(done_timeout\); stopping at step [0-9]+'
+check "ps 1 says the same" has "$SCRATCH/g-ps1.out" 'ps 1: 1 of 2 workers are done; worker 1 has had no connection'
+check "neither ps claims every worker is done" eval '! grep -q "all 2 workers are done" "$SCRATCH"/g-ps*.out'
+if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/g-*.out; fi
+
 # ---- 3. a ps killed while it writes a checkpoint ----------------------------------------
 # Every step is a checkpoint (checkpoint_steps=1). ps 0 is stopped (SIGSTOP)
 # at random moments until it is caught with its temporary file on disk,
