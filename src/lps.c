@@ -367,6 +367,48 @@ static void push_copy(lua_State *L, const float *src, uint64_t n)
         memcpy(dtf_data(t), src, (size_t)n * sizeof(float));
 }
 
+/* The workers' latest async PUSHes (dtf_worker_state.push_*) as the
+ * checkpoint metadata "pushes": "worker:id:tag" items joined by spaces. */
+static void push_pushes(lua_State *L, const dtf_shard *sh)
+{
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (int i = 0; i < sh->cfg.workers; i++) {
+        const dtf_worker_state *w = &sh->w[i];
+        if (!w->push_seen)
+            continue;
+        char item[80];
+        snprintf(item, sizeof item, "%s%d:%" PRIu32 ":%" PRId64, luaL_bufflen(&buf) ? " " : "",
+                 i, w->push_id, w->push_tag);
+        luaL_addstring(&buf, item);
+    }
+    luaL_pushresult(&buf);
+}
+
+/* The inverse of push_pushes; items for workers this cluster does not have
+ * are ignored, a malformed string raises. */
+static void restore_pushes(lua_State *L, dtf_shard *sh, const char *s)
+{
+    for (;;) {
+        while (*s == ' ')
+            s++;
+        if (!*s)
+            return;
+        int w, n = 0;
+        unsigned long long id;
+        long long tag;
+        if (sscanf(s, "%d:%llu:%lld%n", &w, &id, &tag, &n) != 3 || w < 0 || id > UINT32_MAX ||
+            (s[n] && s[n] != ' '))
+            luaL_error(L, "checkpoint metadata 'pushes' is malformed at '%.40s'", s);
+        if (w < sh->cfg.workers) {
+            sh->w[w].push_seen = 1;
+            sh->w[w].push_id = (uint32_t)id;
+            sh->w[w].push_tag = (int64_t)tag;
+        }
+        s += n;
+    }
+}
+
 /* checkpoint.save(dir, state) -> path */
 static int save_shard(lua_State *L)
 {
@@ -402,6 +444,8 @@ static int save_shard(lua_State *L)
     lua_setfield(L, -2, "layout");
     lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
     lua_setfield(L, -2, "optimizer");
+    push_pushes(L, sh);
+    lua_setfield(L, -2, "pushes");
     if (b->layout_ref != LUA_NOREF) {
         push_checkpoint_fn(L, "layout_json");
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->layout_ref);
@@ -487,6 +531,10 @@ static int restore_shard(lua_State *L)
     int64_t step = lua_tointeger(L, -1);
     lua_pop(L, 1);
     dtf_shard_restore(sh, p, s0, s1, step);
+    lua_getfield(L, st, "pushes"); /* absent in older checkpoints */
+    if (lua_type(L, -1) == LUA_TSTRING)
+        restore_pushes(L, sh, lua_tostring(L, -1));
+    lua_pop(L, 1);
     lua_getfield(L, st, "path");
     lua_pushinteger(L, step);
     return 2;

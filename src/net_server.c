@@ -118,11 +118,6 @@ struct dtf_server {
     double started, step_started, last_wait_log;
     uint64_t accepted, refused, bad_peers, bytes_in, bytes_out, frames_in, frames_out;
     uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
-    struct last_push {   /* async: each worker's latest PUSH (id, step tag), so one */
-        uint32_t id;     /* re-sent over a new connection is not applied twice */
-        int64_t tag;
-        int valid;
-    } *last;             /* shard->cfg.workers entries */
     double first_done;   /* when the first worker said WORKER_DONE; 0: none yet */
     double *absent;      /* per worker: seen with no connection since; 0: connected */
 };
@@ -463,8 +458,8 @@ static int handle_frame(sconn *c)
         /* checked by start_frame; the body is in c->body */
         dtf_wire_floats_to_host(c->body, (size_t)h->count);
         int advanced = 0, r;
-        struct last_push *lp = &s->last[c->index];
-        if (!sh->cfg.sync && lp->valid && lp->id == h->id && lp->tag == h->step) {
+        dtf_worker_state *lp = &sh->w[c->index];
+        if (!sh->cfg.sync && lp->push_seen && lp->push_id == h->id && lp->push_tag == h->step) {
             /* A client re-sends what was in flight after reconnecting: this
              * gradient was applied, only its reply was lost. (Sync mode
              * knows its duplicates by step.) */
@@ -473,9 +468,9 @@ static int handle_frame(sconn *c)
             r = DTF_PUSH_DUPLICATE;
         } else {
             r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
-            lp->valid = 1;
-            lp->id = h->id;
-            lp->tag = h->step;
+            lp->push_seen = 1;
+            lp->push_id = h->id;
+            lp->push_tag = h->step;
         }
         if (r < 0) {
             conn_fail(c, h->id, dtf_error());
@@ -847,11 +842,8 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     s->cfg = *cfg;
     s->shard = shard;
     s->parked_tail = &s->parked;
-    s->last = calloc((size_t)shard->cfg.workers, sizeof *s->last);
     s->absent = calloc((size_t)shard->cfg.workers, sizeof *s->absent);
-    if (!s->last || !s->absent) {
-        free(s->last);
-        free(s->absent);
+    if (!s->absent) {
         free(s);
         dtf_seterr("out of memory");
         return NULL;
@@ -867,7 +859,6 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
     if (cfg->token) {
         s->token = malloc(cfg->token_len + 1);
         if (!s->token) {
-            free(s->last);
             free(s->absent);
             free(s);
             dtf_seterr("out of memory");
@@ -1025,7 +1016,6 @@ void dtf_server_free(dtf_server *s)
     if (s->base)
         event_base_free(s->base);
     free(s->token);
-    free(s->last);
     free(s->absent);
     free(s);
 }

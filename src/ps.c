@@ -239,8 +239,10 @@ void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
     if (s->acc)
         memset(s->acc, 0, bytes);
     s->have = 0;
-    for (int i = 0; i < s->cfg.workers; i++)
+    for (int i = 0; i < s->cfg.workers; i++) {
         s->w[i].contributed = 0;
+        s->w[i].push_seen = 0; /* the caller sets what the checkpoint kept */
+    }
     s->step = step;
 }
 

@@ -42,6 +42,13 @@ typedef struct dtf_worker_state {
     int done;              /* sent WORKER_DONE */
     int dropped;           /* sync: left out of the replicas (timeout) */
     int contributed;       /* sync: summed into the current step */
+    /* async: its latest PUSH's request id and step tag, so that one re-sent
+     * over a new connection (only its reply was lost) is not applied twice.
+     * Set by the server; kept in checkpoints, so a re-send to a restarted
+     * ps whose checkpoint already holds that gradient is still caught. */
+    int push_seen;
+    uint32_t push_id;
+    int64_t push_tag;
 } dtf_worker_state;
 
 typedef struct dtf_shard {

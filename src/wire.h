@@ -64,7 +64,8 @@ typedef enum {
     DTF_PUSH_APPLIED = 0,   /* applied (async), or completed a sync step */
     DTF_PUSH_PENDING = 1,   /* sync: summed, waiting for the other replicas */
     DTF_PUSH_STALE = 2,     /* sync: for a step already taken; dropped */
-    DTF_PUSH_DUPLICATE = 3  /* sync: this worker already pushed this step; dropped */
+    DTF_PUSH_DUPLICATE = 3  /* sync: this worker already pushed this step; async: a
+                             * re-sent push already applied; dropped */
 } dtf_push_result;
 #define DTF_PUSH_RESULT_MAX 3
 

@@ -5,7 +5,9 @@
 -- directory) holding the tensors "params" (its range of the flat buffer) and
 -- the optimizer slots "slot0"/"slot1" where the optimizer has them, with
 -- metadata: format, layout (the model's layout checksum), layout_json (names,
--- offsets and shapes), shard, nps, offset, count, P, step, optimizer.
+-- offsets and shapes), shard, nps, offset, count, P, step, optimizer, and
+-- pushes: each worker's latest async push as "worker:id:tag" items, so a
+-- restarted ps still knows a re-sent gradient it had already applied.
 local ckpt = require 'dtf.ckpt'
 local json = require 'dtf.json'
 
@@ -22,7 +24,7 @@ function checkpoint.layout_json(layout)
 end
 
 -- Saves one shard's state: st = {params=, slot0=, slot1=, step=, shard=, nps=,
--- offset=, count=, P=, layout=, layout_json=, optimizer=}. Returns the path,
+-- offset=, count=, P=, layout=, layout_json=, optimizer=, pushes=}. Returns the path,
 -- or nil, err.
 function checkpoint.save(dir, st)
   local tensors = { { name = 'params', tensor = st.params } }
@@ -32,7 +34,7 @@ function checkpoint.save(dir, st)
   local ok, err = ckpt.save(path, tensors, {
     format = checkpoint.FORMAT, layout = st.layout, layout_json = st.layout_json,
     shard = st.shard, nps = st.nps, offset = st.offset, count = st.count, P = st.P,
-    step = st.step, optimizer = st.optimizer or '',
+    step = st.step, optimizer = st.optimizer or '', pushes = st.pushes,
   })
   if not ok then return nil, err end
   ckpt.prune(dir, st.shard, checkpoint.KEEP)
@@ -55,7 +57,7 @@ local function read_shard(path)
   end
   local ok, st = pcall(function()
     return { path = path, params = t.params, slot0 = t.slot0, slot1 = t.slot1, layout = meta.layout,
-             layout_json = meta.layout_json, optimizer = meta.optimizer,
+             layout_json = meta.layout_json, optimizer = meta.optimizer, pushes = meta.pushes,
              step = num(meta, 'step', path), shard = num(meta, 'shard', path), nps = num(meta, 'nps', path),
              offset = num(meta, 'offset', path), count = num(meta, 'count', path), P = num(meta, 'P', path) }
   end)

@@ -3,6 +3,8 @@
 #  - a worker started before its ps waits for it with backoff;
 #  - a ps killed with SIGKILL and restarted resumes from its newest
 #    checkpoint, and the worker reconnects and re-sends what was in flight;
+#  - a push re-sent to a restarted ps whose checkpoint already holds it is
+#    a duplicate, not applied twice;
 #  - without reconnect_timeout a lost ps is an error naming it;
 #  - in sync mode a worker that dies is dropped after sync_timeout and the
 #    other one finishes; SIGTERM then stops the ps with exit 0;
@@ -50,6 +52,42 @@ check "the ps restored its newest checkpoint" has "$SCRATCH/ps2.log" "ps 0: rest
 check "the parameters match the global step after the restart" has "$SCRATCH/w.log" \
   'worker 0: finished at global step (5[0-9]|60), max deviation 0\.00'
 if [ "$FAILED" -ne 0 ]; then tail -n 30 "$SCRATCH/w.log" "$SCRATCH/ps1.log" "$SCRATCH/ps2.log"; fi
+
+# ---- a push re-sent to a restarted ps whose checkpoint already holds it ------------------
+# The ps applies a push and checkpoints (checkpoint_steps=1), then dies before
+# the worker has its reply; the worker re-sends it (same request id and step
+# tag) to the restarted ps. The checkpoint keeps each worker's latest push,
+# so the gradient is not applied a second time. (resend_push.py plays the
+# worker's client; sgd, lr 0.1, a gradient of ones.)
+PORT=$(free_port)
+CK=$SCRATCH/ck-resend
+SUM=00000000c0ffee00
+ps_resend() { "$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=100 checkpoint_dir="$CK" checkpoint_steps=1 >"$SCRATCH/$1" 2>&1 & PS=$!; }
+ps_resend rs1.log
+wait_log "$SCRATCH/rs1.log" 'serving parameters' || true
+R1=$(python3 "$HERE/resend_push.py" "$PORT" 100 $SUM 7 0 2>&1)
+check "the first push is applied ($R1)" test "$R1" = "reply aux=0 step=1"
+wait_log "$SCRATCH/rs1.log" 'checkpoint at step 1:' || true
+kill -9 $PS; wait $PS 2>/dev/null
+ps_resend rs2.log
+wait_log "$SCRATCH/rs2.log" 'serving parameters' || true
+check "the restarted ps restored step 1" has "$SCRATCH/rs2.log" "ps 0: restored step 1 from $CK/"
+R2=$(python3 "$HERE/resend_push.py" "$PORT" 100 $SUM 7 0 2>&1)
+check "the same push re-sent is a duplicate, not applied again ($R2)" test "$R2" = "reply aux=3 step=1"
+R3=$(python3 "$HERE/resend_push.py" "$PORT" 100 $SUM 8 1 2>&1)
+check "the next push is applied ($R3)" test "$R3" = "reply aux=0 step=2"
+kill -TERM $PS
+wait_exit $PS 10
+check "SIGTERM stops the ps (exit $RC)" test "$RC" -eq 0
+check "the ps counted one duplicate" has "$SCRATCH/rs2.log" '^stat duplicates=1$'
+cat >"$SCRATCH/rs_check.lua" <<EOF
+local c = require('dtf.checkpoint').restore('$CK', 0)
+print(string.format('checkpoint step %d, parameter 2 = %.4f', c.step, c.params[2]))
+os.exit(c.step == 2 and math.abs(c.params[2] - 0.8) < 1e-6 and 0 or 1)
+EOF
+check "its last checkpoint: parameter 2 moved by two updates, not three (1 - 2 x 0.1)" \
+  "$DTF" run "$SCRATCH/rs_check.lua"
+if [ "$FAILED" -ne 0 ]; then tail -n 20 "$SCRATCH/rs1.log" "$SCRATCH/rs2.log"; fi
 
 # ---- no reconnect: the error names the ps ---------------------------------------------
 PORT=$(free_port)
