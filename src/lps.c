@@ -385,6 +385,32 @@ static void push_pushes(lua_State *L, const dtf_shard *sh)
     luaL_pushresult(&buf);
 }
 
+/* One "worker:id:tag" item of the "pushes" metadata at *s, ending at a
+ * space or the end; 0 and *s past it, or -1 when malformed or out of range
+ * (strtoll with errno: sscanf's overflow is undefined). */
+static int parse_push_item(const char **s, long long *w, long long *id, long long *tag)
+{
+    long long *v[3] = {w, id, tag};
+    const long long max[3] = {INT32_MAX, UINT32_MAX, INT64_MAX};
+    const char *p = *s;
+    for (int i = 0; i < 3; i++) {
+        char *e;
+        if (!(*p >= '0' && *p <= '9') && !(i == 2 && *p == '-'))
+            return -1;
+        errno = 0;
+        *v[i] = strtoll(p, &e, 10);
+        if (errno || *v[i] > max[i])
+            return -1;
+        if (i < 2 && *e != ':')
+            return -1; /* worker:id: */
+        if (i == 2 && *e && *e != ' ')
+            return -1; /* :tag, then a space or the end */
+        p = i < 2 ? e + 1 : e;
+    }
+    *s = p;
+    return 0;
+}
+
 /* The inverse of push_pushes; items for workers this cluster does not have
  * are ignored, a malformed string raises. */
 static void restore_pushes(lua_State *L, dtf_shard *sh, const char *s)
@@ -394,18 +420,18 @@ static void restore_pushes(lua_State *L, dtf_shard *sh, const char *s)
             s++;
         if (!*s)
             return;
-        int w, n = 0;
-        unsigned long long id;
-        long long tag;
-        if (sscanf(s, "%d:%llu:%lld%n", &w, &id, &tag, &n) != 3 || w < 0 || id > UINT32_MAX ||
-            (s[n] && s[n] != ' '))
-            luaL_error(L, "checkpoint metadata 'pushes' is malformed at '%.40s'", s);
+        const char *item = s;
+        long long w, id, tag;
+        if (parse_push_item(&s, &w, &id, &tag) < 0) {
+            char at[48];
+            snprintf(at, sizeof at, "%.40s", item); /* lua_pushfstring has no precision */
+            luaL_error(L, "checkpoint metadata 'pushes' is malformed at '%s'", at);
+        }
         if (w < sh->cfg.workers) {
             sh->w[w].push_seen = 1;
             sh->w[w].push_id = (uint32_t)id;
             sh->w[w].push_tag = (int64_t)tag;
         }
-        s += n;
     }
 }
 

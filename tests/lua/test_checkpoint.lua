@@ -59,6 +59,32 @@ check.case('refusals', function()
   check.raises(function() checkpoint.restore(dir, 0) end, 'none of the 2 checkpoints of ps 0')
 end)
 
+check.case("each worker's latest push travels through the checkpoint", function()
+  local d = dir .. '/pushes'
+  os.execute('mkdir -p ' .. d)
+  local st = state(0, 3, 0)
+  st.pushes = '0:7:-1 1:4294967295:250'
+  assert(checkpoint.save(d, st))
+  check.eq(checkpoint.restore(d, 0).pushes, '0:7:-1 1:4294967295:250', 'metadata pushes')
+  -- ps.serve restores it; a malformed one stops the ps with a message
+  -- instead of a silent start without it.
+  local ps = require 'dtf.ps'
+  local function serve(pushes)
+    os.execute('rm -rf ' .. d .. ' && mkdir -p ' .. d)
+    local s2 = state(0, 3, 0)
+    s2.nps, s2.count, s2.P, s2.pushes = 1, 5, 5, pushes
+    assert(checkpoint.save(d, s2))
+    return ps.serve { port = 0, host = '127.0.0.1', params = T.zeros(5), workers = 2, optimizer = { kind = 'adam' },
+                      layout_checksum = LAYOUT, checkpoint_dir = d, handle_signals = false }
+  end
+  for _, bad in ipairs { 'x', '0:7', '0:7:', '0:-7:1', '0:4294967296:1', '0:7:1x', '99999999999:1:1' } do
+    local stats, err = serve(bad)
+    check.eq(stats, nil, 'pushes "' .. bad .. '" refused')
+    check.ok(tostring(err):find("checkpoint metadata 'pushes' is malformed", 1, true), tostring(err))
+  end
+  os.execute('rm -rf ' .. d)
+end)
+
 check.case('export merges the shards under the layer names', function()
   os.execute('rm -f ' .. dir .. '/*')
   assert(checkpoint.save(dir, state(0, 7, 0)))
