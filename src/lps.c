@@ -367,72 +367,14 @@ static void push_copy(lua_State *L, const float *src, uint64_t n)
         memcpy(dtf_data(t), src, (size_t)n * sizeof(float));
 }
 
-/* The workers' latest async PUSHes (dtf_worker_state.push_*) as the
- * checkpoint metadata "pushes": "worker:id:tag" items joined by spaces. */
+/* Pushes the workers' latest async pushes (checkpoint metadata "pushes"). */
 static void push_pushes(lua_State *L, const dtf_shard *sh)
 {
-    luaL_Buffer buf;
-    luaL_buffinit(L, &buf);
-    for (int i = 0; i < sh->cfg.workers; i++) {
-        const dtf_worker_state *w = &sh->w[i];
-        if (!w->push_seen)
-            continue;
-        char item[80];
-        snprintf(item, sizeof item, "%s%d:%" PRIu32 ":%" PRId64, luaL_bufflen(&buf) ? " " : "",
-                 i, w->push_id, w->push_tag);
-        luaL_addstring(&buf, item);
-    }
-    luaL_pushresult(&buf);
-}
-
-/* One "worker:id:tag" item of the "pushes" metadata at *s, ending at a
- * space or the end; 0 and *s past it, or -1 when malformed or out of range
- * (strtoll with errno: sscanf's overflow is undefined). */
-static int parse_push_item(const char **s, long long *w, long long *id, long long *tag)
-{
-    long long *v[3] = {w, id, tag};
-    const long long max[3] = {INT32_MAX, UINT32_MAX, INT64_MAX};
-    const char *p = *s;
-    for (int i = 0; i < 3; i++) {
-        char *e;
-        if (!(*p >= '0' && *p <= '9') && !(i == 2 && *p == '-'))
-            return -1;
-        errno = 0;
-        *v[i] = strtoll(p, &e, 10);
-        if (errno || *v[i] > max[i])
-            return -1;
-        if (i < 2 && *e != ':')
-            return -1; /* worker:id: */
-        if (i == 2 && *e && *e != ' ')
-            return -1; /* :tag, then a space or the end */
-        p = i < 2 ? e + 1 : e;
-    }
-    *s = p;
-    return 0;
-}
-
-/* The inverse of push_pushes; items for workers this cluster does not have
- * are ignored, a malformed string raises. */
-static void restore_pushes(lua_State *L, dtf_shard *sh, const char *s)
-{
-    for (;;) {
-        while (*s == ' ')
-            s++;
-        if (!*s)
-            return;
-        const char *item = s;
-        long long w, id, tag;
-        if (parse_push_item(&s, &w, &id, &tag) < 0) {
-            char at[48];
-            snprintf(at, sizeof at, "%.40s", item); /* lua_pushfstring has no precision */
-            luaL_error(L, "checkpoint metadata 'pushes' is malformed at '%s'", at);
-        }
-        if (w < sh->cfg.workers) {
-            sh->w[w].push_seen = 1;
-            sh->w[w].push_id = (uint32_t)id;
-            sh->w[w].push_tag = (int64_t)tag;
-        }
-    }
+    char *str = dtf_shard_format_pushes(sh);
+    if (!str)
+        luaL_error(L, "out of memory");
+    lua_pushstring(L, str);
+    free(str);
 }
 
 /* checkpoint.save(dir, state) -> path */
@@ -558,8 +500,8 @@ static int restore_shard(lua_State *L)
     lua_pop(L, 1);
     dtf_shard_restore(sh, p, s0, s1, step);
     lua_getfield(L, st, "pushes"); /* absent in older checkpoints */
-    if (lua_type(L, -1) == LUA_TSTRING)
-        restore_pushes(L, sh, lua_tostring(L, -1));
+    if (lua_type(L, -1) == LUA_TSTRING && dtf_shard_parse_pushes(sh, lua_tostring(L, -1)) < 0)
+        return luaL_error(L, "%s", dtf_error());
     lua_pop(L, 1);
     lua_getfield(L, st, "path");
     lua_pushinteger(L, step);

@@ -1,6 +1,7 @@
 /* ps: a parameter-server shard (see ps.h). */
 #include "ps.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -244,6 +245,68 @@ void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
         s->w[i].push_seen = 0; /* the caller sets what the checkpoint kept */
     }
     s->step = step;
+}
+
+char *dtf_shard_format_pushes(const dtf_shard *s)
+{
+    size_t cap = (size_t)s->cfg.workers * 48 + 1, len = 0; /* 10 + 10 + 20 digits, ':', ' ', '-' */
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    out[0] = 0;
+    for (int i = 0; i < s->cfg.workers; i++) {
+        const dtf_worker_state *w = &s->w[i];
+        if (w->push_seen)
+            len += (size_t)snprintf(out + len, cap - len, "%s%d:%" PRIu32 ":%" PRId64,
+                                    len ? " " : "", i, w->push_id, w->push_tag);
+    }
+    return out;
+}
+
+/* One "worker:id:tag" item at *p, ending at a space or the end of the
+ * string; 0 and *p past it, or -1. strtoll with errno, since sscanf's
+ * overflow is undefined; only the tag (a step) may be negative. */
+static int parse_push_item(const char **p, long long v[3])
+{
+    static const long long max[3] = {INT32_MAX, UINT32_MAX, INT64_MAX};
+    const char *q = *p;
+    for (int i = 0; i < 3; i++) {
+        char *e;
+        if (!(*q >= '0' && *q <= '9') && !(i == 2 && *q == '-'))
+            return -1;
+        errno = 0;
+        v[i] = strtoll(q, &e, 10);
+        if (errno || v[i] > max[i])
+            return -1;
+        if (i < 2 && *e != ':')
+            return -1; /* worker:id: */
+        if (i == 2 && *e && *e != ' ')
+            return -1; /* :tag, then a space or the end */
+        q = i < 2 ? e + 1 : e;
+    }
+    *p = q;
+    return 0;
+}
+
+int dtf_shard_parse_pushes(dtf_shard *s, const char *str)
+{
+    for (const char *p = str;;) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return 0;
+        const char *item = p;
+        long long v[3];
+        if (parse_push_item(&p, v) < 0) {
+            dtf_seterr("checkpoint metadata 'pushes' is malformed at '%.40s'", item);
+            return -1;
+        }
+        if (v[0] < s->cfg.workers) {
+            s->w[v[0]].push_seen = 1;
+            s->w[v[0]].push_id = (uint32_t)v[1];
+            s->w[v[0]].push_tag = (int64_t)v[2];
+        }
+    }
 }
 
 /* ---- stats ------------------------------------------------------------------- */

@@ -104,6 +104,13 @@ int dtf_shard_waiting(const dtf_shard *s, int *out, int n);
 void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
                        const float *slot1, int64_t step);
 
+/* The workers' latest async pushes (push_*), kept in checkpoints as
+ * "worker:id:tag" items joined by spaces: format returns a malloc'd string
+ * (NULL: out of memory); parse sets them (items for workers this shard does
+ * not have are ignored) or returns -1 with dtf_error() when malformed. */
+char *dtf_shard_format_pushes(const dtf_shard *s);
+int dtf_shard_parse_pushes(dtf_shard *s, const char *str);
+
 /* Writes "key=value\n" lines describing the shard to buf (NUL-terminated,
  * truncated to n). Returns the length it would have had (as snprintf). */
 size_t dtf_shard_stats(const dtf_shard *s, char *buf, size_t n);

@@ -162,6 +162,41 @@ TEST(sync_averages_replicas_and_drops_stale)
     dtf_shard_free(s);
 }
 
+TEST(pushes_round_trip_through_checkpoint_metadata)
+{
+    dtf_shard_config c = sgd_config(4, 1, 0, 3, 0, 0, 0.1f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    char *str = dtf_shard_format_pushes(s);
+    CHECK(str && str[0] == 0); /* nobody pushed yet */
+    free(str);
+    s->w[0] = (dtf_worker_state){.push_seen = 1, .push_id = 7, .push_tag = -1};
+    s->w[2] = (dtf_worker_state){.push_seen = 1, .push_id = UINT32_MAX, .push_tag = INT64_MAX};
+    str = dtf_shard_format_pushes(s);
+    CHECK(str && strcmp(str, "0:7:-1 2:4294967295:9223372036854775807") == 0);
+
+    dtf_shard *r = dtf_shard_new(&c, NULL);
+    r->w[1].push_seen = 1; /* restore clears what the checkpoint does not hold */
+    dtf_shard_restore(r, NULL, NULL, NULL, 5);
+    CHECK(dtf_shard_parse_pushes(r, str) == 0);
+    CHECK(r->w[0].push_seen && r->w[0].push_id == 7 && r->w[0].push_tag == -1);
+    CHECK(!r->w[1].push_seen);
+    CHECK(r->w[2].push_seen && r->w[2].push_id == UINT32_MAX && r->w[2].push_tag == INT64_MAX);
+    free(str);
+    /* a worker this cluster does not have (fewer workers now) is ignored */
+    CHECK(dtf_shard_parse_pushes(r, "  9:1:1  1:3:4 ") == 0);
+    CHECK(r->w[1].push_seen && r->w[1].push_id == 3 && r->w[1].push_tag == 4);
+
+    static const char *const bad[] = {"x", "0", "0:7", "0:7:", "0:-7:1", "-1:7:1", "0:4294967296:1",
+                                      "0:7:1x", "0:7:1:2", "0:7:99999999999999999999",
+                                      "2147483648:1:1", "0::1", "0:7:1,1:2:3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(dtf_shard_parse_pushes(r, bad[i]) == -1);
+        CHECK_STR_CONTAINS(dtf_error(), "'pushes' is malformed");
+    }
+    dtf_shard_free(r);
+    dtf_shard_free(s);
+}
+
 TEST(sync_replicas_less_than_workers)
 {
     dtf_shard_config c = sgd_config(2, 1, 0, 3, 1, 2, 1.0f);
