@@ -678,7 +678,7 @@ static int l_serve(lua_State *L)
 
     dtf_server_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.host = opt_string(L, 1, "host", "0.0.0.0", NULL);
+    cfg.host = opt_string(L, 1, "host", NULL, NULL);
     cfg.port = (int)opt_int(L, 1, "port", 8000, 0, 65535);
     cfg.checksum = opt_checksum(L, 1);
     cfg.token = opt_token(L, 1, &cfg.token_len);

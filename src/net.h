@@ -22,7 +22,8 @@
 /* ---- server ------------------------------------------------------------------ */
 
 typedef struct dtf_server_config {
-    const char *host;          /* address to bind, "0.0.0.0" when NULL */
+    const char *host;          /* address to bind; NULL: every address, IPv6 and
+                                * IPv4 (IPv4 alone where IPv6 is off) */
     int port;                  /* 0 picks a free port (dtf_server_port) */
     uint64_t checksum;         /* the parameter layout's checksum */
     const char *token;         /* NULL: any client; else HELLO must carry it */

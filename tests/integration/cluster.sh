@@ -18,6 +18,7 @@ expect_out '^ps1 \| .*ps 1: serving parameters \[39755, 79510\)' "ps 1 logs its 
 
 expect_exit 0 "async, 2 ps + 2 workers" "$DTF" local train.lua --ps=2 --workers=2 \
   --set trainsteps=1876 --set logevery=200 --set logdir="$SCRATCH/async"
+ASYNC_OUT=$OUT
 acc=$(acc_of); echo "async test accuracy: ${acc:-none}"
 # Async is not deterministic (which worker's gradient lands first varies), and
 # the last iterate of Adam at lr 0.003 scatters: 16 runs here gave 0.838-0.858
@@ -54,5 +55,20 @@ check "the first worker waited for the second" grep -q 'Worker 0: waiting for 1 
 n0=$(grep -c 'Worker 0: training step' "$SCRATCH/late-w0.log"); n1=$(grep -c 'Worker 1: training step' "$SCRATCH/late-w1.log")
 echo "steps: worker 0 $n0, worker 1 $n1"
 check "both workers trained (steps $n0 and $n1, each >= 50)" test "$n0" -ge 50 -a "$n1" -ge 50
+
+# IPv6: the ps listens on every address, IPv6 and IPv4 alike; a cluster
+# spec with bracketed IPv6 addresses trains, and its log names the peer so.
+if python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
+  PS="[::1]:$(free_port)"; W0="[::1]:$(free_port)"
+  A=(--ps=$PS --workers=$W0 --set trainsteps=50 --set evaluate=false --set logdir="$SCRATCH/v6")
+  "$DTF" run train.lua --role=ps --index=0 "${A[@]}" >"$SCRATCH/v6-ps.log" 2>&1 & p0=$!
+  expect_exit 0 "a worker trains against a ps at $PS" "$DTF" run train.lua --role=worker --index=0 "${A[@]}"
+  wait $p0; rp=$?
+  check "the IPv6 ps exits 0 ($rp)" test "$rp" -eq 0
+  check "the ps logs its IPv6 peer" grep -qE 'ps 0: worker 0 \(\[::1\]:[0-9]+\) joined' "$SCRATCH/v6-ps.log"
+  check "IPv4 peers of the dual-stack ps are logged as IPv4" grep -qE 'ps0 \| .*worker 0 \(127\.0\.0\.1:[0-9]+\) joined' <<<"$ASYNC_OUT"
+else
+  echo "skip - IPv6 (this machine has no ::1)"
+fi
 
 finish
