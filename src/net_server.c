@@ -27,7 +27,7 @@
 #include "wire.h"
 
 #define SRV_READ_CHUNK (16u << 10) /* the ps reads at most this per callback: float
-                                    * bodies bypass the input buffer (read_body), so
+                                    * bodies bypass the input buffer (net_read_body), so
                                     * more would only let a flood of small frames in */
 #define SRV_TEXT_MAX 4096          /* the longest text (ERROR) the ps takes from a peer */
 #define OUT_SLACK (256u << 10)     /* output mark: 2 shards (a worker's pull in flight
