@@ -184,7 +184,9 @@ if spec.role == 'ps' then
   }
   if not stats then error(serr, 0) end
   log.info('ps %d: stopped (%s) at step %d', spec.index,
-           stats.reason == 'signal' and 'signal' or 'every worker is done', stats.step)
+           stats.reason == 'signal' and 'signal' or
+           stats.reason == 'done_timeout' and 'done_timeout: not every worker said done' or
+           'every worker is done', stats.step)
   return
 end
 

@@ -821,7 +821,7 @@ static void done_tick(dtf_server *s)
          "connection for %.0f s since (done_timeout); stopping at step %" PRId64,
          sh->cfg.index, sh->ndone, sh->cfg.workers, gone > 1 ? "s" : "", list,
          gone > 1 ? "ve" : "s", s->cfg.done_timeout, sh->step);
-    start_finish(s, "done");
+    start_finish(s, "done_timeout");
 }
 
 /* Once a second. */

@@ -184,6 +184,8 @@ check "ps 0 says it gave up on worker 1 after done_timeout" has "$SCRATCH/g-ps0.
   'ps 0: 1 of 2 workers are done; worker 1 has had no connection for 3 s since \(done_timeout\); stopping at step [0-9]+'
 check "ps 1 says the same" has "$SCRATCH/g-ps1.out" 'ps 1: 1 of 2 workers are done; worker 1 has had no connection'
 check "neither ps claims every worker is done" eval '! grep -q "all 2 workers are done" "$SCRATCH"/g-ps*.out'
+check "ps 0's last line gives the reason" has "$SCRATCH/g-ps0.out" \
+  'ps 0: stopped \(done_timeout: not every worker said done\) at step [0-9]+'
 if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/g-*.out; fi
 
 # ---- 3. a ps killed while it writes a checkpoint ----------------------------------------
