@@ -50,7 +50,7 @@ local schema = {
   { name = 'start_timeout', type = 'number', default = 30, min = 0, help = 'async: seconds a worker waits for the other workers to join before it trains' },
   { name = 'keepalive', type = 'number', default = 25, min = 0, help = 'seconds after which a silent, half-open connection is dropped' },
   { name = 'sync_timeout', type = 'number', default = 30, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
-  { name = 'done_timeout', type = 'number', default = 60, min = 0, help = 'once a worker is done: seconds the ps waits for a worker with no connection before it stops; 0 = wait for ever' },
+  { name = 'done_timeout', type = 'number', default = 600, min = 0, help = 'once a worker is done: seconds the ps waits for a worker with no connection before it stops; 0 = wait for ever' },
   { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
   { name = 'checkpoint_secs', type = 'number', default = 30, min = 0, help = 'seconds between ps checkpoints' },
