@@ -127,25 +127,39 @@ for mode in async sync; do
   if [ "$FAILED" -ne 0 ]; then grep -vE 'training step|checkpoint at' "$SCRATCH/kw-$mode.out" | tail -n 30; fi
 done
 
-# Sync without a restart (processes by hand): the ps drops the dead worker
-# after sync_timeout, worker 0 finishes; worker 1 restarted after the end
-# joins, finds the training done and ends the job.
-P0=$(free_port); P1=$(free_port); W0=$(free_port); W1=$(free_port)
-SPEC=(--ps=127.0.0.1:$P0,127.0.0.1:$P1 --workers=127.0.0.1:$W0,127.0.0.1:$W1)
-HAND=(--set sync=true --set sync_timeout=3 --set trainsteps=400 --set logevery=50)
-task() { # NAME ROLE INDEX [extra...]
+# Two ps and two workers started by hand (no dtf local, so nothing restarts
+# a task), with the hyperparameters in HAND.
+task() { # NAME ROLE INDEX [extra...]: one task on the ports in SPEC
   local name=$1 role=$2 index=$3; shift 3
   "$DTF" run train.lua --role=$role --index=$index "${SPEC[@]}" "${HAND[@]}" \
     --set logdir="$SCRATCH/$name" "$@" >"$SCRATCH/$name.out" 2>&1 &
 }
-T0=$SECONDS
-task h-ps0 ps 0; HPS0=$!
-task h-ps1 ps 1; HPS1=$!
-task h-w0 worker 0; HW0=$!
-task h-w1 worker 1; HW1=$!
-wait_log "$SCRATCH/h-w1.out" 'Worker 1: training step 100 done' $LIMIT
-kill -9 $HW1; wait $HW1 2>/dev/null
-wait_exit $HW0 $LIMIT
+fresh_spec() { # P0 P1 W0 W1: fresh loopback ports; SPEC: the cluster flags naming them
+  P0=$(free_port); P1=$(free_port); W0=$(free_port); W1=$(free_port)
+  SPEC=(--ps=127.0.0.1:$P0,127.0.0.1:$P1 --workers=127.0.0.1:$W0,127.0.0.1:$W1)
+}
+# hand_cluster PREFIX STEP: the four tasks on fresh ports (output in
+# $SCRATCH/PREFIX-{ps0,ps1,w0,w1}.out, pids in HPS0 HPS1 HW0 HW1); worker 1
+# is killed for good after its step STEP; returns once worker 0 has exited
+# (RC: its status). T0: the start.
+hand_cluster() {
+  local p=$1
+  fresh_spec
+  T0=$SECONDS
+  task "$p-ps0" ps 0; HPS0=$!
+  task "$p-ps1" ps 1; HPS1=$!
+  task "$p-w0" worker 0; HW0=$!
+  task "$p-w1" worker 1; HW1=$!
+  wait_log "$SCRATCH/$p-w1.out" "Worker 1: training step $2 done" $LIMIT
+  kill -9 $HW1; wait $HW1 2>/dev/null
+  wait_exit $HW0 $LIMIT
+}
+
+# Sync without a restart: the ps drops the dead worker after sync_timeout,
+# worker 0 finishes; worker 1 restarted after the end joins, finds the
+# training done and ends the job.
+HAND=(--set sync=true --set sync_timeout=3 --set trainsteps=400 --set logevery=50)
+hand_cluster h 100
 check "sync, worker 1 killed for good: worker 0 finishes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 check "the ps drops the dead worker after sync_timeout" has "$SCRATCH/h-ps0.out" \
   'ps 0: step [0-9]+ waited [0-9]+ s \(sync_timeout\) for worker 1; dropping it from the replicas'
@@ -163,17 +177,8 @@ if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/h-*.out; fi
 # Async, worker 1 killed for good and never restarted: worker 0 finishes and
 # says done; the ps tasks wait done_timeout (3 s) for worker 1, which has no
 # connection, then stop instead of waiting for ever.
-P0=$(free_port); P1=$(free_port); W0=$(free_port); W1=$(free_port)
-SPEC=(--ps=127.0.0.1:$P0,127.0.0.1:$P1 --workers=127.0.0.1:$W0,127.0.0.1:$W1)
 HAND=(--set trainsteps=3000 --set done_timeout=3 --set logevery=50 --set evaluate=false)
-T0=$SECONDS
-task g-ps0 ps 0; HPS0=$!
-task g-ps1 ps 1; HPS1=$!
-task g-w0 worker 0; HW0=$!
-task g-w1 worker 1; HW1=$!
-wait_log "$SCRATCH/g-w1.out" 'Worker 1: training step 50 done' $LIMIT
-kill -9 $HW1; wait $HW1 2>/dev/null
-wait_exit $HW0 $LIMIT
+hand_cluster g 50
 check "async, worker 1 killed for good: worker 0 finishes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 T1=$SECONDS
 wait_exit $HPS0 30; R0=$RC
@@ -234,8 +239,7 @@ check "no temporary file is left after the run" test -z "$(cd "$CK" && ls -a | g
 if [ "$FAILED" -ne 0 ]; then grep -vE 'training step|checkpoint at' "$SCRATCH/mid.out" | tail -n 30; fi
 
 # ---- 4. workers started 5 s before the ps ------------------------------------------------
-P0=$(free_port); P1=$(free_port); W0=$(free_port); W1=$(free_port)
-SPEC=(--ps=127.0.0.1:$P0,127.0.0.1:$P1 --workers=127.0.0.1:$W0,127.0.0.1:$W1)
+fresh_spec
 HAND=(--set trainsteps=600 --set logevery=100)
 T0=$SECONDS
 task e-w0 worker 0; EW0=$!
