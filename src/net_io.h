@@ -33,7 +33,7 @@
 #include "util.h"
 #include "wire.h"
 
-#define IO_CHUNK (1u << 20)    /* largest single read/write per callback (client) */
+#define IO_CHUNK (1u << 20)    /* largest single write per callback (both sides), read (client) */
 #define KEEPALIVE_DEFAULT 25.0 /* s: a peer gone without a FIN is noticed */
 
 /* The parse state of one connection. */

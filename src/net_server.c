@@ -836,40 +836,64 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     done_tick(s);
 }
 
-/* A socket bound to every address on port: IPv6 with IPV6_V6ONLY off, so
- * IPv4 peers reach it too (whatever net.ipv6.bindv6only says), and plain
- * IPv4 where the kernel or the pod has no IPv6. -1 with errno set. */
-static evutil_socket_t bind_any(int port)
+/* A socket bound to sa (SO_REUSEADDR; dual: an IPv6 socket that takes IPv4
+ * peers too, whatever net.ipv6.bindv6only says). -1 with errno set. */
+static evutil_socket_t bind_addr(const struct sockaddr *sa, socklen_t len, int dual)
 {
     int one = 1, zero = 0;
-    evutil_socket_t fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        struct sockaddr_in6 a6;
-        memset(&a6, 0, sizeof a6);
-        a6.sin6_family = AF_INET6;
-        a6.sin6_addr = in6addr_any;
-        a6.sin6_port = htons((uint16_t)port);
-        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) == 0 &&
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-            bind(fd, (struct sockaddr *)&a6, sizeof a6) == 0)
-            return fd;
-        evutil_closesocket(fd);
-    }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a4;
-    memset(&a4, 0, sizeof a4);
-    a4.sin_family = AF_INET;
-    a4.sin_addr.s_addr = htonl(INADDR_ANY);
-    a4.sin_port = htons((uint16_t)port);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-        bind(fd, (struct sockaddr *)&a4, sizeof a4) == 0)
+    if ((!dual || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) == 0) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 && bind(fd, sa, len) == 0)
         return fd;
     int err = errno;
     evutil_closesocket(fd);
     errno = err;
     return -1;
+}
+
+/* The listening socket: on host, or with host "" on every address, IPv6 and
+ * IPv4 (IPv4 alone where the kernel or the pod has no IPv6). -1 with
+ * dtf_error() set. */
+static evutil_socket_t bind_listener(const char *host, int port)
+{
+    evutil_socket_t fd;
+    if (!*host) {
+        struct sockaddr_in6 a6;
+        memset(&a6, 0, sizeof a6);
+        a6.sin6_family = AF_INET6;
+        a6.sin6_addr = in6addr_any;
+        a6.sin6_port = htons((uint16_t)port);
+        fd = bind_addr((struct sockaddr *)&a6, sizeof a6, 1);
+        if (fd < 0) {
+            struct sockaddr_in a4;
+            memset(&a4, 0, sizeof a4);
+            a4.sin_family = AF_INET;
+            a4.sin_addr.s_addr = htonl(INADDR_ANY);
+            a4.sin_port = htons((uint16_t)port);
+            fd = bind_addr((struct sockaddr *)&a4, sizeof a4, 0);
+        }
+    } else {
+        char sport[16];
+        snprintf(sport, sizeof sport, "%d", port);
+        struct evutil_addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = EVUTIL_AI_PASSIVE;
+        int e = evutil_getaddrinfo(host, sport, &hints, &res);
+        if (e != 0) {
+            dtf_seterr("cannot listen on %s:%d: %s", host, port, evutil_gai_strerror(e));
+            return -1;
+        }
+        fd = bind_addr(res->ai_addr, (socklen_t)res->ai_addrlen, 0);
+        evutil_freeaddrinfo(res);
+    }
+    if (fd < 0)
+        dtf_seterr("cannot listen on %s:%d: %s", *host ? host : "*", port,
+                   evutil_socket_error_to_string(errno));
+    return fd;
 }
 
 dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
@@ -918,42 +942,17 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
         dtf_seterr("cannot create an event loop");
         goto fail;
     }
-    if (!*s->host) {
-        evutil_socket_t fd = bind_any(cfg->port);
-        if (fd >= 0)
-            s->lis = evconnlistener_new(s->base, on_accept, s,
-                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, fd);
-        if (!s->lis) {
-            int err = EVUTIL_SOCKET_ERROR();
-            if (fd >= 0)
-                evutil_closesocket(fd);
-            dtf_seterr("cannot listen on port %d: %s", cfg->port, evutil_socket_error_to_string(err));
-            goto fail;
-        }
-    } else {
-        char port[16];
-        snprintf(port, sizeof port, "%d", cfg->port);
-        struct evutil_addrinfo hints, *res = NULL;
-        memset(&hints, 0, sizeof hints);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_flags = EVUTIL_AI_PASSIVE;
-        int e = evutil_getaddrinfo(s->host, port, &hints, &res);
-        if (e != 0) {
-            dtf_seterr("cannot listen on %s:%d: %s", s->host, cfg->port, evutil_gai_strerror(e));
-            goto fail;
-        }
-        s->lis = evconnlistener_new_bind(s->base, on_accept, s,
-                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
-                                         res->ai_addr, (int)res->ai_addrlen);
-        if (!s->lis) {
-            int err = EVUTIL_SOCKET_ERROR();
-            evutil_freeaddrinfo(res);
-            dtf_seterr("cannot listen on %s:%d: %s", s->host, cfg->port,
-                       evutil_socket_error_to_string(err));
-            goto fail;
-        }
-        evutil_freeaddrinfo(res);
+    evutil_socket_t fd = bind_listener(s->host, cfg->port);
+    if (fd < 0)
+        goto fail;
+    s->lis = evconnlistener_new(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                -1, fd);
+    if (!s->lis) {
+        int err = EVUTIL_SOCKET_ERROR();
+        evutil_closesocket(fd);
+        dtf_seterr("cannot listen on %s:%d: %s", *s->host ? s->host : "*", cfg->port,
+                   evutil_socket_error_to_string(err));
+        goto fail;
     }
     evconnlistener_set_error_cb(s->lis, on_accept_error);
     struct sockaddr_storage ss;
