@@ -125,6 +125,7 @@ static int maybe_complete(dtf_shard *s)
     apply(s, a);
     memset(a, 0, (size_t)s->count * sizeof(float));
     s->have = 0;
+    s->pending_since = 0;
     for (int i = 0; i < s->cfg.workers; i++)
         s->w[i].contributed = 0;
     return 1;
@@ -140,28 +141,19 @@ static int check_worker(const dtf_shard *s, int worker)
     return 0;
 }
 
-int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
-                   int *advanced)
+int dtf_shard_join(dtf_shard *s, int worker)
 {
-    *advanced = 0;
     if (check_worker(s, worker) < 0)
         return -1;
-    dtf_worker_state *w = &s->w[worker];
-    w->pushes++;
-    w->last_push = dtf_now();
-    if (wstep > w->last_step)
-        w->last_step = wstep;
-    if (w->done) { /* pushing again (a restarted worker): back in the game */
-        w->done = 0;
-        s->ndone--;
-    }
-    if (!s->cfg.sync) {
-        s->gradients++;
-        apply(s, grad);
-        *advanced = 1;
-        return DTF_PUSH_APPLIED;
-    }
-    if (wstep < s->step) {
+    s->w[worker].joined = 1;
+    return 0;
+}
+
+/* Sync: sums grad into the current step (or drops it as stale/duplicate). */
+static int sync_push(dtf_shard *s, dtf_worker_state *w, int64_t tag, const float *grad,
+                     int *advanced)
+{
+    if (tag < s->step) {
         w->stale++;
         s->stale++;
         return DTF_PUSH_STALE;
@@ -171,16 +163,16 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
         s->duplicates++;
         return DTF_PUSH_DUPLICATE;
     }
-    /* wstep >= step: a step from the future (only after a ps restart) is
+    /* tag >= step: a step from the future (only after a ps restart) is
      * summed into the current one rather than waited for. */
     w->dropped = 0;
     w->contributed = 1;
     s->gradients++;
     float *a = s->acc;
-    const float *g = grad;
     for (uint64_t i = 0; i < s->count; i++)
-        a[i] += g[i];
-    s->have++;
+        a[i] += grad[i];
+    if (s->have++ == 0)
+        s->pending_since = dtf_now();
     if (maybe_complete(s)) {
         *advanced = 1;
         return DTF_PUSH_APPLIED;
@@ -188,15 +180,82 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
     return DTF_PUSH_PENDING;
 }
 
-int dtf_shard_worker_done(dtf_shard *s, int worker)
+/* Async: applies grad unless it repeats the worker's latest push (a client
+ * re-sends what was in flight after reconnecting: this gradient was
+ * applied, only its reply was lost). Sync mode knows its duplicates by step. */
+static int async_push(dtf_shard *s, dtf_worker_state *w, uint32_t id, int64_t tag,
+                      const float *grad, int *advanced)
 {
+    if (w->push_seen && w->push_id == id && w->push_tag == tag) {
+        w->duplicates++;
+        s->duplicates++;
+        return DTF_PUSH_DUPLICATE;
+    }
+    w->push_seen = 1;
+    w->push_id = id;
+    w->push_tag = tag;
+    s->gradients++;
+    apply(s, grad);
+    *advanced = 1;
+    return DTF_PUSH_APPLIED;
+}
+
+int dtf_shard_push(dtf_shard *s, int worker, uint32_t id, int64_t tag, const float *grad,
+                   dtf_push_outcome *out)
+{
+    out->advanced = 0;
+    if (check_worker(s, worker) < 0)
+        return -1;
+    dtf_worker_state *w = &s->w[worker];
+    w->pushes++;
+    w->last_push = dtf_now();
+    if (tag > w->last_step)
+        w->last_step = tag;
+    if (w->done) { /* pushing again (a restarted worker): back in the game */
+        w->done = 0;
+        s->ndone--;
+    }
+    out->result = s->cfg.sync ? sync_push(s, w, tag, grad, &out->advanced)
+                              : async_push(s, w, id, tag, grad, &out->advanced);
+    out->includes = out->result == DTF_PUSH_PENDING || out->result == DTF_PUSH_DUPLICATE
+                        ? s->step + 1 : s->step;
+    return 0;
+}
+
+int dtf_shard_pull(dtf_shard *s, uint64_t offset, uint64_t count, int64_t want,
+                   int64_t includes, int64_t *wait_for)
+{
+    if (count > s->count || offset < s->offset || offset - s->offset > s->count - count) {
+        dtf_seterr("PULL of [%" PRIu64 ", %" PRIu64 ") is outside this shard's range [%"
+                   PRIu64 ", %" PRIu64 ")", offset, offset + count, s->offset,
+                   s->offset + s->count);
+        return -1;
+    }
+    s->pulls++;
+    if (includes >= 0 && want > includes)
+        want = includes;
+    if (want > s->step + 1)
+        want = s->step + 1;
+    *wait_for = want;
+    return want <= s->step;
+}
+
+int dtf_shard_worker_done(dtf_shard *s, int worker, int *newly)
+{
+    *newly = 0;
     if (check_worker(s, worker) < 0)
         return -1;
     if (!s->w[worker].done) {
         s->w[worker].done = 1;
         s->ndone++;
+        *newly = 1;
     }
     return s->cfg.sync ? maybe_complete(s) : 0;
+}
+
+int dtf_shard_all_done(const dtf_shard *s)
+{
+    return s->ndone == s->cfg.workers;
 }
 
 int dtf_shard_drop_worker(dtf_shard *s, int worker)
@@ -240,6 +299,7 @@ void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
     if (s->acc)
         memset(s->acc, 0, bytes);
     s->have = 0;
+    s->pending_since = 0;
     for (int i = 0; i < s->cfg.workers; i++) {
         s->w[i].contributed = 0;
         s->w[i].push_seen = 0; /* the caller sets what the checkpoint kept */
