@@ -16,6 +16,7 @@ local util = require 'dtf.util'
 local hparams = require 'dtf.hparams'
 local cluster = require 'dtf.cluster'
 local cli = require 'dtf.cli'
+local defaults = require('dtf.ps').defaults
 
 local script_dir = (arg and arg[0] or ''):match('^(.*)/[^/]*$') or '.'
 
@@ -44,16 +45,16 @@ local schema = {
   { name = 'replicas_to_aggregate', type = 'int', default = 0, min = 0, help = 'sync: gradients per step; 0 = every worker' },
   { name = 'evaluate', type = 'bool', default = true, help = 'worker 0 reports test accuracy at the end' },
   { name = 'threads', type = 'int', default = 1, min = 1, help = 'BLAS threads per task' },
-  { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
-  { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
-  { name = 'reconnect_timeout', type = 'number', default = 60, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
+  { name = 'connect_timeout', type = 'number', default = defaults.connect_timeout, min = 0, help = 'seconds a worker waits for the ps tasks' },
+  { name = 'timeout', type = 'number', default = defaults.timeout, min = 0, help = 'seconds one request to a ps may take' },
+  { name = 'reconnect_timeout', type = 'number', default = defaults.reconnect_timeout, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
   { name = 'start_timeout', type = 'number', default = 30, min = 0, help = 'async: seconds a worker waits for the other workers to join before it trains' },
-  { name = 'keepalive', type = 'number', default = 25, min = 0, help = 'seconds after which a silent, half-open connection is dropped' },
-  { name = 'sync_timeout', type = 'number', default = 30, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
-  { name = 'done_timeout', type = 'number', default = 600, min = 0, help = 'once a worker is done: seconds the ps waits for a worker with no connection before it stops; 0 = wait for ever' },
+  { name = 'keepalive', type = 'number', default = defaults.keepalive, min = 0, help = 'seconds after which a silent, half-open connection is dropped' },
+  { name = 'sync_timeout', type = 'number', default = defaults.sync_timeout, min = 0, help = 'sync: seconds before a silent worker is dropped from a step; 0 = wait for ever' },
+  { name = 'done_timeout', type = 'number', default = defaults.done_timeout, min = 0, help = 'once a worker is done: seconds the ps waits for a worker with no connection before it stops; 0 = wait for ever' },
   { name = 'save', type = 'string', default = '', help = 'worker 0 writes the trained model here (safetensors)' },
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
-  { name = 'checkpoint_secs', type = 'number', default = 30, min = 0, help = 'seconds between ps checkpoints' },
+  { name = 'checkpoint_secs', type = 'number', default = defaults.checkpoint_secs, min = 0, help = 'seconds between ps checkpoints' },
   { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
 }
 
@@ -174,11 +175,11 @@ if spec.role == 'ps' then
   local stats, serr = ps.serve {
     port = cluster.port(spec.address), index = spec.index, params = params,
     nps = #spec.ps, workers = #spec.workers, layout_checksum = checksum, token = token(),
-    optimizer = { kind = hp.optimizer, lr = hp.learningrate, momentum = hp.momentum, beta1 = hp.beta1,
-                  beta2 = hp.beta2, eps = hp.eps, weight_decay = hp.weight_decay },
+    optimizer = optim.config(hp),
     sync = hp.sync, replicas_to_aggregate = hp.replicas_to_aggregate > 0 and hp.replicas_to_aggregate or nil,
     checkpoint_dir = hp.checkpoint_dir ~= '' and hp.checkpoint_dir or nil,
-    checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps, layout = layout,
+    checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps,
+    layout_json = require('dtf.checkpoint').layout_json(layout),
     sync_timeout = hp.sync_timeout, done_timeout = hp.done_timeout, keepalive = hp.keepalive,
     log = log.sink,
   }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lmodules.h"
+#include "lopt.h"
 #include "optim.h"
 
 #define RNG_MT "dtf.Rng"
@@ -1137,22 +1138,6 @@ static int l_maxpool2d_backward(lua_State *L)
  * Optimizer step, misc
  * ==================================================================== */
 
-static float cfg_num(lua_State *L, int cfg, const char *k, float dflt)
-{
-    if (cfg == 0)
-        return dflt;
-    lua_getfield(L, cfg, k);
-    float v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = (float)lua_tonumberx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "optim_step: cfg.%s must be a number", k);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static dtf_tensor *flat_arg(lua_State *L, int arg, const char *name, int64_t n)
 {
     dtf_tensor *t = ltensor_check(L, arg);
@@ -1181,24 +1166,13 @@ static int l_optim_step(lua_State *L)
     int64_t n = dtf_numel(p);
     dtf_tensor *g = flat_arg(L, 3, "grad", n);
     lua_Integer step = luaL_checkinteger(L, 6);
-    int cfg = 0;
-    if (!lua_isnoneornil(L, 7)) {
+    if (!lua_isnoneornil(L, 7))
         luaL_checktype(L, 7, LUA_TTABLE);
-        cfg = 7;
-    }
     dtf_optim o;
-    dtf_optim_defaults(&o, (dtf_optim_kind)kind);
-    o.lr = cfg_num(L, cfg, "lr", o.lr);
-    o.momentum = cfg_num(L, cfg, "momentum", o.momentum);
-    o.beta1 = cfg_num(L, cfg, "beta1", o.beta1);
-    o.beta2 = cfg_num(L, cfg, "beta2", o.beta2);
-    o.eps = cfg_num(L, cfg, "eps", o.eps);
-    o.weight_decay = cfg_num(L, cfg, "weight_decay", o.weight_decay);
-    if (cfg) {
-        lua_getfield(L, cfg, "nesterov");
-        o.nesterov = lua_isnumber(L, -1) ? lua_tonumber(L, -1) != 0 : lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    lopt_optim(L, 7, "optim_step", (dtf_optim_kind)kind, &o);
+    if (o.kind != (dtf_optim_kind)kind)
+        return luaL_error(L, "optim_step: the settings are for %s, the step for %s",
+                          dtf_optim_kind_name(o.kind), name);
     int ns = dtf_optim_nslots(&o);
     float *s0 = ns > 0 ? dtf_data(flat_arg(L, 4, "slot0", n)) : NULL;
     float *s1 = ns > 1 ? dtf_data(flat_arg(L, 5, "slot1", n)) : NULL;

@@ -10,6 +10,7 @@
 
 #include "lmodules.h"
 #include "log.h"
+#include "lopt.h"
 #include "util.h"
 
 static int l_now(lua_State *L)
@@ -104,11 +105,23 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
+/* util.split_address("host:port" | "[v6]:port") -> host, port | nil, err */
+static int l_split_address(lua_State *L)
+{
+    char host[256];
+    int port;
+    if (dtf_parse_hostport(luaL_checkstring(L, 1), host, sizeof host, &port) < 0)
+        return lopt_fail(L);
+    lua_pushstring(L, host);
+    lua_pushinteger(L, port);
+    return 2;
+}
+
 static const luaL_Reg funcs[] = {
     {"now", l_now},           {"wallclock", l_wallclock}, {"log", l_log},
     {"log_open", l_log_open}, {"log_close", l_log_close}, {"fnv1a", l_fnv1a},
     {"sleep", l_sleep},       {"getpid", l_getpid},       {"hostname", l_hostname},
-    {"isatty", l_isatty},     {NULL, NULL},
+    {"isatty", l_isatty},     {"split_address", l_split_address}, {NULL, NULL},
 };
 
 int luaopen_dtf_util(lua_State *L)

@@ -607,35 +607,6 @@ static creq *add_req(cconn *cc, int type, uint64_t off, uint64_t count, int64_t 
     return r;
 }
 
-static int split_addr(const char *addr, char *host, size_t nh, char *port, size_t np)
-{
-    const char *colon;
-    size_t hl;
-    if (addr[0] == '[') {
-        const char *end = strchr(addr, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        hl = (size_t)(end - addr - 1);
-        memcpy(host, addr + 1, hl < nh ? hl : 0);
-        colon = end + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon)
-            return -1;
-        hl = (size_t)(colon - addr);
-        if (hl < nh)
-            memcpy(host, addr, hl);
-    }
-    if (hl == 0 || hl >= nh)
-        return -1;
-    host[hl] = 0;
-    size_t pl = strlen(colon + 1);
-    if (pl == 0 || pl >= np || strspn(colon + 1, "0123456789") != pl)
-        return -1;
-    memcpy(port, colon + 1, pl + 1);
-    return 0;
-}
-
 dtf_client *dtf_client_connect(const dtf_client_config *cfg)
 {
     if (cfg->naddrs < 1) {
@@ -676,11 +647,13 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
         cc->last_push = -1;
         cc->pulled_step = -1;
         snprintf(cc->addr, sizeof cc->addr, "%s", cfg->addrs[i]);
-        if (split_addr(cfg->addrs[i], cc->host, sizeof cc->host, cc->port, sizeof cc->port) < 0) {
-            dtf_seterr("ps address '%s' is not host:port", cfg->addrs[i]);
+        int port;
+        if (dtf_parse_hostport(cfg->addrs[i], cc->host, sizeof cc->host, &port) < 0) {
+            dtf_seterr("ps %d address %s", i, dtf_error());
             dtf_client_free(cl);
             return NULL;
         }
+        snprintf(cc->port, sizeof cc->port, "%d", port);
         uint64_t off, count;
         dtf_shard_range(cfg->P, cl->n, i, &off, &count);
         if (count * 4 > cl->max_payload) {

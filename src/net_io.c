@@ -2,6 +2,8 @@
  * and the worker's client (net_io.h says how frames are read and sent). */
 #include "net_io.h"
 
+#include "net.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,7 +48,7 @@ void net_tune_socket(evutil_socket_t fd, double keepalive)
     /* Small frames (headers, replies) must not wait for Nagle. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (keepalive <= 0)
-        keepalive = KEEPALIVE_DEFAULT;
+        keepalive = DTF_DEFAULT_KEEPALIVE;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 #ifdef TCP_KEEPIDLE
     int idle = (int)(keepalive * 0.4), intvl = (int)(keepalive * 0.2), cnt = 3;

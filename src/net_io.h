@@ -34,7 +34,6 @@
 #include "wire.h"
 
 #define IO_CHUNK (1u << 20)    /* largest single write per callback (both sides), read (client) */
-#define KEEPALIVE_DEFAULT 25.0 /* s: a peer gone without a FIN is noticed */
 
 /* The parse state of one connection. */
 typedef struct net_fstate {

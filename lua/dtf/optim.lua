@@ -23,10 +23,11 @@ function optim.sgd(n, cfg) return optim.new('sgd', n, cfg) end
 function optim.adam(n, cfg) return optim.new('adam', n, cfg) end
 function optim.adamw(n, cfg) return optim.new('adamw', n, cfg) end
 
--- The optimizer settings a training script's hyperparameters give.
+-- The optimizer settings a training script's hyperparameters give: the one
+-- table both optim.new (one process) and ps.serve (a ps shard) take.
 function optim.config(hp)
-  return { lr = hp.learningrate, momentum = hp.momentum, beta1 = hp.beta1, beta2 = hp.beta2,
-           eps = hp.eps, weight_decay = hp.weight_decay }
+  return { kind = hp.optimizer, lr = hp.learningrate, momentum = hp.momentum, beta1 = hp.beta1,
+           beta2 = hp.beta2, eps = hp.eps, weight_decay = hp.weight_decay }
 end
 
 -- One update of params from grads (flat tensors of n elements).

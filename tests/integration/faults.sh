@@ -207,7 +207,7 @@ CAUGHT=
 for probe in $(seq 2000); do
   kill -STOP "$PID" 2>/dev/null || break
   for _ in $(seq 100); do [ "$(awk '{ print $3 }' "/proc/$PID/stat" 2>/dev/null)" = T ] && break; sleep 0.01; done
-  TMP=$(cd "$CK" && ls -a | grep -E '^\.ckpt-[0-9]+-ps0\.safetensors\.tmp\.' | head -n 1)
+  TMP=$(cd "$CK" && ls -a | grep -E '^\.ckpt-[0-9]+-ps0-of-2\.safetensors\.tmp\.' | head -n 1)
   if [ -n "$TMP" ]; then
     rm -rf "$SCRATCH/ck-snap"; cp -a "$CK" "$SCRATCH/ck-snap"   # the directory as the crash left it
     kill -KILL "$PID"; kill -CONT "$PID" 2>/dev/null
@@ -218,7 +218,7 @@ for probe in $(seq 2000); do
   sleep "0.00$((RANDOM % 10))"
 done
 STEP=$(sed -nE 's/^\.ckpt-0*([0-9]+)-ps0.*/\1/p' <<<"${CAUGHT:-x}")
-PREV=$(cd "$SCRATCH/ck-snap" 2>/dev/null && ls | sed -nE 's/^ckpt-0*([0-9]+)-ps0\.safetensors$/\1/p' | sort -n | tail -n 1)
+PREV=$(cd "$SCRATCH/ck-snap" 2>/dev/null && ls | sed -nE 's/^ckpt-0*([0-9]+)-ps0-of-2\.safetensors$/\1/p' | sort -n | tail -n 1)
 echo "ps 0 killed after $probe probe(s) while writing ${CAUGHT:-nothing} (step ${STEP:-?}; newest complete: ${PREV:-none})"
 check "ps 0 was caught writing a checkpoint (temporary file ${CAUGHT:-none})" test -n "$CAUGHT"
 check "its newest complete checkpoint is the step before (${PREV:-none} = ${STEP:-?} - 1)" \
@@ -228,7 +228,7 @@ check "the run completes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 check "the restarted ps 0 removes the unfinished file" has "$SCRATCH/mid.out" \
   "^ps0 \\| .*ps 0: removed 1 unfinished checkpoint file that a killed ps left in $CK: ${CAUGHT:-none}\$"
 check "and resumes from the checkpoint before it (step ${PREV:-?})" has "$SCRATCH/mid.out" \
-  "^ps0 \\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0\\.safetensors"
+  "^ps0 \\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0-of-2\\.safetensors"
 expect_exit 0 "dtf export of the directory as the kill left it" \
   "$DTF" export "$SCRATCH/ck-snap" "$SCRATCH/snap.safetensors"
 expect_out "wrote 4 tensors .*\\(ps0@${PREV:-none} ps1@[0-9]+\\)" "the export takes ps 0's previous checkpoint"

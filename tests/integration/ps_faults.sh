@@ -48,7 +48,7 @@ wait_exit $PS 10
 check "the restarted ps exits 0 (exit $RC)" test "$RC" -eq 0
 check "the worker reconnected" has "$SCRATCH/w.log" "lost ps 0 at 127.0.0.1:$PORT .*reconnecting for up to 20 s"
 check "the worker says it reconnected" has "$SCRATCH/w.log" "reconnected to ps 0 at 127.0.0.1:$PORT \(step [1-5][0-9]\)"
-check "the ps restored its newest checkpoint" has "$SCRATCH/ps2.log" "ps 0: restored step ([1-5][0-9]) from $CK/ckpt-000000\1-ps0.safetensors"
+check "the ps restored its newest checkpoint" has "$SCRATCH/ps2.log" "ps 0: restored step ([1-5][0-9]) from $CK/ckpt-000000\1-ps0-of-1.safetensors"
 check "the parameters match the global step after the restart" has "$SCRATCH/w.log" \
   'worker 0: finished at global step (5[0-9]|60), max deviation 0\.00'
 if [ "$FAILED" -ne 0 ]; then tail -n 30 "$SCRATCH/w.log" "$SCRATCH/ps1.log" "$SCRATCH/ps2.log"; fi
@@ -81,9 +81,9 @@ wait_exit $PS 10
 check "SIGTERM stops the ps (exit $RC)" test "$RC" -eq 0
 check "the ps counted one duplicate" has "$SCRATCH/rs2.log" '^stat duplicates=1$'
 cat >"$SCRATCH/rs_check.lua" <<EOF
-local c = require('dtf.checkpoint').restore('$CK', 0)
-print(string.format('checkpoint step %d, parameter 2 = %.4f', c.step, c.params[2]))
-os.exit(c.step == 2 and math.abs(c.params[2] - 0.8) < 1e-6 and 0 or 1)
+local params, c = assert(require('dtf.ps').merge_checkpoints('$CK'))
+print(string.format('checkpoint step %d, parameter 2 = %.4f', c.step, params[2]))
+os.exit(c.step == 2 and math.abs(params[2] - 0.8) < 1e-6 and 0 or 1)
 EOF
 check "its last checkpoint: parameter 2 moved by two updates, not three (1 - 2 x 0.1)" \
   "$DTF" run "$SCRATCH/rs_check.lua"

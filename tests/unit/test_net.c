@@ -811,7 +811,7 @@ TEST(client_gives_up_and_names_the_ps)
     const char *bad[1] = {"no-port"};
     cc.addrs = bad;
     CHECK(dtf_client_connect(&cc) == NULL);
-    CHECK_STR_CONTAINS(dtf_error(), "is not host:port");
+    CHECK_STR_CONTAINS(dtf_error(), "is not HOST:PORT");
 }
 
 RUN_TESTS("test_net")
