@@ -604,141 +604,137 @@ static const char *find_dup(char **names, size_t n, int *oom)
     return dup;
 }
 
-/* Parses and validates the header json[0..n) of a file whose data section
- * holds data_len bytes. Returns a checkpoint without data. */
-static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
-                               const char *file)
+/* Checks a parsed tensor entry against its shape and the data section. */
+static int check_tensor(dtf_ckpt_tensor *t, uint64_t b, uint64_t e, uint64_t data_len,
+                        const char *file)
 {
-    dtf_ckpt *c = calloc(1, sizeof *c);
-    span *sp = NULL;
-    char **names = NULL;
-    if (!c) {
-        dtf_seterr("%s: out of memory", file);
-        return NULL;
+    int bad;
+    t->count = shape_count(t->ndim, t->shape, &bad);
+    char shp[160];
+    shape_str(shp, sizeof shp, t->ndim, t->shape);
+    if (bad) {
+        dtf_seterr("%s: tensor '%s' has an impossible shape %s", file, t->name, shp);
+        return -1;
     }
-    jp p = {json, n, 0, file};
+    if (b > e) {
+        dtf_seterr("%s: tensor '%s' has reversed data_offsets [%" PRIu64 ", %" PRIu64 "]", file,
+                   t->name, b, e);
+        return -1;
+    }
+    if (e - b != (uint64_t)t->count * 4) {
+        dtf_seterr("%s: tensor '%s' of shape %s needs %" PRIu64 " bytes but its data_offsets [%"
+                   PRIu64 ", %" PRIu64 "] hold %" PRIu64, file, t->name, shp,
+                   (uint64_t)t->count * 4, b, e, e - b);
+        return -1;
+    }
+    if (e > data_len) {
+        dtf_seterr("%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of "
+                   "the data (%" PRIu64 " bytes): truncated file?", file, t->name, b, e, data_len);
+        return -1;
+    }
+    if (b % 4) {
+        dtf_seterr("%s: tensor '%s' starts at byte %" PRIu64 " of the data, not a multiple of 4",
+                   file, t->name, b);
+        return -1;
+    }
+    t->offset = (size_t)b;
+    return 0;
+}
+
+/* One "key": value entry of the header object: the metadata or a tensor. */
+static int parse_entry(jp *p, dtf_ckpt *c, size_t *tcap, size_t *mcap, int *seen_meta,
+                       uint64_t data_len)
+{
+    char *key;
+    if (jstring(p, &key) < 0)
+        return -1;
+    if (jexpect(p, ':') < 0) {
+        free(key);
+        return -1;
+    }
+    if (strcmp(key, META) == 0) {
+        free(key);
+        if ((*seen_meta)++)
+            return jfail(p, "__metadata__ appears twice");
+        return parse_meta(p, c, mcap);
+    }
+    if (grow((void **)&c->t, c->nt, tcap, sizeof *c->t) < 0) {
+        free(key);
+        return jfail(p, "out of memory");
+    }
+    dtf_ckpt_tensor *t = &c->t[c->nt++];
+    memset(t, 0, sizeof *t);
+    t->name = key;
+    uint64_t b, e;
+    if (parse_tensor(p, t, &b, &e) < 0)
+        return -1;
+    return check_tensor(t, b, e, data_len, p->file);
+}
+
+/* The header object: '{', entries separated by ',', '}', then nothing. */
+static int parse_object(jp *p, dtf_ckpt *c, uint64_t data_len)
+{
     size_t tcap = 0, mcap = 0;
     int seen_meta = 0;
-    if (n == 0 || json[0] != '{') {
-        jfail(&p, "the header does not start with '{'");
-        goto fail;
-    }
-    p.i = 1;
-    if (jpeek(&p) == '}') {
-        p.i++;
+    if (p->n == 0 || p->s[0] != '{')
+        return jfail(p, "the header does not start with '{'");
+    p->i = 1;
+    if (jpeek(p) == '}') {
+        p->i++;
     } else {
         for (;;) {
-            char *key;
-            if (jstring(&p, &key) < 0)
-                goto fail;
-            if (jexpect(&p, ':') < 0) {
-                free(key);
-                goto fail;
-            }
-            if (strcmp(key, META) == 0) {
-                free(key);
-                if (seen_meta) {
-                    jfail(&p, "__metadata__ appears twice");
-                    goto fail;
-                }
-                seen_meta = 1;
-                if (parse_meta(&p, c, &mcap) < 0)
-                    goto fail;
-            } else {
-                if (grow((void **)&c->t, c->nt, &tcap, sizeof *c->t) < 0) {
-                    free(key);
-                    jfail(&p, "out of memory");
-                    goto fail;
-                }
-                dtf_ckpt_tensor *t = &c->t[c->nt++];
-                memset(t, 0, sizeof *t);
-                t->name = key;
-                uint64_t b, e;
-                if (parse_tensor(&p, t, &b, &e) < 0)
-                    goto fail;
-                int bad;
-                t->count = shape_count(t->ndim, t->shape, &bad);
-                char shp[160];
-                shape_str(shp, sizeof shp, t->ndim, t->shape);
-                if (bad) {
-                    dtf_seterr("%s: tensor '%s' has an impossible shape %s", file, t->name, shp);
-                    goto fail;
-                }
-                if (b > e) {
-                    dtf_seterr("%s: tensor '%s' has reversed data_offsets [%" PRIu64
-                               ", %" PRIu64 "]", file, t->name, b, e);
-                    goto fail;
-                }
-                if (e - b != (uint64_t)t->count * 4) {
-                    dtf_seterr("%s: tensor '%s' of shape %s needs %" PRIu64
-                               " bytes but its data_offsets [%" PRIu64 ", %" PRIu64
-                               "] hold %" PRIu64, file, t->name, shp,
-                               (uint64_t)t->count * 4, b, e, e - b);
-                    goto fail;
-                }
-                if (e > data_len) {
-                    dtf_seterr("%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
-                               "] run past the end of the data (%" PRIu64
-                               " bytes): truncated file?", file, t->name, b, e, data_len);
-                    goto fail;
-                }
-                if (b % 4) {
-                    dtf_seterr("%s: tensor '%s' starts at byte %" PRIu64
-                               " of the data, not a multiple of 4", file, t->name, b);
-                    goto fail;
-                }
-                t->offset = (size_t)b;
-            }
-            int ch = jpeek(&p);
-            p.i++;
+            if (parse_entry(p, c, &tcap, &mcap, &seen_meta, data_len) < 0)
+                return -1;
+            int ch = jpeek(p);
+            p->i++;
             if (ch == '}')
                 break;
             if (ch != ',') {
-                p.i--;
-                jfail(&p, ch < 0 ? "the header ends inside the object"
-                                 : "expected ',' or '}' between entries");
-                goto fail;
+                p->i--;
+                return jfail(p, ch < 0 ? "the header ends inside the object"
+                                       : "expected ',' or '}' between entries");
             }
         }
     }
-    jws(&p);
-    if (p.i != n) {
-        jfail(&p, "unexpected bytes after the header's closing '}'");
-        goto fail;
-    }
+    jws(p);
+    if (p->i != p->n)
+        return jfail(p, "unexpected bytes after the header's closing '}'");
+    return 0;
+}
 
-    /* Names and keys unique. */
-    int oom;
-    const char *dup;
-    names = malloc((c->nt + c->nmeta + 1) * sizeof *names);
-    if (!names) {
+/* Tensor names, then metadata keys, each unique. */
+static int check_unique(const dtf_ckpt *c, const char *file)
+{
+    char **names = malloc((c->nt + c->nmeta + 1) * sizeof *names);
+    int oom = names == NULL, rc = -1;
+    const char *dup = NULL;
+    if (names) {
+        for (size_t i = 0; i < c->nt; i++)
+            names[i] = c->t[i].name;
+        if ((dup = find_dup(names, c->nt, &oom)) || oom) {
+            if (!oom)
+                dtf_seterr("%s: tensor '%s' appears twice", file, dup);
+        } else {
+            for (size_t i = 0; i < c->nmeta; i++)
+                names[i] = c->meta[i].key;
+            if ((dup = find_dup(names, c->nmeta, &oom)) && !oom)
+                dtf_seterr("%s: metadata key '%s' appears twice", file, dup);
+            rc = dup || oom ? -1 : 0;
+        }
+    }
+    if (oom)
         dtf_seterr("%s: out of memory", file);
-        goto fail;
-    }
-    for (size_t i = 0; i < c->nt; i++)
-        names[i] = c->t[i].name;
-    if ((dup = find_dup(names, c->nt, &oom)) || oom) {
-        if (oom)
-            dtf_seterr("%s: out of memory", file);
-        else
-            dtf_seterr("%s: tensor '%s' appears twice", file, dup);
-        goto fail;
-    }
-    for (size_t i = 0; i < c->nmeta; i++)
-        names[i] = c->meta[i].key;
-    if ((dup = find_dup(names, c->nmeta, &oom)) || oom) {
-        if (oom)
-            dtf_seterr("%s: out of memory", file);
-        else
-            dtf_seterr("%s: metadata key '%s' appears twice", file, dup);
-        goto fail;
-    }
+    free(names);
+    return rc;
+}
 
-    /* The tensors tile the data section: no overlap, no hole, no tail. */
-    sp = malloc((c->nt + 1) * sizeof *sp);
+/* The tensors tile the data section: no overlap, no hole, no tail. */
+static int check_tiling(const dtf_ckpt *c, uint64_t data_len, const char *file)
+{
+    span *sp = malloc((c->nt + 1) * sizeof *sp);
     if (!sp) {
         dtf_seterr("%s: out of memory", file);
-        goto fail;
+        return -1;
     }
     for (size_t i = 0; i < c->nt; i++) {
         sp[i].begin = c->t[i].offset;
@@ -747,31 +743,44 @@ static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
     }
     qsort(sp, c->nt, sizeof *sp, span_cmp);
     uint64_t at = 0;
-    for (size_t i = 0; i < c->nt; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < c->nt && rc == 0; i++) {
         if (sp[i].begin < at) {
             dtf_seterr("%s: tensors '%s' and '%s' overlap in the data", file,
                        c->t[sp[i - 1].idx].name, c->t[sp[i].idx].name);
-            goto fail;
-        }
-        if (sp[i].begin > at) {
-            dtf_seterr("%s: %" PRIu64 " unused bytes in the data before tensor '%s'",
-                       file, sp[i].begin - at, c->t[sp[i].idx].name);
-            goto fail;
+            rc = -1;
+        } else if (sp[i].begin > at) {
+            dtf_seterr("%s: %" PRIu64 " unused bytes in the data before tensor '%s'", file,
+                       sp[i].begin - at, c->t[sp[i].idx].name);
+            rc = -1;
         }
         at = sp[i].end;
     }
-    if (at != data_len) {
+    if (rc == 0 && at != data_len) {
         dtf_seterr("%s: %" PRIu64 " bytes of data after the last tensor", file, data_len - at);
-        goto fail;
+        rc = -1;
     }
     free(sp);
-    free(names);
+    return rc;
+}
+
+/* Parses and validates the header json[0..n) of a file whose data section
+ * holds data_len bytes. Returns a checkpoint without data. */
+static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
+                               const char *file)
+{
+    dtf_ckpt *c = calloc(1, sizeof *c);
+    if (!c) {
+        dtf_seterr("%s: out of memory", file);
+        return NULL;
+    }
+    jp p = {json, n, 0, file};
+    if (parse_object(&p, c, data_len) < 0 || check_unique(c, file) < 0 ||
+        check_tiling(c, data_len, file) < 0) {
+        dtf_ckpt_free(c);
+        return NULL;
+    }
     return c;
-fail:
-    free(sp);
-    free(names);
-    dtf_ckpt_free(c);
-    return NULL;
 }
 
 /* Checks the 8-byte length against the cap and the file size. */

@@ -15,7 +15,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "log.h"    /* dtf_log_fn and the levels only: the core never prints */
 #include "ps.h"
 #include "tensor.h"
 

@@ -193,7 +193,8 @@ static void send_req(cconn *cc, creq *r)
      * copy. What the socket does not take at once stays referenced: the
      * call blocks until the reply, so the memory stays put, and keep
      * guards against the tensor being collected meanwhile. */
-    net_send_direct(cc->bev, hb, r->src, len, 1, !cl->cfg.copy_sends, r->keep);
+    net_send_direct(cc->bev, hb, r->src, len,
+                    cl->cfg.copy_sends ? NET_BODY_FLOATS : NET_BODY_FLOATS_REF, r->keep);
 }
 
 static void send_hello(cconn *cc)
@@ -210,14 +211,14 @@ static void send_hello(cconn *cc)
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, cc->hello_id, 0, 0, 0, (uint32_t)n);
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_encode_hdr(hb, &h);
-    net_send_direct(cc->bev, hb, p, n, 0, 0, NULL);
+    net_send_direct(cc->bev, hb, p, n, NET_BODY_BYTES, NULL);
 }
 
 static creq *find_req(cconn *cc, uint32_t id, int reply_type)
 {
     for (int k = 0; k < CC_MAXREQ; k++) {
         creq *r = &cc->req[k];
-        if (r->used && !r->done && r->id == id && r->type + 1 == reply_type)
+        if (r->used && !r->done && r->id == id && dtf_msg_reply_type(r->type) == reply_type)
             return r;
     }
     return NULL;
@@ -377,14 +378,11 @@ static void c_read(struct bufferevent *bev, void *arg)
             if (cc_start_frame(cc) < 0)
                 return;
         }
-        int r = net_read_body(cc->bev, &cc->fs);
-        if (r == 0)
+        net_read r = net_read_body(cc->bev, &cc->fs);
+        if (r == NET_READ_MORE)
             return;
-        if (r < 0) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", strcmp(dtf_error(), "closed") == 0
-                     ? "connection closed" : dtf_error());
-            cc_lost(cc, why);
+        if (r != NET_READ_DONE) {
+            cc_lost(cc, r == NET_READ_CLOSED ? "connection closed" : dtf_error());
             return;
         }
         net_fstate_next(&cc->fs);

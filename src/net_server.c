@@ -189,7 +189,7 @@ static void send_frame(sconn *c, dtf_wire_hdr *h, const void *payload, uint32_t 
     uint8_t hb[DTF_WIRE_HDR];
     h->len = len;
     dtf_wire_encode_hdr(hb, h);
-    net_send_direct(c->bev, hb, payload, len, 0, 0, NULL);
+    net_send_direct(c->bev, hb, payload, len, NET_BODY_BYTES, NULL);
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + (uint64_t)len;
 }
@@ -232,7 +232,8 @@ static void reply_pull(sconn *c, uint32_t id, uint64_t off, uint64_t count)
     /* Straight from the shard when the socket takes it; what it does not
      * is copied, not referenced: the parameters change with the next push,
      * possibly before the rest has left. */
-    net_send_direct(c->bev, hb, sh->params + (off - sh->offset), (size_t)count * 4, 1, 0, NULL);
+    net_send_direct(c->bev, hb, sh->params + (off - sh->offset), (size_t)count * 4,
+                    NET_BODY_FLOATS, NULL);
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + count * 4;
 }
@@ -560,12 +561,12 @@ static void s_read(struct bufferevent *bev, void *arg)
             if (start_frame(c) < 0)
                 return;
         }
-        int r = net_read_body(bev, &c->fs);
-        if (r == 0)
+        net_read r = net_read_body(bev, &c->fs);
+        if (r == NET_READ_MORE)
             return;
-        if (r < 0) {
+        if (r != NET_READ_DONE) {
             char why[256];
-            if (strcmp(dtf_error(), "closed") == 0)
+            if (r == NET_READ_CLOSED)
                 snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
                          " bytes)", dtf_msg_name(c->fs.h.type), c->fs.got, c->fs.h.len);
             else

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,47 +370,34 @@ int dtf_shard_parse_pushes(dtf_shard *s, const char *str)
 
 /* ---- stats ------------------------------------------------------------------- */
 
-typedef struct { char *buf; size_t n, len; } sbuf;
-
-static void DTF_PRINTF(2, 3) sb_printf(sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = b->len < b->n ? b->n - b->len : 0;
-    int k = vsnprintf(room ? b->buf + b->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        b->len += (size_t)k;
-}
-
 size_t dtf_shard_stats(const dtf_shard *s, char *buf, size_t n)
 {
-    sbuf b = {buf, n, 0};
-    if (n)
-        buf[0] = 0;
-    sb_printf(&b, "index=%d\nnps=%d\nmode=%s\nstep=%" PRId64 "\n", s->cfg.index,
+    dtf_strbuf b = {0};
+    dtf_sb_printf(&b, "index=%d\nnps=%d\nmode=%s\nstep=%" PRId64 "\n", s->cfg.index,
               s->cfg.nps, s->cfg.sync ? "sync" : "async", s->step);
-    sb_printf(&b, "P=%" PRIu64 "\noffset=%" PRIu64 "\ncount=%" PRIu64 "\n", s->cfg.P,
+    dtf_sb_printf(&b, "P=%" PRIu64 "\noffset=%" PRIu64 "\ncount=%" PRIu64 "\n", s->cfg.P,
               s->offset, s->count);
-    sb_printf(&b, "optimizer=%s\nworkers=%d\n", dtf_optim_kind_name(s->cfg.optim.kind),
+    dtf_sb_printf(&b, "optimizer=%s\nworkers=%d\n", dtf_optim_kind_name(s->cfg.optim.kind),
               s->cfg.workers);
     if (s->cfg.sync)
-        sb_printf(&b, "replicas_to_aggregate=%d\npending=%d\n", s->cfg.replicas, s->have);
-    sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
+        dtf_sb_printf(&b, "replicas_to_aggregate=%d\npending=%d\n", s->cfg.replicas, s->have);
+    dtf_sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
               "\nduplicates=%" PRIu64 "\npulls=%" PRIu64 "\nworkers_done=%d\n",
               s->gradients, s->updates, s->stale, s->duplicates, s->pulls, s->ndone);
     int joined = 0;
     for (int i = 0; i < s->cfg.workers; i++)
         joined += s->w[i].joined;
-    sb_printf(&b, "workers_joined=%d\n", joined);
+    dtf_sb_printf(&b, "workers_joined=%d\n", joined);
     for (int i = 0; i < s->cfg.workers; i++) {
         const dtf_worker_state *w = &s->w[i];
-        sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64
+        dtf_sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64
                   "\nworker.%d.stale=%" PRIu64 "\nworker.%d.duplicates=%" PRIu64
                   "\nworker.%d.done=%d\n",
                   i, w->last_step, i, w->pushes, i, w->stale, i, w->duplicates, i, w->done);
         if (s->cfg.sync)
-            sb_printf(&b, "worker.%d.dropped=%d\n", i, w->dropped);
+            dtf_sb_printf(&b, "worker.%d.dropped=%d\n", i, w->dropped);
     }
-    return b.len;
+    size_t len = dtf_sb_copyout(&b, buf, n);
+    free(b.p);
+    return len;
 }

@@ -11,14 +11,13 @@
 #include <unistd.h>
 
 #include "ckpt.h"
-#include "log.h"
 
 struct dtf_ps_ckpt {
     char *dir, *layout_json, name[32];
     uint64_t layout;
     double secs;
     int64_t steps;
-    dtf_ps_ckpt_log log;
+    dtf_log_fn log;
     void *log_ud;
     int64_t last_step;        /* of the newest checkpoint written or restored; -1 */
     double last_time;         /* dtf_now() of it (or of the start) */

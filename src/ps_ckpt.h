@@ -38,8 +38,6 @@
 #define DTF_PS_CKPT_FORMAT "dtf-ps-shard-1"
 #define DTF_PS_CKPT_KEEP 3
 
-typedef void (*dtf_ps_ckpt_log)(void *ud, int level, const char *msg);
-
 typedef struct dtf_ps_ckpt_config {
     const char *dir;          /* where the files go (created, mkdir -p) */
     uint64_t layout;          /* the model's layout checksum */
@@ -47,7 +45,7 @@ typedef struct dtf_ps_ckpt_config {
     double secs;              /* a checkpoint at least every secs s of training; 0: not by time */
     int64_t steps;            /* ... or every steps steps; 0: not by steps */
     const char *name;         /* log prefix, e.g. "ps 1"; NULL: "ps <index>" */
-    dtf_ps_ckpt_log log;      /* NULL: silent (levels of log.h) */
+    dtf_log_fn log;           /* NULL: silent */
     void *log_ud;
 } dtf_ps_ckpt_config;
 

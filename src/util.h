@@ -17,6 +17,11 @@
 #endif
 
 void dtf_seterr(const char *fmt, ...) DTF_PRINTF(1, 2);
+
+/* Log lines: the core hands each one, with its level, to a callback its
+ * caller gives it (the host's log.c writes the seed's format). */
+enum { DTF_LOG_DEBUG = 10, DTF_LOG_INFO = 20, DTF_LOG_WARNING = 30, DTF_LOG_ERROR = 40 };
+typedef void (*dtf_log_fn)(void *ud, int level, const char *msg);
 const char *dtf_error(void);
 
 /* Monotonic seconds, for durations; wall-clock seconds since the epoch. */

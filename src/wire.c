@@ -431,3 +431,16 @@ size_t dtf_wire_frame(uint8_t *out, size_t cap, dtf_wire_hdr *h,
         memcpy(out + DTF_WIRE_HDR, payload, payload_len);
     return need;
 }
+
+int dtf_msg_reply_type(int request_type)
+{
+    switch (request_type) {
+    case DTF_MSG_HELLO: return DTF_MSG_HELLO_REPLY;
+    case DTF_MSG_PULL: return DTF_MSG_PULL_REPLY;
+    case DTF_MSG_PUSH: return DTF_MSG_PUSH_REPLY;
+    case DTF_MSG_GET_STEP: return DTF_MSG_STEP_REPLY;
+    case DTF_MSG_WORKER_DONE: return DTF_MSG_DONE_REPLY;
+    case DTF_MSG_STATS: return DTF_MSG_STATS_REPLY;
+    default: return 0;
+    }
+}

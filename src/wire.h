@@ -103,6 +103,9 @@ typedef struct dtf_wire_hello_reply {
 
 const char *dtf_msg_name(int type); /* "PULL"; "?" when unknown */
 const char *dtf_push_result_name(int r);
+/* The reply a request type gets (DTF_MSG_PULL -> DTF_MSG_PULL_REPLY, ...);
+ * 0 for a type that is not a request. */
+int dtf_msg_reply_type(int request_type);
 
 /* A header with version and magic implied, everything else given. */
 dtf_wire_hdr dtf_wire_make(int type, uint32_t id, uint64_t offset,

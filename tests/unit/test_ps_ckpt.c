@@ -10,7 +10,6 @@
 
 #include "harness.h"
 #include "ckpt.h"
-#include "log.h"
 #include "ps.h"
 #include "ps_ckpt.h"
 
