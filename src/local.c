@@ -9,13 +9,15 @@
  * supervisor still takes its tasks down. */
 #include "local.h"
 
+#include "cli.h"
+#include "util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,10 +37,10 @@
 typedef struct opts {
     const char *script;
     int nps, nworkers, restarts, port_base;
-    double ps_grace;               /* seconds a ps may outlive the workers */
+    int ps_grace;                  /* seconds a ps may outlive the workers */
     const char *host;
-    const char **pass;             /* --set/--config flags for `dtf run` */
-    int npass;
+    const char *config;            /* --config, passed to every task */
+    dtf_strlist set;               /* --set KEY=VALUE, passed to every task */
     char **args;                   /* after `--` */
     int nargs;
 } opts;
@@ -71,150 +73,52 @@ void dtf_local_usage(FILE *f)
         f);
 }
 
-#if defined(__GNUC__)
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-#endif
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("dtf local: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs(" (see `dtf help local`)\n", stderr);
-    return 2;
-}
-
-/* A whole-string integer in [lo, hi]; -1 when it is not one. */
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long v;
-    if (!s || !*s)
-        return -1;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
-/* Matches `--name=VALUE` or `--name VALUE`; sets *val and advances *i.
- * Returns 1 on a match, 0 when arg is another flag, -1 when VALUE is
- * missing. */
-static int flag_value(const char *name, int argc, char **argv, int *i,
-                      const char **val)
-{
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *val = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    if (*i + 1 >= argc)
-        return -1;
-    *val = argv[++*i];
-    return 1;
-}
-
+/* Reads the flags into o; 0, or the exit status of a usage error. */
 static int parse_opts(opts *o, int argc, char **argv)
 {
-    int i, r;
-    const char *v;
-
     memset(o, 0, sizeof *o);
     o->nps = o->nworkers = -1;
     o->restarts = 3;
     o->ps_grace = 30;
     o->host = "127.0.0.1";
-    o->pass = calloc((size_t)argc * 2 + 1, sizeof *o->pass);
-    if (!o->pass)
-        return usage_error("out of memory");
-
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            o->args = argv + i + 1;
-            o->nargs = argc - i - 1;
-            break;
-        }
-        if (a[0] != '-' || a[1] == '\0') {
-            if (o->script)
-                return usage_error("unexpected argument '%s' (script "
-                                   "arguments go after '--')", a);
-            o->script = a;
-            continue;
-        }
-/* FLAG(name): a match for --name=V / --name V, with V in v. */
-#define FLAG(name) ((r = flag_value(name, argc, argv, &i, &v)) != 0)
-        if (FLAG("--ps") || FLAG("--workers") || FLAG("--restarts") ||
-            FLAG("--port-base") || FLAG("--ps-grace") || FLAG("--host") ||
-            FLAG("--set") || FLAG("--config")) {
-            const char *name = a;
-            size_t nl = strcspn(a, "=");
-            int g;
-            if (r < 0)
-                return usage_error("%s needs a value", a);
-            if (strncmp(name, "--ps", nl) == 0 && nl == 4) {
-                if (parse_int(v, 1, MAX_TASKS, &o->nps) < 0)
-                    return usage_error("--ps must be a number of tasks from "
-                                       "1 to %d, not '%s'", MAX_TASKS, v);
-            } else if (strncmp(name, "--workers", nl) == 0 && nl == 9) {
-                if (parse_int(v, 1, MAX_TASKS, &o->nworkers) < 0)
-                    return usage_error("--workers must be a number of tasks "
-                                       "from 1 to %d, not '%s'", MAX_TASKS, v);
-            } else if (strncmp(name, "--restarts", nl) == 0 && nl == 10) {
-                if (parse_int(v, 0, 1000, &o->restarts) < 0)
-                    return usage_error("--restarts must be a number from 0 "
-                                       "to 1000, not '%s'", v);
-            } else if (strncmp(name, "--port-base", nl) == 0 && nl == 11) {
-                if (parse_int(v, 1, 65535, &o->port_base) < 0)
-                    return usage_error("--port-base must be a port from 1 "
-                                       "to 65535, not '%s'", v);
-            } else if (strncmp(name, "--ps-grace", nl) == 0 && nl == 10) {
-                if (parse_int(v, 0, 86400, &g) < 0)
-                    return usage_error("--ps-grace must be a number of "
-                                       "seconds, not '%s'", v);
-                o->ps_grace = g;
-            } else if (strncmp(name, "--host", nl) == 0 && nl == 6) {
-                if (!*v)
-                    return usage_error("--host needs an address");
-                o->host = v;
-            } else if (strncmp(name, "--set", nl) == 0 && nl == 5) {
-                const char *eq = strchr(v, '=');
-                if (!eq || eq == v)
-                    return usage_error("--set wants KEY=VALUE, not '%s'", v);
-                o->pass[o->npass++] = "--set";
-                o->pass[o->npass++] = v;
-            } else {
-                if (!*v)
-                    return usage_error("--config needs a file");
-                o->pass[o->npass++] = "--config";
-                o->pass[o->npass++] = v;
-            }
-        } else {
-            return usage_error("unknown flag '%s'", a);
-        }
-#undef FLAG
-    }
+    o->set = (dtf_strlist){calloc((size_t)argc + 1, sizeof(char *)), 0, argc + 1};
+    if (!o->set.v)
+        return dtf_usage_error("local", "out of memory");
+    const dtf_flag flags[] = {
+        {"--ps", DTF_FLAG_INT, &o->nps, 1, MAX_TASKS, NULL, "a number of tasks"},
+        {"--workers", DTF_FLAG_INT, &o->nworkers, 1, MAX_TASKS, NULL, "a number of tasks"},
+        {"--restarts", DTF_FLAG_INT, &o->restarts, 0, 1000, NULL, "a number"},
+        {"--port-base", DTF_FLAG_INT, &o->port_base, 1, 65535, NULL, "a port"},
+        {"--ps-grace", DTF_FLAG_INT, &o->ps_grace, 0, 86400, NULL, "a number of seconds"},
+        {"--host", DTF_FLAG_STRING, &o->host, 0, 0, NULL, NULL},
+        {"--config", DTF_FLAG_STRING, &o->config, 0, 0, NULL, NULL},
+        {"--set", DTF_FLAG_KV, &o->set, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    dtf_args args;
+    int rc = dtf_cli_parse("local", flags, argc, argv, &args);
+    if (rc)
+        return rc;
+    o->script = args.nwords ? args.words[0] : NULL;
+    o->args = args.after;
+    o->nargs = args.nafter;
+    if (args.nwords > 1)
+        rc = dtf_usage_error("local", "unexpected argument '%s' (script arguments go after '--')",
+                             args.words[1]);
+    free(args.words);
+    if (rc)
+        return rc;
     if (!o->script)
-        return usage_error("missing SCRIPT");
+        return dtf_usage_error("local", "missing SCRIPT");
     if (o->nps < 0)
-        return usage_error("missing --ps=N");
+        return dtf_usage_error("local", "missing --ps=N");
     if (o->nworkers < 0)
-        return usage_error("missing --workers=M");
+        return dtf_usage_error("local", "missing --workers=M");
     if (o->nps + o->nworkers > MAX_TASKS)
-        return usage_error("at most %d tasks", MAX_TASKS);
+        return dtf_usage_error("local", "at most %d tasks", MAX_TASKS);
     if (o->port_base && o->port_base + o->nps + o->nworkers - 1 > 65535)
-        return usage_error("--port-base=%d leaves too few ports for %d tasks",
-                           o->port_base, o->nps + o->nworkers);
+        return dtf_usage_error("local", "--port-base=%d leaves too few ports for %d tasks",
+                               o->port_base, o->nps + o->nworkers);
     return 0;
 }
 
@@ -330,27 +234,6 @@ typedef struct sup {
     int failed;          /* a task failed past its restarts */
 } sup;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return;      /* stdout is gone; the tasks' output is lost */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 /* Writes "name | line\n" with one write() so that lines never interleave. */
 static void emit(const task *t, const char *line, size_t n)
 {
@@ -362,7 +245,7 @@ static void emit(const task *t, const char *line, size_t n)
     memcpy(out + plen - 3, " | ", 3);
     memcpy(out + plen, line, n);
     out[plen + n] = '\n';
-    write_all(STDOUT_FILENO, out, plen + n + 1);
+    (void)dtf_write_all(STDOUT_FILENO, out, plen + n + 1); /* stdout gone: the output is lost */
     free(out);
 }
 
@@ -530,7 +413,7 @@ static void on_exit_status(sup *s, task *t, int status)
         t->restarts++;
         fprintf(stderr, "local: %s %s, restarting (%d of %d)\n", t->name,
                 what, t->restarts, s->max_restarts);
-        t->restart_at = now_s() + RESTART_DELAY;
+        t->restart_at = dtf_now() + RESTART_DELAY;
     } else {
         fprintf(stderr, "local: %s %s and has no restarts left (%d used); "
                 "stopping the run\n", t->name, what, t->restarts);
@@ -588,7 +471,7 @@ static void pump(sup *s, int timeout_ms)
  * (or at once on a second Ctrl-C); returns once all are reaped. */
 static void stop_all(sup *s)
 {
-    double deadline = now_s() + STOP_GRACE_S;
+    double deadline = dtf_now() + STOP_GRACE_S;
     int i, killed = 0, count0 = stop_count;
 
     s->stopping = 1;
@@ -597,7 +480,7 @@ static void stop_all(sup *s)
         signal_task(&s->t[i], SIGTERM);
     }
     while (running(s) > 0) {
-        if (!killed && (now_s() >= deadline || stop_count > count0)) {
+        if (!killed && (dtf_now() >= deadline || stop_count > count0)) {
             for (i = 0; i < s->n; i++)
                 if (s->t[i].pid > 0) {
                     fprintf(stderr, "local: %s did not stop; killing it\n",
@@ -639,7 +522,7 @@ static char *cat2(const char *a, const char *b)
 static char **task_argv(const sup *s, const opts *o, const char *role,
                         int index, const char *ps, const char *workers)
 {
-    int n = 7 + o->npass + 1 + o->nargs, k = 0, i, ok = 1;
+    int n = 7 + 2 + 2 * o->set.n + 1 + o->nargs, k = 0, i, ok = 1;
     char **v = calloc((size_t)n + 1, sizeof *v);
     char buf[32];
     if (!v)
@@ -653,8 +536,10 @@ static char **task_argv(const sup *s, const opts *o, const char *role,
     ADD(cat2("--index=", buf));
     ADD(cat2("--ps=", ps));
     ADD(cat2("--workers=", workers));
-    for (i = 0; i < o->npass; i++)
-        ADD(strdup(o->pass[i]));
+    if (o->config)
+        ADD(cat2("--config=", o->config)); /* applied before every --set */
+    for (i = 0; i < o->set.n; i++)
+        ADD(cat2("--set=", o->set.v[i]));
     if (o->nargs > 0) {
         ADD(strdup("--"));
         for (i = 0; i < o->nargs; i++)
@@ -693,7 +578,7 @@ static int supervise(sup *s, double ps_grace)
             stop_all(s);
             return 1;
         }
-        now = now_s();
+        now = dtf_now();
         for (i = 0; i < s->n; i++) {
             task *t = &s->t[i];
             if (t->restart_at > 0 && now >= t->restart_at &&
@@ -734,76 +619,70 @@ static int supervise(sup *s, double ps_grace)
     }
 }
 
-int dtf_local_main(const char *argv0, int argc, char **argv)
+/* The tasks: ps first, then workers, each with its command line. -1 on
+ * failure (said on stderr). */
+static int make_tasks(sup *s, const opts *o)
 {
-    opts o;
-    sup s;
-    int *ports = NULL, i, rc = 1, n;
-    char *ps = NULL, *workers = NULL, exe[PATH_MAX];
-    struct sigaction sa, old[NHANDLED];
-    ssize_t len;
-
-    for (i = 0; i < argc; i++)
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            dtf_local_usage(stdout);
-            return 0;
-        }
-    if ((rc = parse_opts(&o, argc, argv)) != 0) {
-        free(o.pass);
-        return rc;
-    }
-    rc = 1;
-    memset(&s, 0, sizeof s);
-    if (access(o.script, R_OK) < 0) {
-        fprintf(stderr, "dtf local: cannot read %s: %s\n", o.script,
-                strerror(errno));
-        goto out;
-    }
-    len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        s.exe = exe;
-    } else {
-        s.exe = argv0;
-    }
-    n = o.nps + o.nworkers;
-    ports = calloc((size_t)n, sizeof *ports);
-    s.t = calloc((size_t)n, sizeof *s.t);
-    if (!ports || !s.t)
+    int n = o->nps + o->nworkers, rc = -1;
+    int *ports = calloc((size_t)n, sizeof *ports);
+    char *ps = NULL, *workers = NULL;
+    s->t = calloc((size_t)n, sizeof *s->t);
+    if (!ports || !s->t)
         goto oom;
-    if (o.port_base) {
-        for (i = 0; i < n; i++)
-            ports[i] = o.port_base + i;
-    } else if (pick_ports(o.host, n, ports) < 0) {
+    if (o->port_base) {
+        for (int i = 0; i < n; i++)
+            ports[i] = o->port_base + i;
+    } else if (pick_ports(o->host, n, ports) < 0) {
         goto out;
     }
-    ps = addr_list(o.host, ports, o.nps);
-    workers = addr_list(o.host, ports + o.nps, o.nworkers);
+    ps = addr_list(o->host, ports, o->nps);
+    workers = addr_list(o->host, ports + o->nps, o->nworkers);
     if (!ps || !workers)
         goto oom;
-    s.n = n;
-    s.max_restarts = o.restarts;
-    for (i = 0; i < n; i++) {
-        task *t = &s.t[i];
-        int is_ps = i < o.nps, index = is_ps ? i : i - o.nps;
+    s->n = n;
+    s->max_restarts = o->restarts;
+    for (int i = 0; i < n; i++) {
+        task *t = &s->t[i];
+        int is_ps = i < o->nps, index = is_ps ? i : i - o->nps;
         t->is_ps = is_ps;
         t->fd = -1;
-        snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker",
-                 index);
-        t->argv = task_argv(&s, &o, is_ps ? "ps" : "worker", index, ps,
-                            workers);
+        snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker", index);
+        t->argv = task_argv(s, o, is_ps ? "ps" : "worker", index, ps, workers);
         t->buf = malloc(MAX_LINE);
         if (!t->argv || !t->buf)
             goto oom;
     }
-    fprintf(stderr, "local: %d ps (%s), %d workers (%s)\n", o.nps, ps,
-            o.nworkers, workers);
+    fprintf(stderr, "local: %d ps (%s), %d workers (%s)\n", o->nps, ps, o->nworkers, workers);
+    rc = 0;
+    goto out;
+oom:
+    fprintf(stderr, "dtf local: out of memory\n");
+out:
+    free(ports);
+    free(ps);
+    free(workers);
+    return rc;
+}
 
+static void free_tasks(sup *s)
+{
+    if (s->t)
+        for (int i = 0; i < s->n; i++) {
+            free_argv(s->t[i].argv);
+            free(s->t[i].buf);
+        }
+    free(s->t);
+    s->t = NULL;
+}
+
+/* Supervises the tasks with the signal handlers installed (and the old
+ * ones back afterwards). */
+static int run_supervised(sup *s, double ps_grace)
+{
+    struct sigaction sa, old[NHANDLED];
     if (pipe2(wake_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
         fprintf(stderr, "local: pipe: %s\n", strerror(errno));
-        goto out;
+        return 1;
     }
     got_stop = 0;
     stop_count = 0;
@@ -811,30 +690,46 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    for (i = 0; i < NHANDLED; i++)
+    for (int i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &sa, &old[i]);
-
-    rc = supervise(&s, o.ps_grace);
-
-    for (i = 0; i < NHANDLED; i++)
+    int rc = supervise(s, ps_grace);
+    for (int i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &old[i], NULL);
     close(wake_fds[0]);
     close(wake_fds[1]);
     wake_fds[0] = wake_fds[1] = -1;
-    goto out;
-oom:
-    fprintf(stderr, "dtf local: out of memory\n");
-    rc = 1;
-out:
-    if (s.t)
-        for (i = 0; i < s.n; i++) {
-            free_argv(s.t[i].argv);
-            free(s.t[i].buf);
-        }
-    free(s.t);
-    free(ports);
-    free(ps);
-    free(workers);
-    free(o.pass);
+    return rc;
+}
+
+int dtf_local_main(const char *argv0, int argc, char **argv)
+{
+    if (dtf_cli_wants_help(argc, argv)) {
+        dtf_local_usage(stdout);
+        return 0;
+    }
+    opts o;
+    int rc = parse_opts(&o, argc, argv);
+    if (rc) {
+        free(o.set.v);
+        return rc;
+    }
+    sup s;
+    memset(&s, 0, sizeof s);
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        s.exe = exe;
+    } else {
+        s.exe = argv0;
+    }
+    if (access(o.script, R_OK) < 0) {
+        fprintf(stderr, "dtf local: cannot read %s: %s\n", o.script, strerror(errno));
+        rc = 1;
+    } else {
+        rc = make_tasks(&s, &o) < 0 ? 1 : run_supervised(&s, o.ps_grace);
+    }
+    free_tasks(&s);
+    free(o.set.v);
     return rc;
 }
