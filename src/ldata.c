@@ -26,6 +26,7 @@
  * uint8 bytes only; floats exist one batch at a time. */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -96,25 +97,60 @@ static const char *find_file(lua_State *L, const char *dir, const char *name)
     return NULL;
 }
 
+/* The image and label files of a split of dir (pushed), or a message
+ * saying which one is missing and how to get them (pushed); 0 or -1. */
+static int mnist_files(lua_State *L, const char *dir, int split, const char **images,
+                       const char **labels)
+{
+    const char *prefix = split == 0 ? "train" : "t10k";
+    char iname[64], lname[64];
+    snprintf(iname, sizeof iname, "%s-images-idx3-ubyte", prefix);
+    snprintf(lname, sizeof lname, "%s-labels-idx1-ubyte", prefix);
+    *images = find_file(L, dir, iname);
+    *labels = *images ? find_file(L, dir, lname) : NULL;
+    if (*images && *labels)
+        return 0;
+    lua_pushfstring(L, "%s: no %s or %s.gz (the %s split of MNIST / Fashion-MNIST; "
+                    "`apt-get install dataset-fashion-mnist` puts it in %s, or set datadir=DIR)",
+                    dir, *images ? lname : iname, *images ? lname : iname,
+                    split == 0 ? "train" : "test", DEFAULT_DIR);
+    return -1;
+}
+
 static int d_mnist(lua_State *L)
 {
     const char *dir = luaL_optstring(L, 1, DEFAULT_DIR);
     static const char *const splits[] = {"train", "test", NULL};
     int split = luaL_checkoption(L, 2, "train", splits);
-    const char *prefix = split == 0 ? "train" : "t10k";
-    char iname[64], lname[64];
-    snprintf(iname, sizeof iname, "%s-images-idx3-ubyte", prefix);
-    snprintf(lname, sizeof lname, "%s-labels-idx1-ubyte", prefix);
-    const char *images = find_file(L, dir, iname);
-    const char *labels = images ? find_file(L, dir, lname) : NULL;
-    if (!images || !labels) {
+    const char *images, *labels;
+    if (mnist_files(L, dir, split, &images, &labels) < 0) {
         luaL_pushfail(L);
-        lua_pushfstring(L, "%s: no %s or %s.gz (the %s split of MNIST / Fashion-MNIST)",
-                        dir, images ? lname : iname, images ? lname : iname,
-                        split == 0 ? "train" : "test");
+        lua_insert(L, -2);
         return 2;
     }
     return push_loaded(L, images, labels);
+}
+
+/* data.mnist_count(dir, split) -> examples | nil, err: reads the labels
+ * alone (a ps needs the training's length, not its images). */
+static int d_mnist_count(lua_State *L)
+{
+    const char *dir = luaL_optstring(L, 1, DEFAULT_DIR);
+    static const char *const splits[] = {"train", "test", NULL};
+    int split = luaL_checkoption(L, 2, "train", splits);
+    const char *images, *labels;
+    if (mnist_files(L, dir, split, &images, &labels) < 0) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    uint8_t *buf;
+    dtf_idx idx;
+    if (dtf_idx_read(labels, DTF_IDX_LABELS, &buf, &idx) < 0)
+        return lopt_fail(L);
+    free(buf);
+    lua_pushinteger(L, idx.n);
+    return 1;
 }
 
 static int ds_count(lua_State *L)
@@ -410,7 +446,7 @@ static const luaL_Reg ld_meta[] = {
 };
 
 static const luaL_Reg funcs[] = {
-    {"load", d_load}, {"mnist", d_mnist}, {NULL, NULL},
+    {"load", d_load}, {"mnist", d_mnist}, {"mnist_count", d_mnist_count}, {NULL, NULL},
 };
 
 int luaopen_dtf_data(lua_State *L)

@@ -109,11 +109,32 @@ static dtf_optim_kind kind_of(lua_State *L, const char *fn, const char *name)
     return (dtf_optim_kind)kind;
 }
 
-void lopt_optim(lua_State *L, int idx, const char *fn, dtf_optim_kind def_kind, dtf_optim *o)
+/* The schedule fields of the optimizer table at idx. */
+static void read_schedule(lua_State *L, int idx, const char *fn, dtf_lr_schedule *s)
+{
+    const char *name = lopt_string(L, idx, fn, "schedule", "constant", NULL);
+    int kind = dtf_lr_kind_from_name(name);
+    if (kind < 0)
+        luaL_error(L, "%s: %s", fn, dtf_error());
+    s->kind = (dtf_lr_kind)kind;
+    s->warmup = lopt_int(L, idx, fn, "warmup", 0, 0, INT64_MAX);
+    s->decay_steps = lopt_int(L, idx, fn, "decay_steps", 0, 0, INT64_MAX);
+    s->decay = lopt_number(L, idx, fn, "decay", 0.1, 0, 1);
+    if (dtf_lr_check(s) < 0)
+        luaL_error(L, "%s: %s", fn, dtf_error());
+}
+
+void lopt_optim(lua_State *L, int idx, const char *fn, dtf_optim_kind def_kind, dtf_optim *o,
+                dtf_lr_schedule *sched)
 {
     static const char *const keys[] = {"kind", "lr", "momentum", "nesterov", "beta1", "beta2",
                                        "eps", "weight_decay", NULL};
+    static const char *const with_schedule[] = {"kind", "lr", "momentum", "nesterov", "beta1",
+                                                "beta2", "eps", "weight_decay", "schedule",
+                                                "warmup", "decay_steps", "decay", NULL};
     idx = lua_absindex(L, idx);
+    if (sched)
+        memset(sched, 0, sizeof *sched);
     if (lua_isnoneornil(L, idx)) {
         dtf_optim_defaults(o, def_kind);
         return;
@@ -125,7 +146,9 @@ void lopt_optim(lua_State *L, int idx, const char *fn, dtf_optim_kind def_kind, 
     if (!lua_istable(L, idx))
         luaL_error(L, "%s: the optimizer must be a kind name or a table, got %s", fn,
                    luaL_typename(L, idx));
-    lopt_check_keys(L, idx, fn, keys);
+    lopt_check_keys(L, idx, fn, sched ? with_schedule : keys);
+    if (sched)
+        read_schedule(L, idx, fn, sched);
     const char *name = lopt_string(L, idx, fn, "kind", NULL, NULL);
     dtf_optim_defaults(o, name ? kind_of(L, fn, name) : def_kind);
     o->lr = (float)lopt_number(L, idx, fn, "lr", o->lr, 0, HUGE_VAL);

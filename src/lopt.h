@@ -10,6 +10,7 @@
 #include <lua.h>
 
 #include "optim.h"
+#include "schedule.h"
 
 /* Raises "FN: unknown option 'K' (known: a, b, ...)" for a key of the
  * table at t that is not in known (NULL-terminated): a typo must not be
@@ -28,9 +29,12 @@ const char *lopt_string(lua_State *L, int t, const char *fn, const char *k, cons
                         size_t *len);
 
 /* The optimizer settings at idx: a kind name ("adam"), a table {kind=, lr=,
- * momentum=, nesterov= (boolean), beta1=, beta2=, eps=, weight_decay=}, or
- * nil. Missing fields take the kind's defaults (kind: def_kind). */
-void lopt_optim(lua_State *L, int idx, const char *fn, dtf_optim_kind def_kind, dtf_optim *o);
+ * momentum=, nesterov= (boolean), beta1=, beta2=, eps=, weight_decay=,
+ * schedule= ("constant", "step", "cosine"), warmup=, decay_steps=, decay=},
+ * or nil. Missing fields take the kind's defaults (kind: def_kind) and a
+ * constant rate. sched NULL: the schedule fields are refused. */
+void lopt_optim(lua_State *L, int idx, const char *fn, dtf_optim_kind def_kind, dtf_optim *o,
+                dtf_lr_schedule *sched);
 
 /* An expected runtime failure of the core: pushes fail and dtf_error(),
  * returns 2 (return lopt_fail(L);). */

@@ -51,6 +51,7 @@
 #define CLIENT_MT "dtf.ps.Client"
 #define SERVE_MT "dtf.ps.Serve"
 #define MERGED_MT "dtf.ps.Merged"
+#define LOCAL_MT "dtf.ps.LocalShard"
 
 /* ======================================================================
  * Logging through a Lua function
@@ -280,7 +281,7 @@ static dtf_tensor *shard_options(lua_State *L, dtf_shard_config *sc)
     sc->sync = lopt_bool(L, 1, "ps.serve", "sync", 0);
     sc->replicas = (int)lopt_int(L, 1, "ps.serve", "replicas_to_aggregate", 0, 0, sc->workers);
     lua_getfield(L, 1, "optimizer");
-    lopt_optim(L, -1, "ps.serve optimizer", DTF_ADAM, &sc->optim);
+    lopt_optim(L, -1, "ps.serve optimizer", DTF_ADAM, &sc->optim, &sc->sched);
     lua_pop(L, 1);
     return params;
 }
@@ -307,9 +308,8 @@ static void server_options(lua_State *L, dtf_server_config *cfg)
 
 /* The checkpointer's settings from the options table at 1; 0 when there is
  * no checkpoint_dir. */
-static int ckpt_options(lua_State *L, dtf_ps_ckpt_config *k, uint64_t layout)
+static int ckpt_options(lua_State *L, dtf_ps_ckpt_config *k, uint64_t layout, const char *fn)
 {
-    static const char fn[] = "ps.serve";
     memset(k, 0, sizeof *k);
     k->dir = lopt_string(L, 1, fn, "checkpoint_dir", NULL, NULL);
     k->secs = lopt_number(L, 1, fn, "checkpoint_secs", DTF_DEFAULT_CHECKPOINT_SECS, 0, HUGE_VAL);
@@ -328,7 +328,7 @@ static int l_serve(lua_State *L)
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
         "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame",
         "handle_signals", "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout_json",
-        "keepalive", NULL,
+        "keepalive", "on_ready", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     lopt_check_keys(L, 1, "ps.serve", keys);
@@ -337,7 +337,7 @@ static int l_serve(lua_State *L)
     dtf_ps_ckpt_config kc;
     dtf_tensor *params = shard_options(L, &sc);
     server_options(L, &cfg);
-    int checkpoints = ckpt_options(L, &kc, cfg.checksum);
+    int checkpoints = ckpt_options(L, &kc, cfg.checksum, "ps.serve");
 
     serve_box *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
@@ -364,6 +364,13 @@ static int l_serve(lua_State *L)
         lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());
         return 2;
     }
+    /* on_ready(port): it listens (and has restored); a supervisor hears it */
+    if (lua_getfield(L, 1, "on_ready") != LUA_TNIL) {
+        lua_pushinteger(L, dtf_server_port(b->server));
+        lua_call(L, 1, 0);
+    } else {
+        lua_pop(L, 1);
+    }
     int rc = dtf_server_run(b->server);
     if (b->ckpt) {
         dtf_ps_ckpt_close(b->ckpt, b->shard); /* the last state, done or stopped by a signal */
@@ -383,6 +390,122 @@ static int l_serve(lua_State *L)
     lua_pushcfunction(L, serve_gc);
     lua_pushvalue(L, box);
     lua_call(L, 1, 0);
+    return 1;
+}
+
+/* ======================================================================
+ * ps.local_shard: one process trains through a shard of its own
+ * ==================================================================== */
+
+/* The whole flat buffer as shard 0 of 1, updated in place, with the ps's
+ * optimizer, schedule and checkpoints: one process resumes and reshards
+ * exactly as a ps does (its files are ps checkpoints of one shard). */
+typedef struct local_box {
+    dtf_shard *shard;
+    dtf_ps_ckpt *ckpt;
+    lsink sink;
+    uint32_t next_id;
+    int64_t restored;    /* the step restored at the start; 0: none */
+} local_box;
+
+static local_box *check_local(lua_State *L)
+{
+    local_box *b = luaL_checkudata(L, 1, LOCAL_MT);
+    if (!b->shard)
+        luaL_error(L, "the local shard is closed");
+    b->sink.L = L;
+    return b;
+}
+
+static int local_close(lua_State *L)
+{
+    local_box *b = luaL_checkudata(L, 1, LOCAL_MT);
+    b->sink.L = L;
+    if (b->ckpt && b->shard)
+        dtf_ps_ckpt_close(b->ckpt, b->shard); /* the last state */
+    b->ckpt = NULL;
+    dtf_shard_free(b->shard);
+    b->shard = NULL;
+    sink_free(L, &b->sink);
+    return 0;
+}
+
+/* shard:apply(grads) -> step: one optimizer update (and a checkpoint when
+ * one is due). */
+static int local_apply(lua_State *L)
+{
+    local_box *b = check_local(L);
+    dtf_tensor *g = check_flat(L, 2, (int64_t)b->shard->cfg.P, "apply: grads");
+    dtf_push_outcome o;
+    if (dtf_shard_push(b->shard, 0, ++b->next_id, b->shard->step, dtf_data(g), &o) < 0)
+        return luaL_error(L, "apply: %s", dtf_error());
+    if (b->ckpt)
+        dtf_ps_ckpt_on_step(b->ckpt, b->shard);
+    lua_pushinteger(L, b->shard->step);
+    return 1;
+}
+
+static int local_step(lua_State *L)
+{
+    lua_pushinteger(L, check_local(L)->shard->step);
+    return 1;
+}
+
+/* shard:lr() -> the rate the next update applies */
+static int local_lr(lua_State *L)
+{
+    lua_pushnumber(L, dtf_shard_lr(check_local(L)->shard));
+    return 1;
+}
+
+static int local_restored(lua_State *L)
+{
+    lua_pushinteger(L, check_local(L)->restored);
+    return 1;
+}
+
+/* ps.local_shard{params=, optimizer=, layout_checksum=, layout_json=,
+ * checkpoint_dir=, checkpoint_secs=, checkpoint_steps=, log=} -> shard |
+ * nil, err. With a checkpoint_dir it restores first (params are
+ * overwritten with what the newest checkpoints hold). */
+static int l_local_shard(lua_State *L)
+{
+    static const char *const keys[] = {"params", "optimizer", "layout_checksum", "layout_json",
+                                       "checkpoint_dir", "checkpoint_secs", "checkpoint_steps",
+                                       "log", NULL};
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lopt_check_keys(L, 1, "ps.local_shard", keys);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "params");
+    if (lua_isnil(L, -1))
+        luaL_error(L, "ps.local_shard: option 'params' (the whole flat parameter tensor) is required");
+    dtf_tensor *params = check_flat(L, -1, -1, "ps.local_shard: params");
+    dtf_shard_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.P = (uint64_t)dtf_numel(params);
+    sc.nps = sc.workers = 1;
+    lua_getfield(L, 1, "optimizer");
+    lopt_optim(L, -1, "ps.local_shard optimizer", DTF_ADAM, &sc.optim, &sc.sched);
+    lua_pop(L, 1);
+    dtf_ps_ckpt_config kc;
+    int checkpoints = ckpt_options(L, &kc, opt_checksum(L, 1), "ps.local_shard");
+    kc.name = "one process";
+
+    local_box *b = lua_newuserdatauv(L, sizeof *b, 1);
+    memset(b, 0, sizeof *b);
+    b->sink.ref = LUA_NOREF;
+    luaL_setmetatable(L, LOCAL_MT);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1); /* the params tensor lives as long as the shard */
+    sink_init(L, &b->sink, 1);
+    kc.log = sink_log;
+    kc.log_ud = &b->sink;
+    b->shard = dtf_shard_wrap(&sc, dtf_data(params));
+    if (!b->shard)
+        return luaL_error(L, "ps.local_shard: %s", dtf_error());
+    if (checkpoints && !(b->ckpt = dtf_ps_ckpt_open(&kc, b->shard)))
+        return lopt_fail(L);
+    b->restored = b->shard->step;
     return 1;
 }
 
@@ -725,6 +848,7 @@ static int merged_gc(lua_State *L)
 static const luaL_Reg functions[] = {
     {"serve", l_serve},
     {"merge_checkpoints", l_merge_checkpoints},
+    {"local_shard", l_local_shard},
     {"connect", l_connect},
     {"shard_range", l_shard_range},
     {NULL, NULL},
@@ -757,6 +881,12 @@ int luaopen_dtf_ps(lua_State *L)
     static const luaL_Reg merged_meta[] = {{"__gc", merged_gc}, {NULL, NULL}};
     lopt_newclass(L, SERVE_MT, serve_meta, NULL);
     lopt_newclass(L, MERGED_MT, merged_meta, NULL);
+    static const luaL_Reg local_meta[] = {{"__gc", local_close}, {"__close", local_close},
+                                          {NULL, NULL}};
+    static const luaL_Reg local_methods[] = {{"apply", local_apply}, {"step", local_step},
+                                             {"lr", local_lr}, {"restored", local_restored},
+                                             {"close", local_close}, {NULL, NULL}};
+    lopt_newclass(L, LOCAL_MT, local_meta, local_methods);
     luaL_newlib(L, functions);
     push_defaults(L);
     lua_setfield(L, -2, "defaults");

@@ -1011,7 +1011,7 @@ static int l_optim_step(lua_State *L)
     if (!lua_isnoneornil(L, 7))
         luaL_checktype(L, 7, LUA_TTABLE);
     dtf_optim o;
-    lopt_optim(L, 7, "optim_step", (dtf_optim_kind)kind, &o);
+    lopt_optim(L, 7, "optim_step", (dtf_optim_kind)kind, &o, NULL);
     if (o.kind != (dtf_optim_kind)kind)
         return luaL_error(L, "optim_step: the settings are for %s, the step for %s",
                           dtf_optim_kind_name(o.kind), name);

@@ -252,11 +252,17 @@ static int handle_hello_reply(cconn *cc)
                 h->offset + h->count, m.P, cc->i, cl->n, cl->cfg.P, off, off + count);
         return -1;
     }
+    if (cl->cfg.token_len && !(h->aux & DTF_HELLO_TOKEN)) {
+        cc_fail(cc, "it does not ask for a token and this %s has one: a ps of another cluster, "
+                "or one started without the token; refusing it",
+                cl->cfg.role == DTF_ROLE_WORKER ? "worker" : "client");
+        return -1;
+    }
     cc->off = h->offset;
     cc->count = h->count;
     cc->have_range = 1;
     cc->step = h->step;
-    cl->sync = h->aux;
+    cl->sync = (h->aux & DTF_HELLO_SYNC) != 0;
     cc->state = CC_READY;
     int resend = 0;
     /* A gradient this call pushed and the lost ps acknowledged is gone too
@@ -284,7 +290,7 @@ static int handle_hello_reply(cconn *cc)
     else
         client_log(cl, DTF_LOG_INFO, "connected to ps %d at %s: parameters [%" PRIu64 ", %"
                    PRIu64 "), step %" PRId64 ", %s", cc->i, cc->addr, cc->off,
-                   cc->off + cc->count, h->step, h->aux ? "sync" : "async");
+                   cc->off + cc->count, h->step, cl->sync ? "sync" : "async");
     cc->reconnecting = 0;
     return 0;
 }

@@ -332,7 +332,7 @@ static int handle_hello(sconn *c)
     dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
     dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_HELLO_REPLY, h->id, sh->offset, sh->count,
                                     sh->step, 0);
-    rh.aux = (uint8_t)(sh->cfg.sync ? 1 : 0);
+    rh.aux = (uint8_t)((sh->cfg.sync ? DTF_HELLO_SYNC : 0) | (s->token ? DTF_HELLO_TOKEN : 0));
     send_frame(c, &rh, rb, sizeof rb);
     slog(s, DTF_LOG_INFO, "ps %d: %s joined at step %" PRId64, sh->cfg.index, c->who, sh->step);
     return 0;
@@ -989,6 +989,10 @@ int dtf_server_run(dtf_server *s)
          " (%s) on port %d, %s", sh->cfg.index, sh->offset, sh->offset + sh->count,
          sh->cfg.P, size, s->port,
          sh->cfg.sync ? "sync" : "async");
+    if (!s->token)
+        slog(s, DTF_LOG_WARNING, "ps %d: no token: any peer that reaches port %d can join and push "
+             "gradients (give the cluster one with $DTF_TOKEN or --token-file)", sh->cfg.index,
+             s->port);
     if (sh->cfg.sync)
         slog(s, DTF_LOG_INFO, "ps %d: sync: each step averages %d of %d workers' gradients%s",
              sh->cfg.index, sh->cfg.replicas, sh->cfg.workers,

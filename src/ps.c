@@ -33,7 +33,8 @@ static float *zalloc(uint64_t n)
     return calloc(n ? (size_t)n : 1, sizeof(float));
 }
 
-dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
+/* A shard with its slots; params are the caller's (NULL: allocated). */
+static dtf_shard *shard_alloc(const dtf_shard_config *cfg, float *own)
 {
     if (cfg->nps < 1 || cfg->index < 0 || cfg->index >= cfg->nps) {
         dtf_seterr("ps index %d out of range for %d ps tasks", cfg->index, cfg->nps);
@@ -57,8 +58,13 @@ dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
     if (s->cfg.replicas == 0)
         s->cfg.replicas = cfg->workers;
     dtf_shard_range(cfg->P, cfg->nps, cfg->index, &s->offset, &s->count);
+    if (dtf_lr_check(&cfg->sched) < 0) {
+        free(s);
+        return NULL;
+    }
     int nslots = dtf_optim_nslots(&cfg->optim);
-    s->params = zalloc(s->count);
+    s->owns_params = own == NULL;
+    s->params = own ? own : zalloc(s->count);
     s->slot0 = nslots >= 1 ? zalloc(s->count) : NULL;
     s->slot1 = nslots >= 2 ? zalloc(s->count) : NULL;
     s->acc = cfg->sync ? zalloc(s->count) : NULL;
@@ -71,16 +77,33 @@ dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
     }
     for (int i = 0; i < cfg->workers; i++)
         s->w[i].last_step = -1;
-    if (params && s->count)
+    return s;
+}
+
+dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
+{
+    dtf_shard *s = shard_alloc(cfg, NULL);
+    if (s && params && s->count)
         memcpy(s->params, params + s->offset, (size_t)s->count * sizeof(float));
     return s;
+}
+
+dtf_shard *dtf_shard_wrap(const dtf_shard_config *cfg, float *params)
+{
+    return shard_alloc(cfg, params);
+}
+
+float dtf_shard_lr(const dtf_shard *s)
+{
+    return dtf_lr_at(&s->cfg.sched, s->cfg.optim.lr, s->step);
 }
 
 void dtf_shard_free(dtf_shard *s)
 {
     if (!s)
         return;
-    free(s->params);
+    if (s->owns_params)
+        free(s->params);
     free(s->slot0);
     free(s->slot1);
     free(s->acc);
@@ -90,12 +113,14 @@ void dtf_shard_free(dtf_shard *s)
 
 /* ---- applying gradients ----------------------------------------------------- */
 
+/* One optimizer update, at the rate the schedule gives this step. */
 static void apply(dtf_shard *s, const float *g)
 {
+    dtf_optim o = s->cfg.optim;
+    o.lr = dtf_shard_lr(s);
     s->step++;
     s->updates++;
-    dtf_optim_apply(&s->cfg.optim, s->params, g, s->slot0, s->slot1,
-                    (size_t)s->count, s->step);
+    dtf_optim_apply(&o, s->params, g, s->slot0, s->slot1, (size_t)s->count, s->step);
 }
 
 int dtf_shard_needed(const dtf_shard *s)

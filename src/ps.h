@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "optim.h"
+#include "schedule.h"
 #include "wire.h"
 
 /* The range of shard i of n over P floats: offset and count (0-based). */
@@ -31,6 +32,7 @@ typedef struct dtf_shard_config {
     int replicas;      /* sync: distinct gradients averaged per step,
                         * 1 .. workers; 0 means workers */
     dtf_optim optim;
+    dtf_lr_schedule sched; /* the rate at each update (zeros: constant) */
 } dtf_shard_config;
 
 typedef struct dtf_worker_state {
@@ -54,7 +56,8 @@ typedef struct dtf_worker_state {
 typedef struct dtf_shard {
     dtf_shard_config cfg;
     uint64_t offset, count;   /* this shard's range */
-    float *params;            /* count floats */
+    float *params;            /* count floats (the caller's for dtf_shard_wrap) */
+    int owns_params;
     float *slot0, *slot1;     /* optimizer slots (NULL when unused) */
     float *acc;               /* sync: sum of this step's gradients */
     int64_t step;             /* updates applied (the shard's step) */
@@ -75,6 +78,14 @@ typedef struct dtf_shard {
  * zeros when params is NULL. NULL with dtf_error() on bad config or OOM. */
 dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params);
 void dtf_shard_free(dtf_shard *s);
+
+/* A shard whose parameters are the caller's count floats (updated in
+ * place; they must outlive the shard): one process trains through the same
+ * shard as a ps would, with its checkpoints and schedules. */
+dtf_shard *dtf_shard_wrap(const dtf_shard_config *cfg, float *params);
+
+/* The learning rate the next update applies. */
+float dtf_shard_lr(const dtf_shard *s);
 
 /* Number of gradients the current sync step waits for. */
 int dtf_shard_needed(const dtf_shard *s);

@@ -248,7 +248,8 @@ int dtf_wire_decode_hdr(const void *buf, size_t n, size_t max_payload, dtf_wire_
         return DTF_WIRE_INCOMPLETE;
     h->aux = b[7];
     if (h->type == DTF_MSG_PUSH_REPLY ? h->aux > DTF_PUSH_RESULT_MAX
-        : h->type == DTF_MSG_HELLO_REPLY ? h->aux > 1 : h->aux != 0) {
+        : h->type == DTF_MSG_HELLO_REPLY ? (h->aux & ~(DTF_HELLO_SYNC | DTF_HELLO_TOKEN)) != 0
+                                         : h->aux != 0) {
         dtf_seterr("%s frame with aux byte %u", dtf_msg_name(h->type), h->aux);
         return DTF_WIRE_ERROR;
     }

@@ -52,7 +52,7 @@ sleep 2
 "$DTF" run train.lua --role=worker --index=1 "${A[@]}" >"$SCRATCH/late-w1.log" 2>&1 & w1=$!
 wait $w0; r0=$?; wait $w1; r1=$?; wait $p0; rp=$?
 check "a late second worker: every task exits 0 ($r0 $r1 $rp)" test "$r0$r1$rp" = 000
-check "the first worker waited for the second" grep -q 'Worker 0: waiting for 1 more worker(s) to join' "$SCRATCH/late-w0.log"
+check "the first worker waited for the second" grep -q 'Worker 0: waiting for 1 more worker to join' "$SCRATCH/late-w0.log"
 n0=$(grep -c 'Worker 0: training step' "$SCRATCH/late-w0.log"); n1=$(grep -c 'Worker 1: training step' "$SCRATCH/late-w1.log")
 echo "steps: worker 0 $n0, worker 1 $n1"
 check "both workers trained (steps $n0 and $n1, each >= 50)" test "$n0" -ge 50 -a "$n1" -ge 50
