@@ -10,6 +10,7 @@
 #   make deploy   helm upgrade --install the chart with the scripts of this tree
 #   make test-k8s the chart against a real kube-apiserver (install, upgrade)
 #   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade, kill a ps
+#   make kat-fixture  regenerate tests/kat/fixture.safetensors with PyTorch (python3-torch)
 
 # ---- settings ---------------------------------------------------------------
 BUILD    ?= build
@@ -41,7 +42,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean
+        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean \
+        kat-fixture kat-fixture-check
 
 all: $(DTF)
 
@@ -95,6 +97,21 @@ bench: deps-bench all
 
 fuzz: deps-test
 	@tests/fuzz/run $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
+
+# The known-answer fixture of tests/lua/test_kat.lua: PyTorch's float64 loss,
+# gradients and Adam steps for models/mnist.lua. `make test` never needs torch;
+# kat-fixture rewrites the committed file, kat-fixture-check proves that the
+# script still gives the committed bytes (1 and a cmp line when it does not).
+KAT_FIXTURE := tests/kat/fixture.safetensors
+PYTHON      ?= /usr/bin/python3
+
+kat-fixture: deps-bench
+	$(PYTHON) tests/kat/make_fixture.py $(KAT_FIXTURE)
+
+kat-fixture-check: deps-bench
+	@mkdir -p $(BUILD)
+	$(PYTHON) tests/kat/make_fixture.py $(BUILD)/kat-fixture.safetensors
+	cmp $(KAT_FIXTURE) $(BUILD)/kat-fixture.safetensors && echo "kat-fixture-check: $(KAT_FIXTURE) is what make_fixture.py writes"
 
 # ---- Kubernetes ---------------------------------------------------------------
 IMAGE   ?= localhost/dtf:latest

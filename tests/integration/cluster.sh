@@ -48,11 +48,12 @@ PS=127.0.0.1:$(free_port); W0=127.0.0.1:$(free_port); W1=127.0.0.1:$(free_port)
 A=(--ps=$PS --workers=$W0,$W1 --set trainsteps=200 --set evaluate=false --set logdir="$SCRATCH/late")
 "$DTF" run train.lua --role=ps --index=0 "${A[@]}" >"$SCRATCH/late-ps.log" 2>&1 & p0=$!
 "$DTF" run train.lua --role=worker --index=0 "${A[@]}" >"$SCRATCH/late-w0.log" 2>&1 & w0=$!
-sleep 2
+# worker 1 starts once worker 0 has joined and waits for it
+check "the first worker waits for the second" \
+  wait_for_log "$SCRATCH/late-w0.log" 'Worker 0: waiting for 1 more worker to join' 120
 "$DTF" run train.lua --role=worker --index=1 "${A[@]}" >"$SCRATCH/late-w1.log" 2>&1 & w1=$!
 wait $w0; r0=$?; wait $w1; r1=$?; wait $p0; rp=$?
 check "a late second worker: every task exits 0 ($r0 $r1 $rp)" test "$r0$r1$rp" = 000
-check "the first worker waited for the second" grep -q 'Worker 0: waiting for 1 more worker to join' "$SCRATCH/late-w0.log"
 n0=$(grep -c 'Worker 0: training step' "$SCRATCH/late-w0.log"); n1=$(grep -c 'Worker 1: training step' "$SCRATCH/late-w1.log")
 echo "steps: worker 0 $n0, worker 1 $n1"
 check "both workers trained (steps $n0 and $n1, each >= 50)" test "$n0" -ge 50 -a "$n1" -ge 50
