@@ -34,6 +34,7 @@
 local check = require 'check'
 local T = require 'dtf.tensor'
 local optim = require 'dtf.optim'
+local ps = require 'dtf.ps'
 local ckpt = require 'dtf.ckpt'
 local data = require 'dtf.data'
 local nn = require 'dtf.nn'
@@ -231,8 +232,17 @@ local function compare_update(tag, e, before, lr)
   normwise(base .. '.colsum', delta:sum(1), fixture(base .. '.colsum'), RTOL.adam_sums)
 end
 
+-- models/mnist.lua as train.lua builds it (dtf.model), hp over its defaults.
+local function build_model(hp)
+  local model = require 'dtf.model'
+  local m = model.load(root .. '/models/mnist.lua')
+  local schema = model.schema({}, m)
+  for _, e in ipairs(schema) do if hp[e.name] == nil then hp[e.name] = e.default end end
+  return model.build(m, hp, schema, 1)
+end
+
 local function known_answer(tag, hp)
-  local net = dofile(root .. '/models/mnist.lua')(hp):build(1)
+  local net = build_model(hp)
   local params, grads = net:parameters()
   check_layout(tag, net)
   set_formula_weights(net)
@@ -249,17 +259,19 @@ local function known_answer(tag, hp)
   normwise(tag .. '/loss', { loss_and_grads() }, fixture(tag .. '/loss'), RTOL.loss)
   for _, e in ipairs(net.layout) do compare_grad(tag, e) end
 
-  -- Three Adam steps with train.lua's defaults (the fixture's metadata) in
-  -- optim.c's loop, the one a ps shard runs; the same batch each step.
+  -- Three Adam steps with train.lua's defaults (the fixture's metadata)
+  -- through the shard one process trains with (ps.local_shard: the ps's own
+  -- loop and schedule code); the same batch each step.
   local lr = tonumber(meta.lr)
-  local opt = optim.new('adam', net.nparams, optim.config {
-    learningrate = lr, beta1 = tonumber(meta.beta1), beta2 = tonumber(meta.beta2),
-    eps = tonumber(meta.eps), momentum = 0, weight_decay = 0 })
+  local shard = assert(ps.local_shard { params = params, optimizer = optim.config({
+    optimizer = 'adam', learningrate = lr, beta1 = tonumber(meta.beta1), beta2 = tonumber(meta.beta2),
+    eps = tonumber(meta.eps), momentum = 0, weight_decay = 0 }, 0) })
   local losses = {}
   for i = 1, tonumber(meta.adam_steps) do
     losses[i] = loss_and_grads()
-    opt:step(params, grads)
+    shard:apply(grads)
   end
+  shard:close()
   losses[#losses + 1] = criterion:forward(net:forward(x), y)
   normwise(tag .. '/adam/losses', losses, fixture(tag .. '/adam/losses'), RTOL.loss)
   for _, e in ipairs(net.layout) do compare_update(tag, e, before, lr) end

@@ -67,7 +67,7 @@ check.case('connect: nobody listening is nil, err naming the ps', function()
            tostring(err))
   check.ok(#lines > 0 and lines[1]:find('^info waiting for ps %d at 127%.0%.0%.1:1 %(connection refused%), retry in 0%.1 s'),
            tostring(lines[1]))
-  check.raises(function() ps.connect { addrs = { 'nocolon' }, P = 10 } end, "addrs[1] = 'nocolon' is not host:port")
+  check.raises(function() ps.connect { addrs = { 'nocolon' }, P = 10 } end, "addrs[1]: 'nocolon' is not HOST:PORT")
 end)
 
 -- The raise must not escape into the event loop: connect goes on, and the
