@@ -31,6 +31,8 @@
 #define MAX_LINE       65536   /* a longer line is emitted in pieces */
 #define STOP_GRACE_S   5.0     /* SIGTERM, then SIGKILL after this */
 #define RESTART_DELAY  0.5     /* seconds before a failed task restarts */
+#define READY_FD       3       /* a task's ready pipe ($DTF_READY_FD, util.ready()) */
+#define READY_FD_STR   "3"
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -40,6 +42,7 @@ typedef struct opts {
     int ps_grace;                  /* seconds a ps may outlive the workers */
     const char *host;
     const char *config;            /* --config, passed to every task */
+    const char *token_file;        /* --token-file, passed to every task */
     dtf_strlist set;               /* --set KEY=VALUE, passed to every task */
     char **args;                   /* after `--` */
     int nargs;
@@ -53,7 +56,8 @@ void dtf_local_usage(FILE *f)
 "Runs the whole cluster on this machine: N ps tasks and M worker tasks,\n"
 "each `dtf run SCRIPT --role=... --index=...` on a loopback port. Every\n"
 "line a task prints is prefixed with its name (ps0 | , worker1 | ).\n"
-"A task that fails is restarted with the same command line, like a pod.\n"
+"A task that fails once it is up is restarted with the same command line,\n"
+"like a pod.\n"
 "\n"
 "options:\n"
 "  --ps=N              number of ps tasks (N >= 1)\n"
@@ -62,14 +66,19 @@ void dtf_local_usage(FILE *f)
 "  --config FILE       passed to every task\n"
 "  --restarts=K        restarts allowed per task before the run fails (3)\n"
 "  --port-base=P       use ports P, P+1, ... (default: free ports)\n"
-"  --host=ADDR         address the tasks listen on (127.0.0.1)\n"
+"  --host=ADDR         address the tasks listen on (127.0.0.1; each ps binds\n"
+"                      only it unless the tasks are given bind=all)\n"
+"  --token-file=FILE   the cluster's token, passed to every task (default:\n"
+"                      $DTF_TOKEN, else a random one made for the run)\n"
 "  --ps-grace=S        seconds a ps may keep running after the last worker\n"
 "                      finished before the run fails (30)\n"
 "  -- ARGS             passed to the script as arg[1..]\n"
 "\n"
 "Each task gets DTF_TASK (ps0, worker1) and DTF_RESTART (0, 1, ...) in\n"
-"its environment. Exit status: 0 when every task finished with status 0,\n"
-"1 when a task failed past its restarts, 2 on bad usage, 130 on Ctrl-C.\n",
+"its environment. A task that exits 2 (bad usage) or fails before it is up\n"
+"(a ps serving, a worker past its first step) is not restarted: the run\n"
+"stops with its status. Exit status: 0 when every task finished with\n"
+"status 0, 1 when a task failed, 2 on bad usage, 130 on Ctrl-C.\n",
         f);
 }
 
@@ -92,6 +101,7 @@ static int parse_opts(opts *o, int argc, char **argv)
         {"--ps-grace", DTF_FLAG_INT, &o->ps_grace, 0, 86400, NULL, "a number of seconds"},
         {"--host", DTF_FLAG_STRING, &o->host, 0, 0, NULL, NULL},
         {"--config", DTF_FLAG_STRING, &o->config, 0, 0, NULL, NULL},
+        {"--token-file", DTF_FLAG_STRING, &o->token_file, 0, 0, NULL, NULL},
         {"--set", DTF_FLAG_KV, &o->set, 0, 0, NULL, NULL},
         {NULL, 0, NULL, 0, 0, NULL, NULL},
     };
@@ -218,6 +228,8 @@ typedef struct task {
     char **argv;         /* the `dtf run` command line; owned */
     pid_t pid;           /* 0: not running */
     int fd;              /* read end of its output pipe; -1: closed */
+    int ready_fd;        /* read end of its ready pipe ($DTF_READY_FD); -1: closed */
+    int ready;           /* it said it is up (a ps serves, a worker trained a step) */
     char *buf;           /* the partial line read so far (MAX_LINE) */
     size_t len;
     int restarts;        /* restarts used */
@@ -229,20 +241,27 @@ typedef struct sup {
     const char *exe;
     task *t;
     int n;
+    int width;           /* the longest task name: prefixes line up */
+    int exit_status;     /* a task's failure that stops the run: its status */
     int max_restarts;
     int stopping;        /* stop_all() has begun: exits are expected */
     int failed;          /* a task failed past its restarts */
 } sup;
 
-/* Writes "name | line\n" with one write() so that lines never interleave. */
+static int prefix_width;  /* the longest task name (sup.width), for emit */
+
+/* Writes "name    | line\n" (names padded to line up) with one write() so
+ * that lines never interleave. */
 static void emit(const task *t, const char *line, size_t n)
 {
-    size_t plen = strlen(t->name) + 3;
+    size_t name = strlen(t->name), w = (size_t)prefix_width > name ? (size_t)prefix_width : name;
+    size_t plen = w + 3;
     char *out = malloc(plen + n + 1);
     if (!out)
         return;
-    memcpy(out, t->name, plen - 3);
-    memcpy(out + plen - 3, " | ", 3);
+    memcpy(out, t->name, name);
+    memset(out + name, ' ', w - name);
+    memcpy(out + w, " | ", 3);
     memcpy(out + plen, line, n);
     out[plen + n] = '\n';
     (void)dtf_write_all(STDOUT_FILENO, out, plen + n + 1); /* stdout gone: the output is lost */
@@ -288,6 +307,24 @@ static void close_output(task *t)
     t->fd = -1;
 }
 
+static void close_ready(task *t)
+{
+    if (t->ready_fd >= 0)
+        close(t->ready_fd);
+    t->ready_fd = -1;
+}
+
+/* The task wrote to its ready pipe (or closed it: exec'd or gone). */
+static void read_ready(task *t)
+{
+    char c;
+    ssize_t r = read(t->ready_fd, &c, 1);
+    if (r > 0)
+        t->ready = 1;
+    if (r >= 0 || errno != EAGAIN)
+        close_ready(t);
+}
+
 /* Reads what is there; closes the pipe at EOF. Returns bytes read. */
 static ssize_t read_output(task *t)
 {
@@ -309,9 +346,11 @@ static int spawn(sup *s, task *t)
     pid_t parent = getpid(), pid;
     char restart[16];
 
+    int rp[2];
     if (t->fd >= 0)                 /* a grandchild still holds the old pipe */
         close_output(t);
-    if (pipe2(p, O_CLOEXEC) < 0) {
+    close_ready(t);
+    if (pipe2(p, O_CLOEXEC) < 0 || pipe2(rp, O_CLOEXEC) < 0) {
         fprintf(stderr, "local: cannot start %s: pipe: %s\n", t->name,
                 strerror(errno));
         return -1;
@@ -325,6 +364,8 @@ static int spawn(sup *s, task *t)
                 strerror(errno));
         close(p[0]);
         close(p[1]);
+        close(rp[0]);
+        close(rp[1]);
         return -1;
     }
     if (pid == 0) {
@@ -345,6 +386,10 @@ static int spawn(sup *s, task *t)
         }
         if (dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
             _exit(127);
+        /* the ready pipe as fd 3, kept across exec (dup2 clears CLOEXEC) */
+        if (rp[1] == READY_FD ? fcntl(READY_FD, F_SETFD, 0) < 0 : dup2(rp[1], READY_FD) < 0)
+            _exit(127);
+        setenv("DTF_READY_FD", READY_FD_STR, 1);
         setenv("DTF_TASK", t->name, 1);
         setenv("DTF_RESTART", restart, 1);
         execv(s->exe, t->argv);
@@ -354,8 +399,12 @@ static int spawn(sup *s, task *t)
     }
     setpgid(pid, pid);              /* also here, so kill(-pid) never races */
     close(p[1]);
+    close(rp[1]);
     fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
+    fcntl(rp[0], F_SETFL, fcntl(rp[0], F_GETFL) | O_NONBLOCK);
     t->fd = p[0];
+    t->ready_fd = rp[0];
+    t->ready = 0;
     t->pid = pid;
     t->len = 0;
     t->restart_at = 0;
@@ -406,9 +455,23 @@ static void on_exit_status(sup *s, task *t, int status)
         t->done = 1;
         return;
     }
+    if (t->ready_fd >= 0)
+        read_ready(t);              /* it may have said so just before it exited */
     if (s->stopping)
         return;
     describe(status, what, sizeof what);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (code == 2 || !t->ready) {
+        /* A usage error, or a failure before the task was up (bad data, a
+         * model that does not build, a port in use): a restart would fail
+         * the same way. */
+        fprintf(stderr, "local: %s %s %s; not restarting it (it would fail the same way); "
+                "stopping the run\n", t->name, what,
+                code == 2 ? "(a usage error)" : "before it was up");
+        s->failed = 1;
+        s->exit_status = code == 2 ? 2 : 1;
+        return;
+    }
     if (t->restarts < s->max_restarts) {
         t->restarts++;
         fprintf(stderr, "local: %s %s, restarting (%d of %d)\n", t->name,
@@ -433,25 +496,37 @@ static int running(const sup *s)
  * child's exit, then handles all of them. */
 static void pump(sup *s, int timeout_ms)
 {
-    struct pollfd pf[MAX_TASKS + 1];
-    task *who[MAX_TASKS + 1];
+    struct pollfd pf[2 * MAX_TASKS + 1];
+    task *who[2 * MAX_TASKS + 1];
+    int is_ready[2 * MAX_TASKS + 1];
     int i, k = 0, st;
     pid_t pid;
 
     pf[k].fd = wake_fds[0];
     pf[k].events = POLLIN;
+    is_ready[k] = 0;
     who[k++] = NULL;
-    for (i = 0; i < s->n; i++)
+    for (i = 0; i < s->n; i++) {
         if (s->t[i].fd >= 0) {
             pf[k].fd = s->t[i].fd;
             pf[k].events = POLLIN;
+            is_ready[k] = 0;
             who[k++] = &s->t[i];
         }
+        if (s->t[i].ready_fd >= 0) {
+            pf[k].fd = s->t[i].ready_fd;
+            pf[k].events = POLLIN;
+            is_ready[k] = 1;
+            who[k++] = &s->t[i];
+        }
+    }
     if (poll(pf, (nfds_t)k, timeout_ms) > 0) {
         for (i = 0; i < k; i++) {
             if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
-            if (who[i]) {
+            if (who[i] && is_ready[i]) {
+                read_ready(who[i]);
+            } else if (who[i]) {
                 read_output(who[i]);
             } else {
                 char drain[64];
@@ -522,7 +597,7 @@ static char *cat2(const char *a, const char *b)
 static char **task_argv(const sup *s, const opts *o, const char *role,
                         int index, const char *ps, const char *workers)
 {
-    int n = 7 + 2 + 2 * o->set.n + 1 + o->nargs, k = 0, i, ok = 1;
+    int n = 7 + 2 + 1 + o->set.n + 1 + o->nargs, k = 0, i, ok = 1;
     char **v = calloc((size_t)n + 1, sizeof *v);
     char buf[32];
     if (!v)
@@ -538,6 +613,8 @@ static char **task_argv(const sup *s, const opts *o, const char *role,
     ADD(cat2("--workers=", workers));
     if (o->config)
         ADD(cat2("--config=", o->config)); /* applied before every --set */
+    if (o->token_file)
+        ADD(cat2("--token-file=", o->token_file));
     for (i = 0; i < o->set.n; i++)
         ADD(cat2("--set=", o->set.v[i]));
     if (o->nargs > 0) {
@@ -576,7 +653,7 @@ static int supervise(sup *s, double ps_grace)
         }
         if (s->failed) {
             stop_all(s);
-            return 1;
+            return s->exit_status ? s->exit_status : 1;
         }
         now = dtf_now();
         for (i = 0; i < s->n; i++) {
@@ -646,13 +723,19 @@ static int make_tasks(sup *s, const opts *o)
         int is_ps = i < o->nps, index = is_ps ? i : i - o->nps;
         t->is_ps = is_ps;
         t->fd = -1;
+        t->ready_fd = -1;
         snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker", index);
         t->argv = task_argv(s, o, is_ps ? "ps" : "worker", index, ps, workers);
         t->buf = malloc(MAX_LINE);
         if (!t->argv || !t->buf)
             goto oom;
     }
-    fprintf(stderr, "local: %d ps (%s), %d workers (%s)\n", o->nps, ps, o->nworkers, workers);
+    for (int i = 0; i < n; i++)
+        if ((int)strlen(s->t[i].name) > s->width)
+            s->width = (int)strlen(s->t[i].name);
+    prefix_width = s->width;
+    fprintf(stderr, "local: %d ps (%s), %d worker%s (%s)\n", o->nps, ps, o->nworkers,
+            o->nworkers == 1 ? "" : "s", workers);
     rc = 0;
     goto out;
 oom:
@@ -670,9 +753,38 @@ static void free_tasks(sup *s)
         for (int i = 0; i < s->n; i++) {
             free_argv(s->t[i].argv);
             free(s->t[i].buf);
+            close_ready(&s->t[i]);
         }
     free(s->t);
     s->t = NULL;
+}
+
+/* Without a token (no --token-file, no $DTF_TOKEN) the run gets a random
+ * one in $DTF_TOKEN, which every task inherits: a developer's run on a
+ * shared machine takes no gradients from another user's process. 0, or -1
+ * when no randomness could be read. */
+static int make_token(const opts *o)
+{
+    const char *t = getenv("DTF_TOKEN");
+    if (o->token_file || (t && *t))
+        return 0;
+    unsigned char r[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, r, sizeof r) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n != (ssize_t)sizeof r) {
+        fprintf(stderr, "dtf local: cannot read /dev/urandom for the run's token: %s\n",
+                strerror(errno));
+        return -1;
+    }
+    char hex[2 * sizeof r + 1];
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    setenv("DTF_TOKEN", hex, 1);
+    fprintf(stderr, "local: no token given: made one for this run (the tasks get it in "
+            "$DTF_TOKEN)\n");
+    return 0;
 }
 
 /* Supervises the tasks with the signal handlers installed (and the old
@@ -727,7 +839,7 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
         fprintf(stderr, "dtf local: cannot read %s: %s\n", o.script, strerror(errno));
         rc = 1;
     } else {
-        rc = make_tasks(&s, &o) < 0 ? 1 : run_supervised(&s, o.ps_grace);
+        rc = make_token(&o) < 0 || make_tasks(&s, &o) < 0 ? 1 : run_supervised(&s, o.ps_grace);
     }
     free_tasks(&s);
     free(o.set.v);

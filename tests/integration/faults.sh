@@ -61,7 +61,7 @@ echo "uninterrupted: test accuracy ${BASE_ACC:-none}"
 
 T0=$SECONDS
 start_local kps "${SYNC[@]}" --set checkpoint_dir="$SCRATCH/ck-kps"
-wait_for_log "$SCRATCH/kps.out" '^ps0 \| .*ps 0: checkpoint at step 500:' $LIMIT
+wait_for_log "$SCRATCH/kps.out" '^ps0 +\| .*ps 0: checkpoint at step 500:' $LIMIT
 PID=$(task_pid kps ps 0)
 SEEN=$(last_step "$SCRATCH/kps.out" '[01]')
 kill -9 "$PID"
@@ -69,7 +69,7 @@ echo "killed ps 0 (pid $PID) after its checkpoint at step 500 (workers had seen 
 wait_for_exit $LPID $LIMIT
 check "with ps 0 killed, the run exits 0 (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 check "dtf local restarted ps 0" log_has "$SCRATCH/kps.out" '^local: ps0 was killed by signal 9.*restarting'
-RESUMED=$(sed -nE 's/^ps0 \| .*ps 0: restored step ([0-9]+) from .*/\1/p' "$SCRATCH/kps.out" | head -n 1)
+RESUMED=$(sed -nE 's/^ps0 +\| .*ps 0: restored step ([0-9]+) from .*/\1/p' "$SCRATCH/kps.out" | head -n 1)
 echo "ps 0 resumed from step ${RESUMED:-none}"
 check "the restarted ps 0 logs the step it resumed from (${RESUMED:-none}, a checkpoint >= 500)" \
   test "${RESUMED:-0}" -ge 500 -a "$(( ${RESUMED:-1} % 100 ))" -eq 0
@@ -99,7 +99,7 @@ for mode in async sync; do
   if [ $mode = sync ]; then steps=800; else steps=1600; fi
   start_local "kw-$mode" --set sync=$([ $mode = sync ] && echo true || echo false) --set trainsteps=$steps \
     --set sync_timeout=10 --set logevery=50
-  wait_for_log "$SCRATCH/kw-$mode.out" '^worker1 \| .*Worker 1: training step 200 done' $LIMIT
+  wait_for_log "$SCRATCH/kw-$mode.out" '^worker1 +\| .*Worker 1: training step 200 done' $LIMIT
   PID=$(task_pid "kw-$mode" worker 1)
   kill -9 "$PID"
   wait_for_exit $LPID $LIMIT
@@ -108,7 +108,7 @@ for mode in async sync; do
   check "$mode: with worker 1 killed, the run completes (exit $RC)" test "$RC" -eq 0
   check "$mode: dtf local restarted worker 1" log_has "$SCRATCH/kw-$mode.out" '^local: worker1 was killed by signal 9.*restarting'
   check "$mode: the restarted worker 1 joined the ps again" \
-    test "$(grep -cE '^ps0 \| .*ps 0: worker 1 \(.*\) joined' "$SCRATCH/kw-$mode.out")" -ge 2
+    test "$(grep -cE '^ps0 +\| .*ps 0: worker 1 \(.*\) joined' "$SCRATCH/kw-$mode.out")" -ge 2
   END=$(last_step "$SCRATCH/kw-$mode.out" 0)
   check "$mode: worker 0 ends at global step ${END:-none} >= $steps" test "${END:-0}" -ge $steps
   check "$mode: accuracy ${ACC:-none} >= 0.80" ge "${ACC:-0}" 0.80
@@ -189,7 +189,7 @@ T0=$SECONDS
 CK=$SCRATCH/ck-mid
 start_local mid --set sync=true --set trainsteps=600 --set checkpoint_steps=1 --set logevery=100 \
   --set checkpoint_dir="$CK"
-wait_for_log "$SCRATCH/mid.out" '^ps0 \| .*ps 0: checkpoint at step 100:' $LIMIT
+wait_for_log "$SCRATCH/mid.out" '^ps0 +\| .*ps 0: checkpoint at step 100:' $LIMIT
 PID=$(task_pid mid ps 0)
 CAUGHT=
 for probe in $(seq 2000); do
@@ -214,9 +214,9 @@ check "its newest complete checkpoint is the step before (${PREV:-none} = ${STEP
 wait_for_exit $LPID $LIMIT
 check "the run completes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 check "the restarted ps 0 removes the unfinished file" log_has "$SCRATCH/mid.out" \
-  "^ps0 \\| .*ps 0: removed 1 unfinished checkpoint file that a killed ps left in $CK: ${CAUGHT:-none}\$"
+  "^ps0 +\\| .*ps 0: removed 1 unfinished checkpoint file that a killed ps left in $CK: ${CAUGHT:-none}\$"
 check "and resumes from the checkpoint before it (step ${PREV:-?})" log_has "$SCRATCH/mid.out" \
-  "^ps0 \\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0-of-2\\.safetensors"
+  "^ps0 +\\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0-of-2\\.safetensors"
 expect_exit 0 "dtf export of the directory as the kill left it" \
   "$DTF" export "$SCRATCH/ck-snap" "$SCRATCH/snap.safetensors"
 expect_out "wrote 4 tensors .*\\(ps0@${PREV:-none} ps1@[0-9]+\\)" "the export takes ps 0's previous checkpoint"

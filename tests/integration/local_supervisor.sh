@@ -25,21 +25,26 @@ run_local() {
 # ---- a run that finishes --------------------------------------------------
 run_local "$fixture" --ps=2 --workers=2 --set a=1 --set=b=2 -- ok "$tmp"
 check "ok run exits 0" test "$rc" -eq 0
-check "every task's line is prefixed with its name" \
-  bash -c "grep -q '^ps0 | hello from ps0 task=ps0 restart=0' '$OUTF' &&
-           grep -q '^ps1 | hello from ps1 ' '$OUTF' &&
+check "every task's line is prefixed with its name, the prefixes lined up" \
+  bash -c "grep -q '^ps0     | hello from ps0 task=ps0 restart=0' '$OUTF' &&
+           grep -q '^ps1     | hello from ps1 ' '$OUTF' &&
            grep -q '^worker0 | hello from worker0 ' '$OUTF' &&
            grep -q '^worker1 | hello from worker1 task=worker1 ' '$OUTF'"
 check "stderr goes through the prefix too" log_has_text "$OUTF" "worker1 | stderr from worker1"
-check "a partial last line is flushed at EOF" log_has_text "$OUTF" "ps1 | no newline from ps1"
+check "a partial last line is flushed at EOF" log_has_text "$OUTF" "ps1     | no newline from ps1"
 check "ps and worker addresses are on loopback" \
-  grep -qE '^ps0 \| .* ps=127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+ workers=127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+ ' "$OUTF"
+  grep -qE '^ps0 +\| .* ps=127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+ workers=127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+ ' "$OUTF"
+check "a token is made for the run (32 hex digits, in every task's DTF_TOKEN)" \
+  bash -c "[ \$(grep -c 'token=32\$' '$OUTF') -eq 4 ]"
+check "dtf local says it made one" log_has_text "$OUTF" "local: no token given: made one for this run"
 check "--set flags reach every task" log_has_text "$OUTF" "worker0 | hello from worker0 task=worker0 restart=0 ps="
-check "--set values in order" grep -qE '^worker0 \| .* set=a=1,b=2$' "$OUTF"
+check "--set values in order" grep -qE '^worker0 \| .* set=a=1,b=2 ' "$OUTF"
+DTF_TOKEN=sesame run_local "$fixture" --ps=1 --workers=1 -- ok "$tmp"
+check "a token given in DTF_TOKEN is the run's" bash -c "[ \$(grep -c 'token=6\$' '$OUTF') -eq 2 ]"
 
 run_local "$fixture" --ps=1 --workers=1 --port-base=23456 -- ok "$tmp"
 check "--port-base picks consecutive ports" \
-  grep -q '^ps0 | .* ps=127.0.0.1:23456 workers=127.0.0.1:23457 ' "$OUTF"
+  grep -qE '^ps0 +\| .* ps=127\.0\.0\.1:23456 workers=127\.0\.0\.1:23457 ' "$OUTF"
 
 # ---- restarts ---------------------------------------------------------------
 run_local "$fixture" --ps=1 --workers=2 -- flaky "$tmp"
@@ -54,6 +59,17 @@ check "it was restarted --restarts times" \
 check "the last restart is logged" log_has_text "$OUTF" "restarting (2 of 2)"
 check "giving up is logged" log_has_text "$OUTF" "local: worker0 exited with status 3 and has no restarts left"
 check "no task is left after a failed run" no_tasks
+
+run_local "$fixture" --ps=1 --workers=2 -- early "$tmp"
+check "a task that fails before it is up fails the run with its status, 1" test "$rc" -eq 1
+check "it is not restarted (once, not 4 times)" bash -c "[ \$(grep -c '^worker0 | hello from worker0' '$OUTF') -eq 1 ]"
+check "dtf local says why" log_has_text "$OUTF" "local: worker0 exited with status 1 before it was up; not restarting it"
+check "no task is left after it" no_tasks
+
+run_local "$fixture" --ps=1 --workers=2 -- usage "$tmp"
+check "a task's usage error fails the run with status 2" test "$rc" -eq 2
+check "a usage error is not restarted" bash -c "[ \$(grep -c '^worker0 | hello from worker0' '$OUTF') -eq 1 ]"
+check "dtf local says so" log_has_text "$OUTF" "local: worker0 exited with status 2 (a usage error); not restarting it"
 
 run_local "$fixture" --ps=1 --workers=1 --ps-grace=1 -- linger "$tmp"
 check "a ps that outlives the workers fails the run" test "$rc" -eq 1
