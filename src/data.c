@@ -319,15 +319,17 @@ dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
         return NULL;
     }
     ds->images_path = strdup(images);
-    ds->labels_path = strdup(labels);
-    if (!ds->images_path || !ds->labels_path) {
+    ds->labels_path = labels ? strdup(labels) : NULL;
+    if (!ds->images_path || (labels && !ds->labels_path)) {
         dtf_seterr("out of memory");
         goto fail;
     }
     dtf_idx im, lb;
     if (dtf_idx_read(images, DTF_IDX_IMAGES, &ds->images_buf, &im) < 0)
         goto fail;
-    if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
+    if (!labels)
+        lb = (dtf_idx){.n = im.n};
+    else if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
         goto fail;
     if (im.n != lb.n) {
         dtf_seterr("%s holds %u labels but %s holds %u images: not a pair",
@@ -376,7 +378,7 @@ int dtf_dataset_batch(const dtf_dataset *ds, const uint32_t *idx, size_t n,
         for (size_t k = 0; k < per; k++)
             dst[k] = ds->to_float[src[k]];
         if (y_out)
-            y_out[i] = (float)ds->labels[idx[i]];
+            y_out[i] = ds->labels ? (float)ds->labels[idx[i]] : 0.0f;
     }
     return 0;
 }

@@ -76,10 +76,11 @@ static int push_loaded(lua_State *L, const char *images, const char *labels)
     return 1;
 }
 
+/* data.load(images [, labels]): without labels, the images alone */
 static int d_load(lua_State *L)
 {
     const char *images = luaL_checkstring(L, 1);
-    const char *labels = luaL_checkstring(L, 2);
+    const char *labels = luaL_optstring(L, 2, NULL);
     return push_loaded(L, images, labels);
 }
 
@@ -180,7 +181,10 @@ static int ds_label(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, 1);
     uint32_t i = check_index(L, ds, 2);
-    lua_pushinteger(L, dtf_dataset_labels(ds)[i]);
+    if (!dtf_dataset_labels(ds))
+        luaL_pushfail(L); /* loaded without labels */
+    else
+        lua_pushinteger(L, dtf_dataset_labels(ds)[i]);
     return 1;
 }
 

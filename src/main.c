@@ -28,6 +28,8 @@ static void usage_main(FILE *f)
           "  repl [--ps=HOST:PORT,...]      interactive Lua with every dtf module loaded\n"
           "  export CKPT_DIR OUT.safetensors\n"
           "                                 merge the ps shards of a checkpoint into one file\n"
+          "  predict MODEL.safetensors IMAGES [--labels LABELS]\n"
+          "                                 classify images with a saved model\n"
           "  version                        print the version\n"
           "  help [COMMAND]                 this text, or a command's flags\n"
           "\n"
@@ -202,6 +204,57 @@ static int cmd_export(const char *argv0, int argc, char **argv)
     return rc;
 }
 
+static void usage_predict(FILE *f)
+{
+    fputs("usage: dtf predict MODEL.safetensors IMAGES [--labels LABELS] [--modelfile F]\n"
+          "\n"
+          "Rebuilds the network MODEL records (train.lua's save=: the model file's source\n"
+          "and the hyperparameters; --modelfile gives another model file), classifies\n"
+          "every image of the IDX file IMAGES (plain or gzip) and prints one line per\n"
+          "image, \"INDEX CLASS\", both 0-based as the labels are. With --labels (an IDX\n"
+          "labels file) a last line says \"accuracy A (N images)\".\n",
+          f);
+}
+
+static int cmd_predict(const char *argv0, int argc, char **argv)
+{
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_predict(stdout);
+        return DTF_EXIT_OK;
+    }
+    const char *labels = NULL, *modelfile = NULL;
+    const dtf_flag flags[] = {
+        {"--labels", DTF_FLAG_STRING, &labels, 0, 0, NULL, NULL},
+        {"--modelfile", DTF_FLAG_STRING, &modelfile, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    dtf_args a;
+    int rc = dtf_cli_parse("predict", flags, argc, argv, &a);
+    if (rc)
+        return rc;
+    if (a.nwords != 2 || a.after)
+        rc = dtf_usage_error("predict", "needs MODEL.safetensors and IMAGES");
+    lua_State *L = rc == 0 ? dtf_host_new(argv0, NULL) : NULL;
+    if (L) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "dtf.predict");
+        int status = dtf_host_docall(L, 1, 1);
+        if (status == LUA_OK) {
+            lua_pushstring(L, a.words[0]);
+            lua_pushstring(L, a.words[1]);
+            lua_pushstring(L, labels);
+            lua_pushstring(L, modelfile);
+            status = dtf_host_docall(L, 4, 0);
+        }
+        rc = dtf_host_report(L, status, "dtf predict");
+        lua_close(L);
+    } else if (rc == 0) {
+        rc = DTF_EXIT_FAIL;
+    }
+    free(a.words);
+    return rc;
+}
+
 static int cmd_help(int argc, char **argv)
 {
     if (argc == 0) {
@@ -217,6 +270,8 @@ static int cmd_help(int argc, char **argv)
         usage_repl(stdout);
     else if (strcmp(c, "export") == 0)
         usage_export(stdout);
+    else if (strcmp(c, "predict") == 0)
+        usage_predict(stdout);
     else if (strcmp(c, "version") == 0 || strcmp(c, "help") == 0)
         usage_main(stdout);
     else
@@ -244,6 +299,8 @@ int main(int argc, char **argv)
         return cmd_repl(argv0, n, rest);
     if (strcmp(cmd, "export") == 0)
         return cmd_export(argv0, n, rest);
+    if (strcmp(cmd, "predict") == 0)
+        return cmd_predict(argv0, n, rest);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("dtf %s (%s)\n", DTF_VERSION, LUA_RELEASE);
         return DTF_EXIT_OK;

@@ -21,8 +21,7 @@ for _, e in ipairs(schema) do if hp[e.name] == nil then hp[e.name] = e.default e
 local net = model.build(m, hp, schema, 1)
 local tensors, meta = ckpt.load(file)
 if not tensors then error(meta, 0) end
-local ok, err = net:load(tensors)
-if not ok then error('load: ' .. err, 0) end
+net:load(tensors) -- raises on any mismatch, naming the tensor
 print(string.format('export layout %s, model layout %s', tostring(meta.layout), net:checksum()))
 local test, derr = data.mnist(hp.datadir, 'test')
 if not test then error(derr, 0) end
