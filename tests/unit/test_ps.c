@@ -391,4 +391,27 @@ TEST(join_and_done_count_workers)
     dtf_shard_free(s);
 }
 
+TEST(the_schedule_sets_each_update_rate_and_wrap_updates_in_place)
+{
+    float own[3] = {0, 0, 0};
+    dtf_shard_config c = sgd_config(3, 1, 0, 1, 0, 0, 1.0f);
+    c.sched = (dtf_lr_schedule){DTF_LR_STEP, 0, 2, 0.5};
+    dtf_shard *s = dtf_shard_wrap(&c, own);
+    CHECK(s != NULL && s->params == own);
+    int adv;
+    fill_grad(s, 1.0f);
+    /* rates 1, 1, 0.5, 0.5, 0.25: the parameters fall by their sum */
+    static const float want[5] = {-1, -2, -2.5f, -3, -3.25f};
+    for (int i = 0; i < 5; i++) {
+        CHECK_NEAR(dtf_shard_lr(s), i < 2 ? 1.0 : i < 4 ? 0.5 : 0.25, 1e-7);
+        CHECK_EQ_INT(push(s, 0, i, &adv), DTF_PUSH_APPLIED);
+        CHECK_NEAR(own[2], want[i], 1e-6);
+    }
+    dtf_shard_free(s); /* the caller's buffer stays */
+    CHECK_NEAR(own[0], -3.25, 1e-6);
+    c.sched = (dtf_lr_schedule){DTF_LR_COSINE, 0, 0, 0};
+    CHECK(dtf_shard_new(&c, NULL) == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "needs lr_decay_steps");
+}
+
 RUN_TESTS("test_ps")
