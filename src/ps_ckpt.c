@@ -48,6 +48,7 @@ typedef struct entry {
     int shard, nps;
     uint64_t layout, P, offset, count;
     char optimizer[16];
+    int async;                /* written by an async ps (metadata mode) */
 } entry;
 
 typedef struct scan {
@@ -133,6 +134,8 @@ static int read_entry(const dtf_ckpt *c, const char *path, entry *e)
     e->P = (uint64_t)v[5];
     const char *opt = dtf_ckpt_get_meta(c, "optimizer");
     snprintf(e->optimizer, sizeof e->optimizer, "%s", opt ? opt : "");
+    const char *mode = dtf_ckpt_get_meta(c, "mode");
+    e->async = mode && strcmp(mode, "async") == 0;
     if (tensor_ok(c, path, "params", e->count, 1) < 0 ||
         tensor_ok(c, path, "slot0", e->count, 0) < 0 || tensor_ok(c, path, "slot1", e->count, 0) < 0)
         return -1;
@@ -259,13 +262,20 @@ static int choose_gen(const scan *sc, uint64_t layout, int nps, int index, gen *
     return found ? 0 : 1;
 }
 
-/* The files of a complete sharding to take together: at the newest step
- * every shard has a checkpoint of, else each shard's newest. set gets
- * g->nps entries; returns 1 when their steps agree. */
+/* The files of a complete sharding to take together. Sync shards step
+ * together, so a set at one step is the consistent state: the newest step
+ * every shard has a checkpoint of (a shard that completed one more step
+ * than another when the ps tasks stopped is taken a step back). Async
+ * shards never agree exactly, and their newest files are the state the
+ * ps tasks had: each shard's newest. set gets g->nps entries; returns 1
+ * when their steps agree. */
 static int choose_set(const gen *g, const entry **set)
 {
     const entry *const *s0 = (const entry *const *)g->by[0];
-    for (size_t i = g->nby[0]; i-- > 0;) {
+    int async = 1;
+    for (int j = 0; j < g->nps; j++)
+        async &= g->by[j][g->nby[j] - 1]->async;
+    for (size_t i = async ? 0 : g->nby[0]; i-- > 0;) {
         int all = 1;
         set[0] = s0[i];
         for (int j = 1; j < g->nps && all; j++) {
@@ -279,9 +289,12 @@ static int choose_set(const gen *g, const entry **set)
         if (all)
             return 1;
     }
-    for (int j = 0; j < g->nps; j++)
+    int agree = 1;
+    for (int j = 0; j < g->nps; j++) {
         set[j] = g->by[j][g->nby[j] - 1];
-    return 0;
+        agree &= set[j]->step == set[0]->step;
+    }
+    return agree;
 }
 
 static void describe_set(const entry **set, int nps, char *buf, size_t n)
@@ -548,6 +561,7 @@ int dtf_ps_ckpt_save(dtf_ps_ckpt *k, const dtf_shard *s)
     snprintf(v[3], sizeof v[3], "%" PRIu64, s->offset);
     snprintf(v[4], sizeof v[4], "%" PRIu64, s->count);
     snprintf(v[5], sizeof v[5], "%" PRIu64, s->cfg.P);
+    const char *mode = s->cfg.sync ? "sync" : "async";
     char *pushes = dtf_shard_format_pushes(s);
     if (!pushes) {
         klog(k, DTF_LOG_WARNING, "checkpoint at step %" PRId64 " failed: out of memory", s->step);
@@ -557,8 +571,9 @@ int dtf_ps_ckpt_save(dtf_ps_ckpt *k, const dtf_shard *s)
         {"format", DTF_PS_CKPT_FORMAT}, {"layout", layout}, {"step", v[0]}, {"shard", v[1]},
         {"nps", v[2]}, {"offset", v[3]}, {"count", v[4]}, {"P", v[5]},
         {"optimizer", dtf_optim_kind_name(s->cfg.optim.kind)}, {"pushes", pushes},
+        {"mode", mode},
     };
-    size_t nmeta = 10;
+    size_t nmeta = 11;
     if (k->layout_json)
         meta[nmeta++] = (dtf_kv){"layout_json", k->layout_json};
     int64_t shape[1] = {(int64_t)s->count};

@@ -5,7 +5,8 @@
  * "slot0"/"slot1" where its optimizer has them, with metadata: format,
  * layout (the model's layout checksum, 16 hex digits), layout_json (the
  * model's tensors: names, offsets, shapes, for dtf export), shard, nps,
- * offset, count, P, step, optimizer and pushes (ps.h). Written atomically
+ * offset, count, P, step, optimizer, mode (sync or async) and pushes
+ * (ps.h). Written atomically
  * (ckpt.c); the newest DTF_PS_CKPT_KEEP of each shard of each sharding of
  * the model are kept, other models' files are never touched.
  *
@@ -14,10 +15,11 @@
  *   - The same number of ps tasks: the newest readable file of its own
  *     shard (a newer one that cannot be read is skipped, with a warning).
  *   - Another number (resharding): its range is cut from the old shards'
- *     files, params and optimizer slots alike, taken at the newest step for
- *     which every old shard has a checkpoint (in sync mode the shards step
- *     together), or else from each old shard's newest one; the step is old
- *     shard 0's (the global step), the same for every new shard.
+ *     files, params and optimizer slots alike: in sync mode at the newest
+ *     step for which every old shard has a checkpoint (the shards step
+ *     together), in async mode (or without such a step) from each old
+ *     shard's newest one; the step is old shard 0's (the global step), the
+ *     same for every new shard.
  * The newest sharding wins (by the highest step it reached). Files of
  * another model are ignored, with a line saying so when they are all there
  * is. Files that exist for this model but none of which can be read stop

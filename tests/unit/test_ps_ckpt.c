@@ -42,7 +42,9 @@ static const char *dir_for(const char *name)
     return d;
 }
 
-/* Shard i of n over P parameters with Adam; params[k] = base + global k. */
+/* Shard i of n over P parameters with Adam; params[k] = base + global k.
+ * Sync unless async_shards is set. */
+static int async_shards;
 static dtf_shard *adam_shard(uint64_t P, int n, int i, float base)
 {
     dtf_shard_config c;
@@ -51,6 +53,7 @@ static dtf_shard *adam_shard(uint64_t P, int n, int i, float base)
     c.nps = n;
     c.P = P;
     c.workers = 2;
+    c.sync = !async_shards;
     dtf_optim_defaults(&c.optim, DTF_ADAM);
     dtf_shard *s = dtf_shard_new(&c, NULL);
     for (uint64_t k = 0; k < s->count; k++) {
@@ -210,6 +213,7 @@ TEST(reshard_two_to_three_and_back)
 
 TEST(reshard_takes_the_newest_step_every_shard_has)
 {
+    /* sync: the shards step together, and the consistent set is one step */
     const char *d = dir_for("steps");
     dtf_shard *a = adam_shard(10, 2, 0, 0), *b = adam_shard(10, 2, 1, 0);
     save_at(d, LAYOUT, a, 10);
@@ -228,6 +232,29 @@ TEST(reshard_takes_the_newest_step_every_shard_has)
     dtf_shard_free(r);
     dtf_shard_free(a);
     dtf_shard_free(b);
+}
+
+TEST(async_reshard_takes_each_shards_newest)
+{
+    /* async shards never agree exactly: their newest files are the state
+     * the ps tasks had when they stopped (here at 437 and 436) */
+    const char *d = dir_for("async");
+    async_shards = 1;
+    dtf_shard *a = adam_shard(10, 2, 0, 0), *b = adam_shard(10, 2, 1, 0);
+    save_at(d, LAYOUT, a, 400);
+    save_at(d, LAYOUT, b, 400);
+    save_at(d, LAYOUT, a, 437);
+    b->params[0] = 55;
+    save_at(d, LAYOUT, b, 436);
+    dtf_shard *r = restored(d, LAYOUT, 10, 3, 2);
+    CHECK(r && r->step == 437 && r->params[0] == 6.0f && r->params[3] == 9.0f);
+    r = r ? (dtf_shard_free(r), restored(d, LAYOUT, 10, 3, 1)) : NULL;
+    CHECK(r && r->step == 437 && r->params[2] == 55.0f && r->params[1] == 4.0f);
+    CHECK_STR_CONTAINS(logbuf, "(ps0@437 ps1@436, each shard's newest)");
+    dtf_shard_free(r);
+    dtf_shard_free(a);
+    dtf_shard_free(b);
+    async_shards = 0;
 }
 
 TEST(an_incomplete_old_sharding_is_refused)
