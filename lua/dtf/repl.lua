@@ -57,7 +57,10 @@ if cli.ps then
     local err
     client, err = _G.ps.connect { addrs = addrs, role = 'repl', index = 0, P = net.nparams,
                                   layout_checksum = net:checksum(), token = tok, connect_timeout = 10 }
-    if not client then error(err, 2) end
+    -- an unreachable ps, a wrong token or another model: one line, no traceback
+    if not client then
+      _G.dtf.fail('%s (attach with the training\'s own --config FILE and --set flags)', err)
+    end
     return client
   end
   function c.step() return connect():global_step() end

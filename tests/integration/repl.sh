@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/integration/repl.sh BUILD_DIR: `dtf repl` with piped input (no
 # prompts), and on a real terminal (python3's pty module) for the banner,
-# Ctrl-C and Ctrl-D.
+# Ctrl-C and Ctrl-D. repl_tmux.sh drives help(), printing and completion in
+# tmux.
 set -u
 build=${1:?usage: repl.sh BUILD_DIR}
 cd "$(dirname "$0")/../.."
@@ -52,6 +53,12 @@ check "end of input inside a block reports it and exits 0" \
 
 repl $'require("dtf.tensor").zeros(2, 2)\n'
 check "a tensor prints readably" bash -c "[ $rc -eq 0 ] && grep -q '0' '$tmp/out' && ! grep -q 'userdata' '$tmp/out' && ! grep -q 'stack traceback' '$tmp/out'"
+
+repl $'help(T.zeros)\n{b = 1, a = {2, "x"}}\nnn.ReLU()\nprint(nn.ReLU())\n'
+check "help(x) answers on piped input too" has "T.zeros(d1, d2, ... | {shape}) -> tensor"
+check "a table prints readably on piped input" has '{a = {2, "x"}, b = 1}'
+check "a layer prints as its type, through print too" \
+  bash -c "[ \"\$(grep -c '^nn.ReLU\$' '$tmp/out')\" -eq 2 ] && ! grep -q 0x '$tmp/out'"
 
 repl ''
 check "no input exits 0 with no output" bash -c "[ $rc -eq 0 ] && [ ! -s '$tmp/out' ]"
