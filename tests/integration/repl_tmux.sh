@@ -137,8 +137,17 @@ type_line 'print("al" .. "ive")'
 check "the REPL goes on after the completion list" seg_has 'alive'
 
 keys C-d
+# pane_dead turns 1 when the pty closes, the status once tmux has reaped
+# the process: wait for the status (or the signal that killed it).
+ended() { tm display-message -p -t repl '#{pane_dead_status}#{pane_dead_signal}'; }
 deadline=$((SECONDS + 15))
-until [ "$(tm display-message -p -t repl '#{pane_dead}')" = 1 ] || [ $SECONDS -ge $deadline ]; do sleep 0.05; done
+until [ -n "$(ended)" ] || [ $SECONDS -ge $deadline ]; do sleep 0.05; done
 status=$(tm display-message -p -t repl '#{pane_dead_status}')
-check "Ctrl-D ends the REPL with status 0 (status '$status')" test "$status" = 0
+signal=$(tm display-message -p -t repl '#{pane_dead_signal}')
+if [ "$status" = 0 ]; then
+  pass "Ctrl-D ends the REPL with status 0"
+else
+  fail "Ctrl-D ends the REPL with status 0 (status '$status', signal '$signal')"
+  screen | tail -n 5 | sed 's/^/    | /'
+fi
 finish
