@@ -248,7 +248,7 @@ function help.index()
   for _, m in ipairs(help.modules) do
     local mod = m[2] and loaded[m[2]] or (m[2] == nil and rawget(_G, m[3]))
     if type(mod) == 'table' then
-      put(mod, m[2] and 'module ' .. m[2] or m[3])
+      put(mod, 'module ' .. (m[2] or m[3]))
       for k, v in pairs(mod) do
         if type(k) == 'string' and type(v) == 'function' then put(v, m[3] .. '.' .. k) end
         if m[2] == 'dtf.nn' and type(v) == 'table' and rawget(v, '__index') == v then put(v, 'class nn.' .. k) end

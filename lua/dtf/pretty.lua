@@ -10,12 +10,14 @@
 -- (`... 12 more`), and a table met again inside itself is marked with the
 -- path it was first seen at (`<cycle: top.a>`). A value with __tostring
 -- (layers, datasets) prints through it, a tensor inside a table as its
--- shape. opts: depth (4), items (20), width (80: the line a table may fill
--- before it breaks), strlen (80: bytes of a string shown inside a table),
--- name_of (function(v) -> a name for a function, module or class, or nil).
+-- shape. opts: depth (4), items (20 entries of one table), total (200
+-- entries in all, so that package.loaded fits a few screens), width (80:
+-- the line a table may fill before it breaks), strlen (80: bytes of a
+-- string shown inside a table), name_of (function(v) -> a name for a
+-- function, module or class, or nil).
 local pretty = {}
 
-local defaults = { depth = 4, items = 20, width = 80, strlen = 80 }
+local defaults = { depth = 4, items = 20, total = 200, width = 80, strlen = 80 }
 
 local keywords = {}
 for w in ('and break do else elseif end false for function goto if in local nil not or '
@@ -155,18 +157,19 @@ local function render_table(t, depth, indent, col, opts, seen, path)
   local entries, packable, shown = {}, {}, 0
   local total = n + #keys
   local function add(text, scalar)
+    opts.left = opts.left - 1
     shown = shown + 1
     entries[shown] = text
     packable[shown] = scalar
   end
   for i = 1, n do
-    if shown >= opts.items then break end
+    if shown >= opts.items or opts.left <= 0 then break end
     local v = rawget(t, i)
     local text = render(v, depth + 1, indent + 2, indent + 2, opts, seen, child_path(path, i))
     add(text, type(v) ~= 'table' and not text:find('\n'))
   end
   for _, k in ipairs(keys) do
-    if shown >= opts.items then break end
+    if shown >= opts.items or opts.left <= 0 then break end
     local ok, v = pcall(function() return t[k] end)
     if not ok then v = rawget(t, k) end
     local kt = key_text(k, opts)
@@ -200,6 +203,7 @@ function pretty.format(v, opts)
   local o = {}
   for k, d in pairs(defaults) do o[k] = d end
   for k, x in pairs(opts or {}) do o[k] = x end
+  o.left = o.total -- entries still to show, across every table
   return render(v, 1, 0, 0, o, {}, 'top')
 end
 

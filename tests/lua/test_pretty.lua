@@ -56,6 +56,13 @@ check.case('width limits', function()
   local nested = fmt({ outer = long })
   check.ok(nested:find('\n  outer = {\n    field1 = ', 1, true) ~= nil, 'nested entries are indented: ' .. nested)
   check.ok(nested:find('\n  }\n}$') ~= nil, 'the nested brace at its own indentation')
+  local grid = {}
+  for i = 1, 30 do grid[i] = {}; for j = 1, 30 do grid[i][j] = j end end
+  local g = fmt(grid, { items = 1000, total = 100 })
+  local numbers = 0
+  for _ in g:gmatch('%d+,') do numbers = numbers + 1 end
+  check.ok(numbers <= 100, 'at most opts.total entries in all: ' .. numbers)
+  check.ok(g:find('\n  %.%.%. %d+ more\n}$') ~= nil, 'the outer table counts what the budget left out: ' .. g:sub(-200))
   local str = fmt({ s = string.rep('x', 300) })
   check.ok(str:find('(300 bytes)', 1, true) ~= nil and #str < 200, 'a long string in a table is cut: ' .. str)
   check.eq(fmt({ s = 'abcdef' }, { strlen = 3 }), '{s = "abc..." (6 bytes)}', 'opts.strlen')
