@@ -275,8 +275,9 @@ function help.index()
       end
     end
   end
+  -- Lua's own functions by name; a user's global function by where it is
   for k, v in pairs(_G) do
-    if type(v) == 'function' then put(v, k) end
+    if type(v) == 'function' and debug.getinfo(v, 'S').what == 'C' then put(v, k) end
   end
   for _, lib in ipairs(std_libs) do
     local t = rawget(_G, lib)
