@@ -155,8 +155,11 @@ static void report(lua_State *L, int status)
 /* ---- completion ------------------------------------------------------------- */
 
 /* Tab completes names: globals, keywords, and the fields of tables (and of
- * a value's __index tables) after `a.b.` or `obj:`. The Lua side runs under
- * pcall (an __index may raise) and returns the sorted candidates. */
+ * a value's __index tables) after `a.b.` or `obj:`; a userdata whose
+ * __index is a function (dtf.Tensor) completes from its metatable's
+ * `methods` table, so `x:nu` gives `x:numel`. Metamethods (`__index`) show
+ * only when asked for with `__`. The Lua side runs under pcall (an __index
+ * may raise) and returns the sorted candidates. */
 static const char complete_lua[] =
     "local text = ...\n"
     "local path, sep, last = text:match('^([%w_.:]-)([.:])([%w_]*)$')\n"
@@ -172,7 +175,8 @@ static const char complete_lua[] =
     "local out, seen = {}, {}\n"
     "local function add(k, v)\n"
     "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not seen[k]\n"
-    "     and k:sub(1, #last) == last and (sep ~= ':' or type(v) == 'function') then\n"
+    "     and k:sub(1, #last) == last and (sep ~= ':' or type(v) == 'function')\n"
+    "     and (k:sub(1, 2) ~= '__' or last:sub(1, 2) == '__') then\n"
     "    seen[k] = true\n"
     "    out[#out + 1] = path .. sep .. k\n"
     "  end\n"
@@ -196,8 +200,11 @@ static const char complete_lua[] =
     "    for k, v in pairs(t) do add(k, v) end\n"
     "  end\n"
     "  local mt = getmetatable(t)\n"
-    "  if type(mt) ~= 'table' or type(rawget(mt, '__index')) ~= 'table' then break end\n"
-    "  t = rawget(mt, '__index')\n"
+    "  if type(mt) ~= 'table' then break end\n"
+    "  local idx = rawget(mt, '__index')\n"
+    "  if type(idx) ~= 'table' then idx = rawget(mt, 'methods') end\n"
+    "  if type(idx) ~= 'table' then break end\n"
+    "  t = idx\n"
     "end\n"
     "table.sort(out)\n"
     "return out\n";
@@ -414,14 +421,31 @@ static int loadline(lua_State *L)
     return status;
 }
 
-/* Prints what the statement returned through the global `print`. */
+/* Pushes the function that prints a statement's values: dtf.repl's show
+ * (tables nested, layers with their shapes: dtf.pretty), or the global
+ * `print` if dtf.repl has none. */
+static void push_printer(lua_State *L)
+{
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "dtf.repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "show") == LUA_TFUNCTION) {
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return;
+    }
+    lua_settop(L, top);
+    lua_getglobal(L, "print");
+}
+
+/* Prints what the statement returned. */
 static void l_print(lua_State *L)
 {
     int n = lua_gettop(L);
     if (n > 0) {
         int status;
         luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-        lua_getglobal(L, "print");
+        push_printer(L);
         lua_insert(L, 1);
         status = docall(L, n, 0);
         report(L, status);

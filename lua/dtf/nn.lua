@@ -27,6 +27,9 @@ local function class(name, parent)
     return o
   end
   setmetatable(c, { __index = parent, __call = function(_, ...) return c.new(...) end })
+  -- Metamethods are not inherited through __index: a layer without a
+  -- __tostring of its own prints as its parent does ('nn.ReLU').
+  if parent then c.__tostring = parent.__tostring end
   nn[name] = c
   return c
 end
@@ -274,28 +277,89 @@ function Sequential:zero_grad()
   self.grads:zero()
 end
 
+-- A layer's name in messages: its __tostring, one line ('nn.Sequential'
+-- for a nested one), or its name field for a plain-table layer.
+local function layer_name(l)
+  if getmetatable(l) == Sequential then return 'nn.Sequential' end
+  local mt = getmetatable(l)
+  if type(mt) == 'table' and mt.__tostring then return tostring(l) end
+  return type(l.name) == 'string' and l.name or 'a custom layer'
+end
+nn.layer_name = layer_name
+
+-- The position Lua puts before an error raised in this file (a kernel
+-- called by a built-in layer): dropped, since the layer's name says more.
+local here = debug.getinfo(1, 'S').short_src .. ':'
+
+-- A string error of layer i becomes "layer i (NAME): message"; an error
+-- object that is not a string (dtf.fail's table) goes through untouched.
+local function layer_error(i, l, err)
+  if type(err) ~= 'string' then return err end
+  if err:sub(1, #here) == here then err = err:sub(#here + 1):gsub('^%d+: ', '', 1) end
+  return string.format('layer %d (%s): %s', i, layer_name(l), err)
+end
+
+-- Each layer runs under pcall so that an error names the layer (its index
+-- in self.layers, 1-based like the Lua table, and its type); a pcall costs
+-- well under a microsecond, next to a step's hundreds.
 function Sequential:forward(x)
-  self.inputs = self.inputs or {}
-  for i, l in ipairs(self.layers) do
-    self.inputs[i] = x
-    x = l:forward(x)
+  local inputs, layers = self.inputs, self.layers
+  if not inputs then inputs = {}; self.inputs = inputs end
+  for i = 1, #layers do
+    local l = layers[i]
+    inputs[i] = x
+    local ok, y = pcall(l.forward, l, x)
+    if not ok then error(layer_error(i, l, y), 0) end
+    x = y
   end
   self.output = x
   return x
 end
 
 function Sequential:backward(x, dy)
-  for i = #self.layers, 1, -1 do
-    dy = self.layers[i]:backward(self.inputs[i], dy)
+  local inputs, layers = self.inputs, self.layers
+  for i = #layers, 1, -1 do
+    local l = layers[i]
+    local ok, dx = pcall(l.backward, l, inputs[i], dy)
+    if not ok then error(layer_error(i, l, dx), 0) end
+    dy = dx
   end
   return dy
 end
 
+-- "weight 100x784, bias 100" for a layer's parameters ('' for none).
+local function shapes_of(l)
+  local parts, n = {}, 0
+  for _, s in ipairs(l:param_specs()) do
+    local k = 1
+    for _, d in ipairs(s.shape) do k = k * d end
+    parts[#parts + 1] = s.name .. ' ' .. table.concat(s.shape, 'x')
+    n = n + k
+  end
+  return table.concat(parts, ', '), n
+end
+nn.shapes_of = shapes_of
+
+-- One line per layer, [index] as in self.layers, then its parameters'
+-- shapes; the total counts every parameter (built or not).
 function Sequential:__tostring()
+  local rows, width, total = {}, 0, 0
+  for i, l in ipairs(self.layers) do
+    local name = getmetatable(l) == Sequential and tostring(l):gsub('\n', '\n    ') or layer_name(l)
+    local shapes, n = '', 0
+    if type(l.param_specs) == 'function' then shapes, n = shapes_of(l) end
+    rows[i] = { string.format('  [%d] %s', i, name), shapes }
+    if shapes ~= '' and not name:find('\n') then width = math.max(width, #rows[i][1]) end
+    total = total + n
+  end
   local lines = { 'nn.Sequential {' }
-  for i, l in ipairs(self.layers) do lines[#lines + 1] = string.format('  (%d) %s', i - 1, tostring(l)) end
-  if self.nparams then lines[#lines + 1] = string.format('} %d parameters', self.nparams)
-  else lines[#lines + 1] = '}' end
+  for _, r in ipairs(rows) do
+    if r[2] == '' then lines[#lines + 1] = r[1]
+    else lines[#lines + 1] = r[1] .. string.rep(' ', width - #r[1] + 2) .. r[2] end
+  end
+  local count = self.nparams or total
+  lines[#lines + 1] = string.format('} %d parameter%s%s', count, count == 1 and '' or 's',
+                                    self.nparams and '' or ' (not built: net:build(seed))')
   return table.concat(lines, '\n')
 end
 

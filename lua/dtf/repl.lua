@@ -1,6 +1,8 @@
 -- dtf.repl: what the interactive prompt starts with. Every dtf module is a
--- global (tensor/T, nn, optim, data, ps, ckpt, util, json, log); with --ps
--- the global `cluster` reaches a running training:
+-- global (tensor/T, nn, optim, data, ps, ckpt, util, json, log), and help()
+-- (dtf.help) tells what they hold; the REPL prints what a statement returns
+-- through show() below (dtf.pretty). With --ps the global `cluster` reaches
+-- a running training:
 --   cluster.step()          the global step (ps 0)
 --   cluster.stats()         each ps's counters
 --   cluster.pull()          the current parameters, in a local copy of the model
@@ -15,6 +17,23 @@ for global, mod in pairs(names) do
 end
 _G.T = _G.tensor
 _G.dtf = require 'dtf'
+_G.help = require('dtf.help').help
+
+local repl = {}
+
+-- What the prompt prints for `expr` and `=expr` (src/repl.c calls it with
+-- the statement's values): each value readably, tab-separated; a string as
+-- itself, as Lua's own REPL does.
+function repl.show(...)
+  local pretty = require 'dtf.pretty'
+  local name_of = require('dtf.help').namer()
+  local parts = {}
+  for i = 1, select('#', ...) do
+    local v = select(i, ...)
+    parts[i] = type(v) == 'string' and v or pretty.format(v, { name_of = name_of })
+  end
+  io.write(table.concat(parts, '\t'), '\n')
+end
 
 if cli.ps then
   -- The training's own hyperparameters (lua/dtf/schema.lua and the model
@@ -38,7 +57,10 @@ if cli.ps then
     local err
     client, err = _G.ps.connect { addrs = addrs, role = 'repl', index = 0, P = net.nparams,
                                   layout_checksum = net:checksum(), token = tok, connect_timeout = 10 }
-    if not client then error(err, 2) end
+    -- an unreachable ps, a wrong token or another model: one line, no traceback
+    if not client then
+      _G.dtf.fail('%s (attach with the training\'s own --config FILE and --set flags)', err)
+    end
     return client
   end
   function c.step() return connect():global_step() end
@@ -56,3 +78,5 @@ if cli.ps then
   end
   _G.cluster = c
 end
+
+return repl

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/integration/repl.sh BUILD_DIR: `dtf repl` with piped input (no
 # prompts), and on a real terminal (python3's pty module) for the banner,
-# Ctrl-C and Ctrl-D.
+# Ctrl-C and Ctrl-D. repl_tmux.sh drives help(), printing and completion in
+# tmux.
 . "$(dirname "$0")/testlib.bash"
 
 dtf=$DTF
@@ -46,6 +47,12 @@ check "end of input inside a block reports it and exits 0" \
 
 repl $'require("dtf.tensor").zeros(2, 2)\n'
 check "a tensor prints readably" bash -c "[ $rc -eq 0 ] && grep -q '0' '$OUTF' && ! grep -q 'userdata' '$OUTF' && ! grep -q 'stack traceback' '$OUTF'"
+
+repl $'help(T.zeros)\n{b = 1, a = {2, "x"}}\nnn.ReLU()\nprint(nn.ReLU())\n'
+check "help(x) answers on piped input too" log_has_text "$OUTF" "T.zeros(d1, d2, ... | {shape}) -> tensor"
+check "a table prints readably on piped input" log_has_text "$OUTF" '{a = {2, "x"}, b = 1}'
+check "a layer prints as its type, through print too" \
+  bash -c "[ \"\$(grep -c '^nn.ReLU\$' '$OUTF')\" -eq 2 ] && ! grep -q 0x '$OUTF'"
 
 repl ''
 check "no input exits 0 with no output" bash -c "[ $rc -eq 0 ] && [ ! -s '$OUTF' ]"
