@@ -66,11 +66,13 @@ static void usage_run(FILE *f)
 
 static void usage_repl(FILE *f)
 {
-    fputs("usage: dtf repl [--ps=H:P,...] [--workers=H:P,...] [--token-file=FILE] [--set KEY=VALUE]...\n"
+    fputs("usage: dtf repl [--ps=H:P,...] [--token-file=FILE] [--config FILE] [--set KEY=VALUE]...\n"
           "\n"
           "An interactive Lua 5.4 prompt with tensor, nn, optim, data, ps, ckpt loaded as\n"
-          "globals. With --ps it can reach a running cluster: cluster.step(),\n"
-          "cluster.stats(), cluster.pull(), cluster.evaluate() (see README).\n"
+          "globals; help() lists them, help(x) says what x is. With --ps it can reach a\n"
+          "running cluster: cluster.step(), cluster.stats(), cluster.pull(),\n"
+          "cluster.evaluate() (see README); --config (the file the tasks were given) and\n"
+          "--set give the training's hyperparameters, so it builds the same model.\n"
           "Ctrl-C interrupts a running statement; Ctrl-D exits.\n",
           f);
 }
