@@ -30,9 +30,9 @@ LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
 CORE     := util tensor tensor_conv tensor_naive optim data wire net_io net_server net_client ps ckpt \
-            tfevents
+            tfevents metrics metrics_http pswatch
 # Bindings and the host: the Lua faces of the core and the dtf command.
-BIND     := ltensor ldata lps lckpt lutil log host repl local
+BIND     := ltensor ldata lps lckpt lutil log host repl local progress lwatch
 CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
 BIND_OBJ := $(BIND:%=$(BUILD)/src/%.o)
 
