@@ -16,6 +16,7 @@ local util = require 'dtf.util'
 local hparams = require 'dtf.hparams'
 local cluster = require 'dtf.cluster'
 local cli = require 'dtf.cli'
+local watch = require 'dtf.watch'
 
 local script_dir = (arg and arg[0] or ''):match('^(.*)/[^/]*$') or '.'
 
@@ -57,10 +58,12 @@ local schema = {
   { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
 }
 
+for _, s in ipairs(watch.schema) do schema[#schema + 1] = s end
 local hp = hparams.parse(schema, cli)
 local spec = cluster.resolve(cli)
 T.set_num_threads(hp.threads)
 log.open(hp.logdir)
+watch.setup(hp, spec)
 
 -- ---- the model ---------------------------------------------------------------
 
@@ -94,7 +97,7 @@ end
 
 local function total_steps(train)
   if hp.trainsteps then return hp.trainsteps end
-  return math.ceil(hp.epochs * train:count() / hp.batchsize)
+  return math.ceil(hp.epochs * watch.train_count(train) / hp.batchsize)
 end
 
 -- ---- one training step ---------------------------------------------------------
@@ -111,16 +114,16 @@ end
 local function report_end(worker, t0, train_end)
   log.info('Training ends @ %f', util.wallclock())
   log.info('Training elapsed time: %f s', train_end - t0)
-  if worker == 0 and hp.save ~= '' then
+  local acc, n
+  if worker == 0 and hp.evaluate then acc, n = watch.final(load('test')) end
+  if worker == 0 and hp.save ~= '' and not watch.saved_best() then
     local ok, err = require('dtf.ckpt').save(hp.save, net:named_tensors(),
       { model = hp.model, layout = checksum, format = 'dtf' })
     if not ok then error('save: ' .. tostring(err), 0) end
     log.info('Model saved to %s', hp.save)
   end
-  if worker == 0 and hp.evaluate then
-    local acc, n = nn.evaluate(net, load('test'), 1000)
-    log.info('Test accuracy: %.4f (%d images)', acc, n)
-  end
+  if acc then log.info('Test accuracy: %.4f (%d images)', acc, n) end
+  watch.finish()
 end
 
 -- A worker's loop; `exchange(step)` sends the gradients and brings back the
@@ -129,13 +132,18 @@ end
 local function train_loop(worker, nworkers, steps, exchange, start)
   local train = load('train')
   steps = steps or total_steps(train)
-  local loader = train:loader { batchsize = hp.batchsize, seed = hp.seed, shard = worker, shards = nworkers }
+  local loader = train:loader { batchsize = hp.batchsize, seed = hp.seed, shard = worker, shards = nworkers,
+                                limit = watch.train_count(train) }
   local rows, cols = train:shape()
   local x, y = T.zeros(hp.batchsize, rows * cols), T.zeros(hp.batchsize)
   log.info('Worker %d: %d parameters, %d training examples in its shard, %s steps, batch %d',
-           worker, net.nparams, train:count() // nworkers, steps == 0 and 'unlimited' or tostring(steps),
+           worker, net.nparams, watch.train_count(train) // nworkers, steps == 0 and 'unlimited' or tostring(steps),
            hp.batchsize)
   local first = start and start() or 0
+  watch.begin { net = net, worker = worker, nworkers = nworkers, train = train, steps = steps, first = first,
+                load = load, checksum = checksum, replicas = hp.sync and (hp.replicas_to_aggregate > 0 and
+                hp.replicas_to_aggregate or nworkers) or 1 }
+  exchange = watch.timed(exchange)
   local t0 = util.now()
   local gstep, step, losses, nloss = first, 0, 0, 0
   while steps == 0 or gstep < steps do
@@ -146,11 +154,16 @@ local function train_loop(worker, nworkers, steps, exchange, start)
     losses, nloss = losses + loss, nloss + 1
     local line = string.format('Worker %d: training step %d done (global step: %d)', worker, step, gstep)
     -- stdout gets every logevery-th line and always the last one.
-    if step % hp.logevery == 0 or (steps > 0 and gstep >= steps) then log.info('%s', line) else log.file('%s', line) end
+    if not watch.quiet() and (step % hp.logevery == 0 or (steps > 0 and gstep >= steps)) then
+      log.info('%s', line)
+    else
+      log.file('%s', line)
+    end
     if nloss == hp.lossevery then
       log.info('Worker %d: mean loss %.4f over steps %d-%d', worker, losses / nloss, step - nloss + 1, step)
       losses, nloss = 0, 0
     end
+    watch.step(gstep, loss, hp.batchsize)
   end
   return t0, util.now(), step
 end
@@ -187,6 +200,7 @@ if spec.role == 'ps' then
            stats.reason == 'signal' and 'signal' or
            stats.reason == 'done_timeout' and 'done_timeout: not every worker said done' or
            'every worker is done', stats.step)
+  watch.finish()
   return
 end
 

@@ -8,6 +8,7 @@
  * only the supervisor (which stops the tasks in order) and a SIGKILLed
  * supervisor still takes its tasks down. */
 #include "local.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,14 +60,18 @@ void dtf_local_usage(FILE *f)
 "  --set KEY=VALUE     passed to every task (repeatable)\n"
 "  --config FILE       passed to every task\n"
 "  --restarts=K        restarts allowed per task before the run fails (3)\n"
-"  --port-base=P       use ports P, P+1, ... (default: free ports)\n"
+"  --port-base=P       use ports P, P+1, ...: the tasks', then their metrics\n"
+"                      ports (default: free ports)\n"
 "  --host=ADDR         address the tasks listen on (127.0.0.1)\n"
 "  --ps-grace=S        seconds a ps may keep running after the last worker\n"
 "                      finished before the run fails (30)\n"
 "  -- ARGS             passed to the script as arg[1..]\n"
 "\n"
-"Each task gets DTF_TASK (ps0, worker1) and DTF_RESTART (0, 1, ...) in\n"
-"its environment. Exit status: 0 when every task finished with status 0,\n"
+"Each task gets DTF_TASK (ps0, worker1), DTF_RESTART (0, 1, ...) and\n"
+"DTF_METRICS_PORT (a free port: train.lua's metrics_port) in its environment.\n"
+"On a terminal the tasks' step lines fold into one status line\n"
+"(--set progress=false: the lines as they are).\n"
+"Exit status: 0 when every task finished with status 0,\n"
 "1 when a task failed past its restarts, 2 on bad usage, 130 on Ctrl-C.\n",
         f);
 }
@@ -212,7 +217,7 @@ static int parse_opts(opts *o, int argc, char **argv)
         return usage_error("missing --workers=M");
     if (o->nps + o->nworkers > MAX_TASKS)
         return usage_error("at most %d tasks", MAX_TASKS);
-    if (o->port_base && o->port_base + o->nps + o->nworkers - 1 > 65535)
+    if (o->port_base && o->port_base + 2 * (o->nps + o->nworkers) - 1 > 65535)
         return usage_error("--port-base=%d leaves too few ports for %d tasks",
                            o->port_base, o->nps + o->nworkers);
     return 0;
@@ -316,6 +321,7 @@ typedef struct task {
     int fd;              /* read end of its output pipe; -1: closed */
     char *buf;           /* the partial line read so far (MAX_LINE) */
     size_t len;
+    int metrics_port;    /* DTF_METRICS_PORT, the metrics_port default */
     int restarts;        /* restarts used */
     int done;            /* exited with status 0 */
     double restart_at;   /* > 0: restart due at this time */
@@ -337,23 +343,11 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return;      /* stdout is gone; the tasks' output is lost */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 /* Writes "name | line\n" with one write() so that lines never interleave. */
 static void emit(const task *t, const char *line, size_t n)
 {
+    if (dtf_fold_line(t->name, line, n))  /* a step line, shown in the status line */
+        return;
     size_t plen = strlen(t->name) + 3;
     char *out = malloc(plen + n + 1);
     if (!out)
@@ -362,7 +356,7 @@ static void emit(const task *t, const char *line, size_t n)
     memcpy(out + plen - 3, " | ", 3);
     memcpy(out + plen, line, n);
     out[plen + n] = '\n';
-    write_all(STDOUT_FILENO, out, plen + n + 1);
+    dtf_status_write(out, plen + n + 1);        /* above the status line, if any */
     free(out);
 }
 
@@ -434,6 +428,8 @@ static int spawn(sup *s, task *t)
         return -1;
     }
     snprintf(restart, sizeof restart, "%d", t->restarts);
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", t->metrics_port);
     fflush(stdout);
     fflush(stderr);
     pid = fork();
@@ -464,6 +460,7 @@ static int spawn(sup *s, task *t)
             _exit(127);
         setenv("DTF_TASK", t->name, 1);
         setenv("DTF_RESTART", restart, 1);
+        setenv("DTF_METRICS_PORT", mport, 1);
         execv(s->exe, t->argv);
         dprintf(STDERR_FILENO, "local: cannot run %s: %s\n", s->exe,
                 strerror(errno));
@@ -526,6 +523,7 @@ static void on_exit_status(sup *s, task *t, int status)
     if (s->stopping)
         return;
     describe(status, what, sizeof what);
+    dtf_fold_pause();               /* the message goes on a line of its own */
     if (t->restarts < s->max_restarts) {
         t->restarts++;
         fprintf(stderr, "local: %s %s, restarting (%d of %d)\n", t->name,
@@ -684,6 +682,7 @@ static int supervise(sup *s, double ps_grace)
 
         if (got_stop) {
             int sig = got_stop;
+            dtf_fold_end();
             fprintf(stderr, "local: %s, stopping every task\n",
                     strsignal(sig));
             stop_all(s);
@@ -707,6 +706,7 @@ static int supervise(sup *s, double ps_grace)
             workers_left += !t->is_ps && !t->done;
         }
         if (left == 0) {
+            dtf_fold_end();
             fprintf(stderr, "local: every task finished\n");
             return 0;
         }
@@ -714,6 +714,7 @@ static int supervise(sup *s, double ps_grace)
             if (ps_deadline == 0)
                 ps_deadline = now + ps_grace;
             if (now >= ps_deadline) {
+                dtf_fold_end();
                 for (i = 0; i < s->n; i++)
                     if (!s->t[i].done)
                         fprintf(stderr, "local: %s is still running %g s "
@@ -725,12 +726,13 @@ static int supervise(sup *s, double ps_grace)
             if (next == 0 || ps_deadline < next)
                 next = ps_deadline;
         }
-        timeout = 1000;
+        timeout = dtf_fold_interval_ms(1000);
         if (next > 0) {
             double ms = (next - now) * 1000 + 1;
             timeout = ms < 0 ? 0 : ms < timeout ? (int)ms : timeout;
         }
         pump(s, timeout);
+        dtf_fold_tick();
     }
 }
 
@@ -769,14 +771,15 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
         s.exe = argv0;
     }
     n = o.nps + o.nworkers;
-    ports = calloc((size_t)n, sizeof *ports);
+    /* ports[0, n): the tasks' own; ports[n, 2n): their metrics */
+    ports = calloc((size_t)n * 2, sizeof *ports);
     s.t = calloc((size_t)n, sizeof *s.t);
     if (!ports || !s.t)
         goto oom;
     if (o.port_base) {
-        for (i = 0; i < n; i++)
+        for (i = 0; i < 2 * n; i++)
             ports[i] = o.port_base + i;
-    } else if (pick_ports(o.host, n, ports) < 0) {
+    } else if (pick_ports(o.host, 2 * n, ports) < 0) {
         goto out;
     }
     ps = addr_list(o.host, ports, o.nps);
@@ -790,6 +793,7 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
         int is_ps = i < o.nps, index = is_ps ? i : i - o.nps;
         t->is_ps = is_ps;
         t->fd = -1;
+        t->metrics_port = ports[n + i];
         snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker",
                  index);
         t->argv = task_argv(&s, &o, is_ps ? "ps" : "worker", index, ps,
@@ -814,7 +818,9 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
     for (i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &sa, &old[i]);
 
+    dtf_fold_start(o.npass, o.pass);
     rc = supervise(&s, o.ps_grace);
+    dtf_fold_end();
 
     for (i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &old[i], NULL);
