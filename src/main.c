@@ -28,6 +28,7 @@ static void usage_main(FILE *f)
           "  repl [--ps=HOST:PORT,...]      interactive Lua with every dtf module loaded\n"
           "  export CKPT_DIR OUT.safetensors\n"
           "                                 merge the ps shards of a checkpoint into one file\n"
+          "  plot LOGDIR [-o FILE.svg]      draw a training's TensorBoard scalars as an SVG\n"
           "  version                        print the version\n"
           "  help [COMMAND]                 this text, or a command's flags\n"
           "\n"
@@ -79,6 +80,16 @@ static void usage_export(FILE *f)
           "\n"
           "Merges the newest checkpoint of every ps shard in CKPT_DIR into one\n"
           "safetensors file holding the model's tensors under their layer names.\n",
+          f);
+}
+
+static void usage_plot(FILE *f)
+{
+    fputs("usage: dtf plot LOGDIR [-o FILE.svg]\n"
+          "\n"
+          "Reads the TensorBoard event files under LOGDIR (LOGDIR/tensorboard/TASK/)\n"
+          "and draws loss, accuracy and the ps tasks' updates per second against the\n"
+          "global step, one line per task, as one SVG (default LOGDIR/plot.svg).\n",
           f);
 }
 
@@ -267,6 +278,44 @@ static int cmd_export(const char *argv0, int argc, char **argv)
     return rc;
 }
 
+static int cmd_plot(const char *argv0, int argc, char **argv)
+{
+    const char *dir = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage_plot(stdout);
+            return DTF_EXIT_OK;
+        } else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+            if (i + 1 >= argc || !*argv[i + 1])
+                return usage_error("plot", "%s needs a FILE", argv[i]);
+            out = argv[++i];
+        } else if (argv[i][0] == '-' || dir) {
+            return usage_error("plot", "unexpected argument '%s'", argv[i]);
+        } else {
+            dir = argv[i];
+        }
+    }
+    if (!dir)
+        return usage_error("plot", "needs a LOGDIR");
+    lua_State *L = dtf_host_new(argv0, NULL);
+    if (!L)
+        return DTF_EXIT_FAIL;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "dtf.plot");
+    int status = dtf_host_docall(L, 1, 1);
+    if (status == LUA_OK) {
+        lua_pushstring(L, dir);
+        if (out)
+            lua_pushstring(L, out);
+        else
+            lua_pushnil(L);
+        status = dtf_host_docall(L, 2, 0);
+    }
+    int rc = dtf_host_report(L, status, "dtf plot");
+    lua_close(L);
+    return rc;
+}
+
 static int cmd_help(int argc, char **argv)
 {
     if (argc == 0) {
@@ -282,6 +331,8 @@ static int cmd_help(int argc, char **argv)
         usage_repl(stdout);
     else if (strcmp(c, "export") == 0)
         usage_export(stdout);
+    else if (strcmp(c, "plot") == 0)
+        usage_plot(stdout);
     else if (strcmp(c, "version") == 0 || strcmp(c, "help") == 0)
         usage_main(stdout);
     else
@@ -309,6 +360,8 @@ int main(int argc, char **argv)
         return cmd_repl(argv0, n, rest);
     if (strcmp(cmd, "export") == 0)
         return cmd_export(argv0, n, rest);
+    if (strcmp(cmd, "plot") == 0)
+        return cmd_plot(argv0, n, rest);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("dtf %s (%s)\n", DTF_VERSION, LUA_RELEASE);
         return DTF_EXIT_OK;
