@@ -16,10 +16,11 @@
  *
  * The endpoint answers GET /metrics only: 404 for any other path, 405 (with
  * Allow: GET) for any other method, 400 for what is not HTTP. It holds at
- * most max_connections connections at once (further peers wait in the
- * listen backlog), caps request headers and bodies, and gives every
- * connection a deadline to complete each request, so a peer that trickles
- * bytes or sends garbage loses only its own connection.
+ * most max_connections connections at once (a newcomer takes the place of
+ * the connection that has waited longest without completing a request, so
+ * idle peers cannot lock a scraper out), caps request headers and bodies,
+ * and gives every connection a deadline to complete each request, so a
+ * peer that trickles bytes or sends garbage loses only its own connection.
  *
  * The C core: no printing, no exit; errors through dtf_seterr(). */
 #ifndef DTF_METRICS_H

@@ -6,12 +6,15 @@
  * (evhttp_set_bevcb); we hold a reference to it until the accept callback
  * is over, then read the connection evhttp attached to it (the
  * bufferevent's callback argument) and ask to be told when evhttp frees it
- * (evhttp_connection_set_closecb), which frees the slot. At
- * max_connections the listener is disabled, so further peers wait in the
- * kernel's backlog instead of taking descriptors the task needs. Each slot
- * also has a deadline to complete each request: a peer that sends a byte
- * every few seconds (which evhttp's idle timeout lets through) has its
- * connection freed when it runs out. */
+ * (evhttp_connection_set_closecb), which frees the slot. With every slot
+ * taken, a new peer takes the slot of the connection that has waited
+ * longest for a request to complete (that one is closed): peers that hold
+ * connections open without asking cannot lock a scraper out, whose request
+ * comes at once. Only when every slot is a connection accepted this very
+ * moment is the listener paused (the next peers wait in the backlog).
+ * Each slot also has a deadline to complete each request: a peer that
+ * sends a byte every few seconds (which evhttp's idle timeout lets
+ * through) has its connection freed when it runs out. */
 #include "metrics_impl.h"
 
 #include <errno.h>
@@ -36,6 +39,7 @@ typedef struct mconn {
     struct bufferevent *bev;        /* NULL: slot free */
     struct evhttp_connection *evc;  /* NULL until adopted */
     struct event *timer;            /* first: adopt; then the request deadline */
+    double since;                   /* accepted, or its last request answered */
 } mconn;
 
 struct dtf_metrics_http {
@@ -68,9 +72,11 @@ static void arm_deadline(mconn *c)
     evtimer_add(c->timer, &tv);
 }
 
+static int all_new(const struct dtf_metrics_http *h);
+
 static void resume_listener(struct dtf_metrics_http *h)
 {
-    if (h->paused && !h->stopping && atomic_load(&h->nconns) < h->cfg.max_connections) {
+    if (h->paused && !h->stopping && !all_new(h)) {
         evconnlistener_enable(h->lev);
         h->paused = 0;
     }
@@ -95,13 +101,23 @@ static void conn_closed(struct evhttp_connection *evc, void *arg)
     release(arg);
 }
 
+/* Frees c's connection and its slot (conn_closed does, unless evhttp
+ * skipped the close callback: then here). */
+static void drop(mconn *c)
+{
+    struct evhttp_connection *evc = c->evc;
+    evhttp_connection_free(evc);
+    if (c->bev && c->evc == evc)
+        release(c);
+}
+
 /* The slot's timer: once right after the accept (adopt the connection),
  * then the deadline of each request. */
 static void conn_timer(evutil_socket_t fd, short what, void *arg)
 {
     mconn *c = arg;
-    if (c->evc) { /* out of time: free it (conn_closed releases the slot) */
-        evhttp_connection_free(c->evc);
+    if (c->evc) { /* out of time */
+        drop(c);
         return;
     }
     bufferevent_event_cb ecb = NULL;
@@ -117,20 +133,47 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_set_closecb(c->evc, conn_closed, c);
     arm_deadline(c);
     bufferevent_decref(bev); /* evhttp's alone now */
+    resume_listener(c->srv); /* it can be evicted now */
+}
+
+/* A free slot, or the one whose connection has waited longest for a
+ * request freed for the newcomer; NULL when every slot is a connection not
+ * adopted yet. */
+static mconn *take_slot(struct dtf_metrics_http *h)
+{
+    mconn *oldest = NULL;
+    for (int i = 0; i < h->cfg.max_connections; i++) {
+        mconn *c = &h->conns[i];
+        if (!c->bev)
+            return c;
+        if (c->evc && (!oldest || c->since < oldest->since))
+            oldest = c;
+    }
+    if (!oldest)
+        return NULL;
+    drop(oldest);
+    return oldest;
+}
+
+/* 1 when no slot could be freed for another newcomer. */
+static int all_new(const struct dtf_metrics_http *h)
+{
+    for (int i = 0; i < h->cfg.max_connections; i++)
+        if (!h->conns[i].bev || h->conns[i].evc)
+            return 0;
+    return 1;
 }
 
 /* evhttp's bevcb: the bufferevent of a new connection. */
 static struct bufferevent *new_conn(struct event_base *base, void *arg)
 {
     struct dtf_metrics_http *h = arg;
-    mconn *c = NULL;
-    for (int i = 0; i < h->cfg.max_connections && !c; i++)
-        if (!h->conns[i].bev)
-            c = &h->conns[i];
-    if (!c) /* cannot happen: the listener pauses at the cap */
+    mconn *c = take_slot(h);
+    if (!c) /* cannot happen: the listener pauses before */
         return NULL;
     c->srv = h;
     c->evc = NULL;
+    c->since = dtf_now();
     c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(base, conn_timer, c);
     if (!c->bev || !c->timer) {
@@ -146,7 +189,8 @@ static struct bufferevent *new_conn(struct event_base *base, void *arg)
     bufferevent_incref(c->bev);
     struct timeval now = {0, 0};
     evtimer_add(c->timer, &now);
-    if (atomic_fetch_add(&h->nconns, 1) + 1 >= h->cfg.max_connections) {
+    atomic_fetch_add(&h->nconns, 1);
+    if (all_new(h)) {
         evconnlistener_disable(h->lev);
         h->paused = 1;
     }
@@ -178,8 +222,10 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     struct evhttp_connection *evc = evhttp_request_get_connection(req);
     for (int i = 0; evc && i < h->cfg.max_connections; i++)
-        if (h->conns[i].evc == evc)
-            arm_deadline(&h->conns[i]); /* a whole request came: time for the next */
+        if (h->conns[i].evc == evc) { /* a whole request came: time for the next */
+            h->conns[i].since = dtf_now();
+            arm_deadline(&h->conns[i]);
+        }
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
         /* by hand: evhttp_send_error would drop the Allow header */
         struct evbuffer *b = evbuffer_new();
