@@ -14,12 +14,12 @@ local function esc(s)
   return (tostring(s):gsub('[&<>"]', { ['&'] = '&amp;', ['<'] = '&lt;', ['>'] = '&gt;', ['"'] = '&quot;' }))
 end
 
--- The task a file belongs to: its directory relative to the tensorboard
--- folder (worker0, ps1), or the directory's name.
+-- The task a file belongs to: its directory under LOGDIR less the
+-- tensorboard folder (worker0, ps1), or the directory's name
+-- (runA/worker0 when LOGDIR holds several logdirs: runs side by side).
 local function task_of(root, path)
   local dir = path:match('^(.*)/[^/]*$') or '.'
-  local rel = dir:sub(#root + 2)
-  rel = rel:gsub('^tensorboard/?', '')
+  local rel = ('/' .. dir:sub(#root + 2) .. '/'):gsub('/tensorboard/', '/'):gsub('^/+', ''):gsub('/+$', '')
   if rel == '' then rel = dir:match('([^/]+)$') or dir end
   return rel
 end
@@ -118,7 +118,7 @@ local function bounds(lines)
   return x0, x1, y0 - pad, y1 + pad
 end
 
-local W, PH, ML, MR, MT, MB = 960, 300, 80, 230, 40, 50
+local W, PH, ML, MR, MT, MB = 1000, 300, 80, 290, 40, 50
 
 -- xr: the step range every panel shares, so that they line up.
 local function draw_panel(out, top, title, ylabel, lines, xr)
