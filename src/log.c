@@ -164,7 +164,8 @@ void dtf_log_write(int level, int to_stdout, const char *msg)
         line[n - 1] = '\n';
     }
     if (logfd >= 0) {
-        if (loglen + (size_t)n > sizeof logbuf)
+        /* a batch is at most half of logmax, so that a file stays under it */
+        if (loglen + (size_t)n > sizeof logbuf || (logmax && loglen + (size_t)n > logmax / 2))
             flush_file();
         memcpy(logbuf + loglen, line, (size_t)n);
         loglen += (size_t)n;
