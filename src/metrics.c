@@ -35,6 +35,8 @@ static void atomic_add_double(_Atomic uint64_t *a, double v)
     }
 }
 
+static const char *num(double v, char *buf, size_t n);
+
 /* ---- the registry ---------------------------------------------------------------- */
 
 dtf_metrics *dtf_metrics_new(void)
@@ -155,8 +157,11 @@ static dtf_metric *add_locked(dtf_metrics *r, dtf_metric_kind kind, const char *
         if (*p == '\n' || *p == '\r')
             *p = ' ';
     m->nb = nb;
-    for (int i = 0; i < nb; i++)
+    for (int i = 0; i < nb; i++) {
         m->bounds[i] = bounds[i];
+        char tmp[40];
+        snprintf(m->le[i], sizeof m->le[i], "%s", num(bounds[i], tmp, sizeof tmp));
+    }
     r->m[n] = m;
     /* publish: a scrape that sees n + 1 sees the whole entry */
     atomic_store_explicit(&r->n, n + 1, memory_order_release);
@@ -338,6 +343,10 @@ static const char *num(double v, char *buf, size_t n)
         return "NaN";
     if (isinf(v))
         return v > 0 ? "+Inf" : "-Inf";
+    if (fabs(v) < 1e15 && v == (double)(long long)v) { /* counts: the common case */
+        snprintf(buf, n, "%lld", (long long)v);
+        return buf;
+    }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(buf, n, "%.*g", prec, v);
         if (strtod(buf, NULL) == v)
@@ -371,8 +380,8 @@ static void render_metric(out *o, dtf_metric *m)
     uint64_t cum = 0;
     for (int i = 0; i <= m->nb; i++) {
         cum += atomic_load_explicit(&m->counts[i], memory_order_relaxed);
-        outf(o, "%s_bucket{le=\"%s\"} %llu\n", m->name,
-             i < m->nb ? num(m->bounds[i], a, sizeof a) : "+Inf", (unsigned long long)cum);
+        outf(o, "%s_bucket{le=\"%s\"} %llu\n", m->name, i < m->nb ? m->le[i] : "+Inf",
+             (unsigned long long)cum);
     }
     double sum = from_bits(atomic_load_explicit(&m->sum, memory_order_relaxed));
     outf(o, "%s_sum %s\n%s_count %llu\n", m->name, num(sum, b, sizeof b), m->name,
@@ -445,7 +454,12 @@ static void render_process(out *o)
         }
         fclose(f);
     }
-    double st = start_time();
+    /* constant for the process: read once (a race only reads it twice) */
+    static _Atomic uint64_t start_bits;
+    uint64_t sb = atomic_load_explicit(&start_bits, memory_order_relaxed);
+    double st = sb ? from_bits(sb) : start_time();
+    if (!sb && st >= 0)
+        atomic_store_explicit(&start_bits, to_bits(st), memory_order_relaxed);
     if (st >= 0)
         process_line(o, "process_start_time_seconds", "gauge",
                      "Start time of the process since unix epoch in seconds.", st);

@@ -25,6 +25,7 @@ struct dtf_metric {
      * them, so the buckets and _count always agree. */
     int nb;
     double bounds[DTF_METRICS_MAX_BUCKETS];
+    char le[DTF_METRICS_MAX_BUCKETS][32]; /* the bounds as the text shows them */
     _Atomic uint64_t counts[DTF_METRICS_MAX_BUCKETS + 1];
     _Atomic uint64_t sum;
     /* info: the rendered label set, k="v",... Two buffers: a scrape reads
