@@ -134,8 +134,12 @@ void dtf_pswatch_step(dtf_pswatch *w, const dtf_shard *sh)
         return;
     double now = dtf_now();
     if (w->t_start == 0) {
-        w->t_start = now;
-        w->updates0 = sh->updates;
+        /* the first interval starts with the first update, not with the
+         * idle wait for the workers before it */
+        if (sh->updates > 0) {
+            w->t_start = now;
+            w->updates0 = sh->updates - 1;
+        }
     } else if (now - w->t_start >= w->every) {
         write_scalars(w, now);
     }

@@ -27,9 +27,12 @@ decode() { # FILE... [--want ...]: runs the checker, its ok/not ok lines count h
 scalars() { awk -v t="$1" '$1 == "scalar" && $2 == t { print $3, $4 }' "$SCRATCH/worker0.out"; }
 
 # ---- a cluster: 2 ps, 2 workers, evalevery ------------------------------------------
+# Sync, so that the evaluations fall on the multiples of evalevery: in async
+# the other worker trains on while worker 0 evaluates, and on a loaded
+# machine it may pass several multiples before worker 0 looks again.
 LOG=$SCRATCH/cluster
-expect_exit 0 "dtf local trains 600 steps with evalevery=150" \
-  timeout 300 "$DTF" local train.lua --ps=2 --workers=2 --set trainsteps=600 --set batchsize=32 \
+expect_exit 0 "dtf local trains 600 sync steps with evalevery=150" \
+  timeout 300 "$DTF" local train.lua --ps=2 --workers=2 --set sync=true --set trainsteps=600 --set batchsize=32 \
   --set lossevery=20 --set evalevery=150 --set logevery=100 --set logdir="$LOG"
 printf '%s\n' "$OUT" >"$SCRATCH/cluster.out"
 W0=$(ls "$LOG"/tensorboard/worker0/events.out.tfevents.* 2>/dev/null)
@@ -47,6 +50,8 @@ n_logged=$(grep -c 'Evaluation at global step' "$SCRATCH/cluster.out")
 n_tb=$(scalars eval/accuracy | wc -l)
 check "worker 0 logs an evaluation line for each periodic one ($n_logged lines, $n_tb scalars)" \
   test "$n_logged" -ge 3 -a "$n_tb" -ge "$n_logged"
+at=$(sed -nE 's/.*Evaluation at global step ([0-9]+):.*/\1/p' "$SCRATCH/cluster.out" | tr '\n' ' ')
+check "evaluations at global steps 150 300 450 600 ($at)" test "$at" = "150 300 450 600 "
 agree=1
 while read -r step acc; do
   line=$(grep -E "Evaluation at global step $step: accuracy" "$SCRATCH/cluster.out" | head -n 1)
@@ -60,7 +65,6 @@ lr=$(scalars train/learning_rate | awk '{ print $2; exit }')
 check "train/learning_rate is the learning rate (0.003): $lr" awk -v v="$lr" 'BEGIN { exit !(v > 0.00299 && v < 0.00301) }'
 test_acc=$(sed -nE 's/.*Test accuracy: ([0-9.]+) \(10000 images\).*/\1/p' "$SCRATCH/cluster.out")
 check "the test accuracy is still logged in the seed's format ($test_acc)" test -n "$test_acc"
-# (worker 0 does fewer than half the steps: while it evaluates, worker 1 trains on)
 loss_steps=$(scalars train/loss | wc -l)
 loss_lines=$(grep -c 'Worker 0: mean loss' "$SCRATCH/cluster.out")
 check "train/loss at each of worker 0's $loss_lines mean-loss lines ($loss_steps points)" \
