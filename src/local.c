@@ -666,7 +666,7 @@ static char **task_argv(const sup *s, const opts *o, const char *role,
     return v;
 }
 
-static int supervise(sup *s, double ps_grace)
+static int supervise_loop(sup *s, double ps_grace)
 {
     double ps_deadline = 0;
     int i;
@@ -736,6 +736,16 @@ static int supervise(sup *s, double ps_grace)
     }
 }
 
+/* The run, with the tasks' step lines folded into a status line on a terminal. */
+static int supervise(sup *s, const opts *o)
+{
+    int rc;
+    dtf_fold_start(o->npass, o->pass);
+    rc = supervise_loop(s, o->ps_grace);
+    dtf_fold_end();
+    return rc;
+}
+
 int dtf_local_main(const char *argv0, int argc, char **argv)
 {
     opts o;
@@ -771,8 +781,7 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
         s.exe = argv0;
     }
     n = o.nps + o.nworkers;
-    /* ports[0, n): the tasks' own; ports[n, 2n): their metrics */
-    ports = calloc((size_t)n * 2, sizeof *ports);
+    ports = calloc((size_t)n * 2, sizeof *ports); /* the tasks', then their metrics ports */
     s.t = calloc((size_t)n, sizeof *s.t);
     if (!ports || !s.t)
         goto oom;
@@ -818,9 +827,7 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
     for (i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &sa, &old[i]);
 
-    dtf_fold_start(o.npass, o.pass);
-    rc = supervise(&s, o.ps_grace);
-    dtf_fold_end();
+    rc = supervise(&s, &o);
 
     for (i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &old[i], NULL);
