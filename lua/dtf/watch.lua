@@ -101,8 +101,11 @@ function watch.setup(hp, spec)
     -- Registered whether or not the endpoint is on: the ps loop's hooks
     -- also write the TensorBoard scalars.
     local w, err = metrics.pswatch { dir = tbdir }
-    if not w then log.warning('ps %d: no TensorBoard scalars: %s', spec.index, err)
-    else S.pswatch = w end
+    if not w then
+      log.warning('ps %d: no TensorBoard scalars: %s', spec.index, err)
+      w = metrics.pswatch {} -- the metrics still
+    end
+    S.pswatch = w
   elseif on then
     S.m = worker_metrics()
   end

@@ -122,4 +122,12 @@ decode "$LOG2"/tensorboard/worker0/events.out.tfevents.*
 check "both evaluations are in the file of the killed task" \
   bash -c "[ \$(awk '\$1 == \"scalar\" && \$2 == \"eval/accuracy\"' '$SCRATCH/check.out' | wc -l) -ge 2 ]"
 
+# ---- a logdir where TensorBoard cannot write: a warning, the training goes on ----------
+mkdir -p "$SCRATCH/blocked"
+touch "$SCRATCH/blocked/tensorboard"
+expect_exit 0 "a file where the tensorboard directory should be does not stop a training" \
+  "$DTF" run train.lua --set trainsteps=50 --set logdir="$SCRATCH/blocked"
+expect_out 'WARNING - Worker 0: no TensorBoard scalars: cannot create .*/blocked/tensorboard/worker0: Not a directory' \
+  "it says why, once"
+expect_out 'Test accuracy: ' "and trains to the end"
 finish
