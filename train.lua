@@ -18,6 +18,7 @@ local cluster = require 'dtf.cluster'
 local cli = require 'dtf.cli'
 local model = require 'dtf.model'
 local ps = require 'dtf.ps'
+local watch = require 'dtf.watch'
 local dtf = require 'dtf'
 
 local script_dir = (arg and arg[0] or ''):match('^(.*)/[^/]*$') or '.'
@@ -35,6 +36,7 @@ end
 local spec = cluster.resolve(cli)
 T.set_num_threads(hp.threads)
 log.open(hp.logdir)
+watch.setup(hp, spec) -- deploy.log's rotation, the metrics endpoint, a ps's watch
 
 local function plural(n, word) return string.format('%d %s%s', n, word, n == 1 and '' or 's') end
 
@@ -61,7 +63,8 @@ local function load(split)
   return ds
 end
 
--- Global steps to train: trainsteps, or epochs over count examples.
+-- Global steps to train: trainsteps, or epochs over count examples (those
+-- a worker trains on: validation holds some out).
 local function total_steps(count)
   if hp.trainsteps then return hp.trainsteps end
   return math.ceil(hp.epochs * count / hp.batchsize)
@@ -97,24 +100,27 @@ end
 
 -- ---- the end ---------------------------------------------------------------------
 
-local function save_model()
-  local ok, err = require('dtf.ckpt').save(hp.save, net:named_tensors(), {
-    format = 'dtf', layout = checksum, hyperparams = model.record(hp, schema),
-    model_file = modelfile.path, model_hash = modelfile.hash, model_source = modelfile.source,
-  })
+-- Writes the model to hp.save with what rebuilds it (dtf predict): the
+-- hyperparameters, the model file's path, hash and source; extra metadata
+-- (save_best's step and accuracy) and a note for the log line.
+local function save_model(extra, note)
+  local meta = { format = 'dtf', layout = checksum, hyperparams = model.record(hp, schema),
+                 model_file = modelfile.path, model_hash = modelfile.hash, model_source = modelfile.source }
+  for k, v in pairs(extra or {}) do meta[k] = v end
+  local ok, err = require('dtf.ckpt').save(hp.save, net:named_tensors(), meta)
   if not ok then dtf.fail('save: %s', tostring(err)) end
-  log.info('Model saved to %s', hp.save)
+  log.info('Model saved to %s%s', hp.save, note or '')
 end
 
 local function report_end(worker, t0, train_end)
   local now = util.wallclock()
   log.info('Training ends @ %f (%s)', now, os.date('!%Y-%m-%dT%H:%M:%SZ', math.floor(now)))
   log.info('Training elapsed time: %f s', train_end - t0)
-  if worker == 0 and hp.save ~= '' then save_model() end
-  if worker == 0 and hp.evaluate then
-    local acc, n = nn.evaluate(net, load('test'), 1000)
-    log.info('Test accuracy: %.4f (%d images)', acc, n)
-  end
+  local acc, n
+  if worker == 0 and hp.evaluate then acc, n = watch.final(load('test')) end
+  if worker == 0 and hp.save ~= '' and not watch.saved_best() then save_model() end
+  if acc then log.info('Test accuracy: %.4f (%d images)', acc, n) end
+  watch.finish()
 end
 
 -- ---- the loop ----------------------------------------------------------------------
@@ -125,15 +131,21 @@ end
 -- returning the global step.
 local function train_loop(worker, nworkers, start, exchange)
   local train = load('train')
-  local steps = total_steps(train:count())
-  local loader = train:loader { batchsize = hp.batchsize, seed = hp.seed, shard = worker, shards = nworkers }
+  local count = watch.train_count(train)
+  local steps = total_steps(count)
+  local loader = train:loader { batchsize = hp.batchsize, seed = hp.seed, shard = worker, shards = nworkers,
+                                limit = count }
   local rows, cols = train:shape()
   local x, y = T.zeros(hp.batchsize, rows * cols), T.zeros(hp.batchsize)
   check_before_training(worker, loader, x, y)
   log.info('Worker %d: %d parameters, %s in its shard, %s, batch %d', worker, net.nparams,
-           plural(train:count() // nworkers, 'training example'),
+           plural(count // nworkers, 'training example'),
            steps == 0 and 'steps until stopped' or plural(steps, 'step'), hp.batchsize)
   local first = start(steps, loader)
+  watch.begin { net = net, worker = worker, nworkers = nworkers, train = train, steps = steps, first = first,
+                load = load, save = save_model, lr = optim.config(hp, steps),
+                replicas = hp.sync and (hp.replicas_to_aggregate > 0 and hp.replicas_to_aggregate or nworkers) or 1 }
+  exchange = watch.timed(exchange)
   local t0 = util.now()
   local gstep, step, losses, nloss = first, 0, 0, 0
   local function log_loss()
@@ -148,9 +160,15 @@ local function train_loop(worker, nworkers, start, exchange)
     if step == 1 then util.ready() end
     losses, nloss = losses + loss, nloss + 1
     local line = string.format('Worker %d: training step %d done (global step: %d)', worker, step, gstep)
-    -- stdout gets every logevery-th line and always the last one.
-    if step % hp.logevery == 0 or (steps > 0 and gstep >= steps) then log.info('%s', line) else log.file('%s', line) end
+    -- stdout gets every logevery-th line and always the last one (none
+    -- under the status line on a terminal); deploy.log gets them all.
+    if not watch.quiet() and (step % hp.logevery == 0 or (steps > 0 and gstep >= steps)) then
+      log.info('%s', line)
+    else
+      log.file('%s', line)
+    end
     if nloss == hp.lossevery then log_loss() end
+    watch.step(gstep, loss, hp.batchsize)
   end
   if nloss > 0 then log_loss() end -- the last, partial window
   return t0, util.now(), step
@@ -218,6 +236,7 @@ if spec.role == 'ps' then
            stats.reason == 'signal' and 'signal' or
            stats.reason == 'done_timeout' and 'done_timeout: not every worker said done' or
            'every worker is done', stats.step)
+  watch.finish()
   return
 end
 

@@ -426,6 +426,7 @@ int dtf_data_shard_range(uint32_t n, uint32_t s, uint32_t S,
 struct dtf_loader {
     const dtf_dataset *ds;
     dtf_loader_opts o;
+    uint32_t n;               /* examples it draws from: [0, n) of the dataset */
     uint32_t *order;          /* the epoch's permutation of [0, n) */
     uint32_t begin, end;      /* this shard's positions in order */
     uint32_t nbatches;        /* per epoch */
@@ -447,12 +448,12 @@ dtf_loader *dtf_loader_new(const dtf_dataset *ds, const dtf_loader_opts *o)
         dtf_seterr("batch size must be positive");
         return NULL;
     }
-    uint32_t begin, end;
-    if (dtf_data_shard_range(ds->n, o->shard, o->shards, &begin, &end) < 0)
+    uint32_t begin, end, n = o->limit && o->limit < ds->n ? o->limit : ds->n;
+    if (dtf_data_shard_range(n, o->shard, o->shards, &begin, &end) < 0)
         return NULL;
     uint32_t size = end - begin, nb;
     if (o->drop_last)
-        nb = (ds->n / o->shards) / o->batchsize;
+        nb = (n / o->shards) / o->batchsize;
     else
         nb = (size + o->batchsize - 1) / o->batchsize;
     if (nb == 0) {
@@ -461,19 +462,20 @@ dtf_loader *dtf_loader_new(const dtf_dataset *ds, const dtf_loader_opts *o)
         return NULL;
     }
     dtf_loader *l = calloc(1, sizeof *l);
-    if (!l || !(l->order = malloc((size_t)ds->n * sizeof *l->order))) {
+    if (!l || !(l->order = malloc((size_t)n * sizeof *l->order))) {
         free(l);
         dtf_seterr("out of memory");
         return NULL;
     }
     l->ds = ds;
+    l->n = n;
     l->o = *o;
     l->begin = begin;
     l->end = end;
     l->nbatches = nb;
     l->epoch = 1;
     l->pos = 0;
-    dtf_epoch_order(l->order, ds->n, o->seed, 1, o->shuffle);
+    dtf_epoch_order(l->order, n, o->seed, 1, o->shuffle);
     return l;
 }
 
@@ -482,7 +484,7 @@ int dtf_loader_next(dtf_loader *l, float *x, float *y)
     if (l->pos >= l->nbatches) {
         l->epoch++;
         l->pos = 0;
-        dtf_epoch_order(l->order, l->ds->n, l->o.seed, l->epoch, l->o.shuffle);
+        dtf_epoch_order(l->order, l->n, l->o.seed, l->epoch, l->o.shuffle);
     }
     uint32_t B = l->o.batchsize;
     uint32_t first = l->begin + l->pos * B;
@@ -513,7 +515,7 @@ int dtf_loader_seek(dtf_loader *l, uint64_t epoch, uint32_t batch)
         return -1;
     }
     if (epoch != l->epoch)
-        dtf_epoch_order(l->order, l->ds->n, l->o.seed, epoch, l->o.shuffle);
+        dtf_epoch_order(l->order, l->n, l->o.seed, epoch, l->o.shuffle);
     l->epoch = epoch;
     l->pos = batch;
     return 0;

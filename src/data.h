@@ -103,6 +103,8 @@ typedef struct dtf_loader_opts {
     uint32_t shard, shards;/* this worker's slice; shards >= 1 */
     int shuffle;           /* reshuffle every epoch */
     int drop_last;         /* drop a last partial batch */
+    uint32_t limit;        /* draw from examples [0, limit) only (the rest held
+                            * out for validation); 0: all of them */
 } dtf_loader_opts;
 
 typedef struct dtf_loader dtf_loader;

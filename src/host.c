@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lmodules.h"
+#include "progress.h"
 #include "version.h"
 
 /* ---- module preloading (linit.c's loadedlibs) ---------------------------- */
@@ -20,6 +21,9 @@ static const luaL_Reg preloaded[] = {
     {"dtf.ps", luaopen_dtf_ps},
     {"dtf.ckpt", luaopen_dtf_ckpt},
     {"dtf.util", luaopen_dtf_util},
+    {"dtf.metrics", luaopen_dtf_metrics},   /* lwatch.c */
+    {"dtf.tfevents", luaopen_dtf_tfevents}, /* lwatch.c */
+    {"dtf.progress", luaopen_dtf_progress}, /* lwatch.c */
     {NULL, NULL},
 };
 
@@ -202,6 +206,7 @@ int dtf_host_report(lua_State *L, int status, const char *progname)
     else
         code = DTF_EXIT_FAIL;
     const char *msg = lua_tostring(L, -1);
+    dtf_status_end(1); /* a status line on the terminal stays above the error */
     fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
     fflush(stderr);
     lua_settop(L, 0);

@@ -248,7 +248,7 @@ static int ds_loader(lua_State *L)
     lua_settop(L, 2);
     /* A misspelt option (batch_size) is an error, not a silent default. */
     static const char *const known[] = {"batchsize", "seed", "shard", "shards", "shuffle",
-                                        "drop_last", NULL};
+                                        "drop_last", "limit", NULL};
     lopt_check_keys(L, 2, "loader", known);
     dtf_loader_opts o;
     o.batchsize = (uint32_t)lopt_int(L, 2, "loader", "batchsize", 64, 1, 1 << 24);
@@ -257,6 +257,7 @@ static int ds_loader(lua_State *L)
     o.shard = (uint32_t)lopt_int(L, 2, "loader", "shard", 0, 0, (lua_Integer)o.shards - 1);
     o.shuffle = lopt_bool(L, 2, "loader", "shuffle", 1);
     o.drop_last = lopt_bool(L, 2, "loader", "drop_last", 1);
+    o.limit = (uint32_t)lopt_int(L, 2, "loader", "limit", 0, 0, dtf_dataset_count(ds));
 
     ldbox *b = lua_newuserdatauv(L, sizeof *b, 1);
     b->l = NULL;
@@ -373,7 +374,8 @@ static int ld_tostring(lua_State *L)
 
 /* ---- evaluation batches -------------------------------------------------- */
 
-/* upvalues: 1 dataset, 2 x (bs, P), 3 y (bs), 4 index buffer, 5 next 0-based */
+/* upvalues: 1 dataset, 2 x (bs, P), 3 y (bs), 4 index buffer, 5 next 0-based,
+ * 6 end (0-based, exclusive) */
 static int batches_iter(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, lua_upvalueindex(1));
@@ -381,7 +383,7 @@ static int batches_iter(lua_State *L)
     dtf_tensor *y = ltensor_check(L, lua_upvalueindex(3));
     uint32_t *idx = lua_touserdata(L, lua_upvalueindex(4));
     lua_Integer at = lua_tointeger(L, lua_upvalueindex(5));
-    lua_Integer n = dtf_dataset_count(ds), bs = x->shape[0];
+    lua_Integer n = lua_tointeger(L, lua_upvalueindex(6)), bs = x->shape[0];
     if (at >= n)
         return 0;
     lua_Integer m = n - at < bs ? n - at : bs;
@@ -405,20 +407,28 @@ static int batches_iter(lua_State *L)
     return 3;
 }
 
+/* ds:batches([bs [, first [, count]]]): examples first .. first+count-1
+ * (1-based; default all) in order, bs at a time. */
 static int ds_batches(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, 1);
     lua_Integer bs = luaL_optinteger(L, 2, 1000);
     luaL_argcheck(L, bs >= 1 && bs <= (1 << 24), 2, "batch size out of range 1..2^24");
-    if (bs > (lua_Integer)dtf_dataset_count(ds))
-        bs = dtf_dataset_count(ds);
+    lua_Integer total = dtf_dataset_count(ds);
+    lua_Integer first = luaL_optinteger(L, 3, 1);
+    luaL_argcheck(L, first >= 1 && first <= total + 1, 3, "first example out of range");
+    lua_Integer count = luaL_optinteger(L, 4, total - first + 1);
+    luaL_argcheck(L, count >= 0 && count <= total - first + 1, 4, "count out of range");
+    if (bs > count)
+        bs = count > 0 ? count : 1;
     int64_t xs[2] = {bs, (int64_t)dtf_dataset_rows(ds) * dtf_dataset_cols(ds)}, ys = bs;
     lua_settop(L, 1);
     ltensor_push_new(L, 2, xs);
     ltensor_push_new(L, 1, &ys);
     lua_newuserdatauv(L, (size_t)bs * sizeof(uint32_t), 0);
-    lua_pushinteger(L, 0);
-    lua_pushcclosure(L, batches_iter, 5);
+    lua_pushinteger(L, first - 1);
+    lua_pushinteger(L, first - 1 + count);
+    lua_pushcclosure(L, batches_iter, 6);
     return 1;
 }
 

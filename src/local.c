@@ -8,6 +8,7 @@
  * only the supervisor (which stops the tasks in order) and a SIGKILLed
  * supervisor still takes its tasks down. */
 #include "local.h"
+#include "progress.h"
 
 #include "cli.h"
 #include "util.h"
@@ -65,7 +66,8 @@ void dtf_local_usage(FILE *f)
 "  --set KEY=VALUE     passed to every task (repeatable)\n"
 "  --config FILE       passed to every task\n"
 "  --restarts=K        restarts allowed per task before the run fails (3)\n"
-"  --port-base=P       use ports P, P+1, ... (default: free ports)\n"
+"  --port-base=P       use ports P, P+1, ...: the tasks', then their metrics\n"
+"                      ports (default: free ports)\n"
 "  --host=ADDR         address the tasks listen on (127.0.0.1; each ps binds\n"
 "                      only it unless the tasks are given bind=all)\n"
 "  --token-file=FILE   the cluster's token, passed to every task (default:\n"
@@ -74,11 +76,14 @@ void dtf_local_usage(FILE *f)
 "                      finished before the run fails (30)\n"
 "  -- ARGS             passed to the script as arg[1..]\n"
 "\n"
-"Each task gets DTF_TASK (ps0, worker1) and DTF_RESTART (0, 1, ...) in\n"
-"its environment. A task that exits 2 (bad usage) or fails before it is up\n"
-"(a ps serving, a worker past its first step) is not restarted: the run\n"
-"stops with its status. Exit status: 0 when every task finished with\n"
-"status 0, 1 when a task failed, 2 on bad usage, 130 on Ctrl-C.\n",
+"Each task gets DTF_TASK (ps0, worker1), DTF_RESTART (0, 1, ...) and\n"
+"DTF_METRICS_PORT (a free port: train.lua's metrics_port) in its environment.\n"
+"On a terminal the tasks' step lines fold into one status line\n"
+"(--set progress=false: the lines as they are). A task that exits 2 (bad\n"
+"usage) or fails before it is up (a ps serving, a worker past its first\n"
+"step) is not restarted: the run stops with its status. Exit status: 0 when\n"
+"every task finished with status 0, 1 when a task failed, 2 on bad usage,\n"
+"130 on Ctrl-C.\n",
         f);
 }
 
@@ -126,7 +131,7 @@ static int parse_opts(opts *o, int argc, char **argv)
         return dtf_usage_error("local", "missing --workers=M");
     if (o->nps + o->nworkers > MAX_TASKS)
         return dtf_usage_error("local", "at most %d tasks", MAX_TASKS);
-    if (o->port_base && o->port_base + o->nps + o->nworkers - 1 > 65535)
+    if (o->port_base && o->port_base + 2 * (o->nps + o->nworkers) - 1 > 65535)
         return dtf_usage_error("local", "--port-base=%d leaves too few ports for %d tasks",
                                o->port_base, o->nps + o->nworkers);
     return 0;
@@ -232,6 +237,7 @@ typedef struct task {
     int ready;           /* it said it is up (a ps serves, a worker trained a step) */
     char *buf;           /* the partial line read so far (MAX_LINE) */
     size_t len;
+    int metrics_port;    /* DTF_METRICS_PORT, the metrics_port default */
     int restarts;        /* restarts used */
     int done;            /* exited with status 0 */
     double restart_at;   /* > 0: restart due at this time */
@@ -251,9 +257,12 @@ typedef struct sup {
 static int prefix_width;  /* the longest task name (sup.width), for emit */
 
 /* Writes "name    | line\n" (names padded to line up) with one write() so
- * that lines never interleave. */
+ * that lines never interleave; a step line goes into the status line
+ * instead, on a terminal. */
 static void emit(const task *t, const char *line, size_t n)
 {
+    if (dtf_fold_line(t->name, line, n))
+        return;
     size_t name = strlen(t->name), w = (size_t)prefix_width > name ? (size_t)prefix_width : name;
     size_t plen = w + 3;
     char *out = malloc(plen + n + 1);
@@ -264,7 +273,7 @@ static void emit(const task *t, const char *line, size_t n)
     memcpy(out + w, " | ", 3);
     memcpy(out + plen, line, n);
     out[plen + n] = '\n';
-    (void)dtf_write_all(STDOUT_FILENO, out, plen + n + 1); /* stdout gone: the output is lost */
+    dtf_status_write(out, plen + n + 1); /* above the status line, if any */
     free(out);
 }
 
@@ -356,6 +365,8 @@ static int spawn(sup *s, task *t)
         return -1;
     }
     snprintf(restart, sizeof restart, "%d", t->restarts);
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", t->metrics_port);
     fflush(stdout);
     fflush(stderr);
     pid = fork();
@@ -392,6 +403,7 @@ static int spawn(sup *s, task *t)
         setenv("DTF_READY_FD", READY_FD_STR, 1);
         setenv("DTF_TASK", t->name, 1);
         setenv("DTF_RESTART", restart, 1);
+        setenv("DTF_METRICS_PORT", mport, 1);
         execv(s->exe, t->argv);
         dprintf(STDERR_FILENO, "local: cannot run %s: %s\n", s->exe,
                 strerror(errno));
@@ -460,6 +472,7 @@ static void on_exit_status(sup *s, task *t, int status)
     if (s->stopping)
         return;
     describe(status, what, sizeof what);
+    dtf_fold_pause(); /* the message goes on a line of its own */
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
     if (code == 2 || !t->ready) {
         /* A usage error, or a failure before the task was up (bad data, a
@@ -630,7 +643,7 @@ static char **task_argv(const sup *s, const opts *o, const char *role,
     return v;
 }
 
-static int supervise(sup *s, double ps_grace)
+static int supervise_loop(sup *s, double ps_grace)
 {
     double ps_deadline = 0;
     int i;
@@ -646,6 +659,7 @@ static int supervise(sup *s, double ps_grace)
 
         if (got_stop) {
             int sig = got_stop;
+            dtf_fold_end();
             fprintf(stderr, "local: %s, stopping every task\n",
                     strsignal(sig));
             stop_all(s);
@@ -669,6 +683,7 @@ static int supervise(sup *s, double ps_grace)
             workers_left += !t->is_ps && !t->done;
         }
         if (left == 0) {
+            dtf_fold_end();
             fprintf(stderr, "local: every task finished\n");
             return 0;
         }
@@ -676,6 +691,7 @@ static int supervise(sup *s, double ps_grace)
             if (ps_deadline == 0)
                 ps_deadline = now + ps_grace;
             if (now >= ps_deadline) {
+                dtf_fold_end();
                 for (i = 0; i < s->n; i++)
                     if (!s->t[i].done)
                         fprintf(stderr, "local: %s is still running %g s "
@@ -687,29 +703,39 @@ static int supervise(sup *s, double ps_grace)
             if (next == 0 || ps_deadline < next)
                 next = ps_deadline;
         }
-        timeout = 1000;
+        timeout = dtf_fold_interval_ms(1000);
         if (next > 0) {
             double ms = (next - now) * 1000 + 1;
             timeout = ms < 0 ? 0 : ms < timeout ? (int)ms : timeout;
         }
         pump(s, timeout);
+        dtf_fold_tick();
     }
 }
 
-/* The tasks: ps first, then workers, each with its command line. -1 on
- * failure (said on stderr). */
+/* The run, with the tasks' step lines folded into a status line on a terminal. */
+static int supervise(sup *s, const opts *o)
+{
+    dtf_fold_start(o->set.n, o->set.v);
+    int rc = supervise_loop(s, o->ps_grace);
+    dtf_fold_end();
+    return rc;
+}
+
+/* The tasks: ps first, then workers, each with its command line and a
+ * metrics port. -1 on failure (said on stderr). */
 static int make_tasks(sup *s, const opts *o)
 {
     int n = o->nps + o->nworkers, rc = -1;
-    int *ports = calloc((size_t)n, sizeof *ports);
+    int *ports = calloc((size_t)n * 2, sizeof *ports); /* the tasks', then their metrics ports */
     char *ps = NULL, *workers = NULL;
     s->t = calloc((size_t)n, sizeof *s->t);
     if (!ports || !s->t)
         goto oom;
     if (o->port_base) {
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < 2 * n; i++)
             ports[i] = o->port_base + i;
-    } else if (pick_ports(o->host, n, ports) < 0) {
+    } else if (pick_ports(o->host, 2 * n, ports) < 0) {
         goto out;
     }
     ps = addr_list(o->host, ports, o->nps);
@@ -724,6 +750,7 @@ static int make_tasks(sup *s, const opts *o)
         t->is_ps = is_ps;
         t->fd = -1;
         t->ready_fd = -1;
+        t->metrics_port = ports[n + i];
         snprintf(t->name, sizeof t->name, "%s%d", is_ps ? "ps" : "worker", index);
         t->argv = task_argv(s, o, is_ps ? "ps" : "worker", index, ps, workers);
         t->buf = malloc(MAX_LINE);
@@ -789,7 +816,7 @@ static int make_token(const opts *o)
 
 /* Supervises the tasks with the signal handlers installed (and the old
  * ones back afterwards). */
-static int run_supervised(sup *s, double ps_grace)
+static int run_supervised(sup *s, const opts *o)
 {
     struct sigaction sa, old[NHANDLED];
     if (pipe2(wake_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -804,7 +831,7 @@ static int run_supervised(sup *s, double ps_grace)
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     for (int i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &sa, &old[i]);
-    int rc = supervise(s, ps_grace);
+    int rc = supervise(s, o);
     for (int i = 0; i < NHANDLED; i++)
         sigaction(handled[i], &old[i], NULL);
     close(wake_fds[0]);
@@ -839,7 +866,7 @@ int dtf_local_main(const char *argv0, int argc, char **argv)
         fprintf(stderr, "dtf local: cannot read %s: %s\n", o.script, strerror(errno));
         rc = 1;
     } else {
-        rc = make_token(&o) < 0 || make_tasks(&s, &o) < 0 ? 1 : run_supervised(&s, o.ps_grace);
+        rc = make_token(&o) < 0 || make_tasks(&s, &o) < 0 ? 1 : run_supervised(&s, &o);
     }
     free_tasks(&s);
     free(o.set.v);

@@ -45,6 +45,7 @@
 #include "net.h"
 #include "ps.h"
 #include "ps_ckpt.h"
+#include "pswatch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -257,12 +258,18 @@ static int serve_gc(lua_State *L)
     return 0;
 }
 
-/* The server's on_step hook: a checkpoint when one is due. */
+/* The server's on_step hook: a checkpoint when one is due (and its step
+ * and time to the ps's metrics). */
 static void on_step(void *ud, dtf_shard *sh)
 {
     serve_box *b = ud;
-    if (b->ckpt)
-        dtf_ps_ckpt_on_step(b->ckpt, sh);
+    if (!b->ckpt)
+        return;
+    int64_t before = dtf_ps_ckpt_last_step(b->ckpt);
+    dtf_ps_ckpt_on_step(b->ckpt, sh);
+    if (dtf_ps_ckpt_last_step(b->ckpt) != before)
+        dtf_pswatch_checkpoint(dtf_pswatch_current(), dtf_ps_ckpt_last_step(b->ckpt),
+                               dtf_ps_ckpt_last_seconds(b->ckpt));
 }
 
 /* The shard's settings from the options table at 1. */
@@ -349,6 +356,7 @@ static int l_serve(lua_State *L)
     cfg.log_ud = kc.log_ud = &b->sink;
     cfg.on_step = on_step;
     cfg.on_step_ud = b;
+    cfg.watch = dtf_pswatch_current(); /* dtf.watch's for this ps, or NULL */
 
     b->shard = dtf_shard_new(&sc, dtf_data(params));
     if (!b->shard)
@@ -358,6 +366,7 @@ static int l_serve(lua_State *L)
         lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());
         return 2;
     }
+    dtf_pswatch_step(cfg.watch, b->shard); /* a restored step shows at once */
     b->server = dtf_server_new(&cfg, b->shard);
     if (!b->server) {
         lua_pushnil(L);
@@ -845,8 +854,21 @@ static int merged_gc(lua_State *L)
     return 0;
 }
 
+/* ps.lr_at(optimizer, step) -> the learning rate of the step-th update
+ * (0-based) under the optimizer table's schedule (optim.config's). */
+static int l_lr_at(lua_State *L)
+{
+    dtf_optim o;
+    dtf_lr_schedule sched;
+    lopt_optim(L, 1, "ps.lr_at", DTF_ADAM, &o, &sched);
+    lua_Integer step = luaL_checkinteger(L, 2);
+    lua_pushnumber(L, dtf_lr_at(&sched, o.lr, step));
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
     {"serve", l_serve},
+    {"lr_at", l_lr_at},
     {"merge_checkpoints", l_merge_checkpoints},
     {"local_shard", l_local_shard},
     {"connect", l_connect},

@@ -30,6 +30,7 @@ static void usage_main(FILE *f)
           "                                 merge the ps shards of a checkpoint into one file\n"
           "  predict MODEL.safetensors IMAGES [--labels LABELS]\n"
           "                                 classify images with a saved model\n"
+          "  plot LOGDIR [-o FILE.svg]      draw a training's TensorBoard scalars as an SVG\n"
           "  version                        print the version\n"
           "  help [COMMAND]                 this text, or a command's flags\n"
           "\n"
@@ -83,6 +84,16 @@ static void usage_export(FILE *f)
           "\n"
           "Merges the newest checkpoint of every ps shard in CKPT_DIR into one\n"
           "safetensors file holding the model's tensors under their layer names.\n",
+          f);
+}
+
+static void usage_plot(FILE *f)
+{
+    fputs("usage: dtf plot LOGDIR [-o FILE.svg]\n"
+          "\n"
+          "Reads the TensorBoard event files under LOGDIR (LOGDIR/tensorboard/TASK/)\n"
+          "and draws loss, accuracy and the ps tasks' updates per second against the\n"
+          "global step, one line per task, as one SVG (default LOGDIR/plot.svg).\n",
           f);
 }
 
@@ -257,6 +268,44 @@ static int cmd_predict(const char *argv0, int argc, char **argv)
     return rc;
 }
 
+static int cmd_plot(const char *argv0, int argc, char **argv)
+{
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_plot(stdout);
+        return DTF_EXIT_OK;
+    }
+    const char *out = NULL;
+    const dtf_flag flags[] = {
+        {"-o", DTF_FLAG_STRING, &out, 0, 0, NULL, NULL},
+        {"--output", DTF_FLAG_STRING, &out, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    dtf_args a;
+    int rc = dtf_cli_parse("plot", flags, argc, argv, &a);
+    if (rc)
+        return rc;
+    if (a.nwords != 1 || a.after)
+        rc = dtf_usage_error("plot", a.nwords ? "unexpected argument '%s'" : "needs a LOGDIR%s",
+                             a.nwords > 1 ? a.words[1] : "");
+    lua_State *L = rc == 0 ? dtf_host_new(argv0, NULL) : NULL;
+    if (L) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "dtf.plot");
+        int status = dtf_host_docall(L, 1, 1);
+        if (status == LUA_OK) {
+            lua_pushstring(L, a.words[0]);
+            lua_pushstring(L, out);
+            status = dtf_host_docall(L, 2, 0);
+        }
+        rc = dtf_host_report(L, status, "dtf plot");
+        lua_close(L);
+    } else if (rc == 0) {
+        rc = DTF_EXIT_FAIL;
+    }
+    free(a.words);
+    return rc;
+}
+
 static int cmd_help(int argc, char **argv)
 {
     if (argc == 0) {
@@ -274,6 +323,8 @@ static int cmd_help(int argc, char **argv)
         usage_export(stdout);
     else if (strcmp(c, "predict") == 0)
         usage_predict(stdout);
+    else if (strcmp(c, "plot") == 0)
+        usage_plot(stdout);
     else if (strcmp(c, "version") == 0 || strcmp(c, "help") == 0)
         usage_main(stdout);
     else
@@ -303,6 +354,8 @@ int main(int argc, char **argv)
         return cmd_export(argv0, n, rest);
     if (strcmp(cmd, "predict") == 0)
         return cmd_predict(argv0, n, rest);
+    if (strcmp(cmd, "plot") == 0)
+        return cmd_plot(argv0, n, rest);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("dtf %s (%s)\n", DTF_VERSION, LUA_RELEASE);
         return DTF_EXIT_OK;

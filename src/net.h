@@ -55,6 +55,9 @@ typedef struct dtf_server_config {
      * periodic snapshots. NULL: none. */
     void (*on_step)(void *ud, dtf_shard *shard);
     void *on_step_ud;
+    /* What the ps shows of itself (metrics, TensorBoard scalars): fed after
+     * every push and once a second. NULL: nothing. */
+    struct dtf_pswatch *watch;
 } dtf_server_config;
 
 /* Memory stays bounded whatever peers send. Per connection: the input

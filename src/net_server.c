@@ -23,6 +23,7 @@
 #include <event2/util.h>
 
 #include "net_io.h"
+#include "pswatch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -445,6 +446,9 @@ static int handle_push(sconn *c)
         conn_fail(c, h->id, dtf_error());
         return -1;
     }
+    if (o.result == DTF_PUSH_APPLIED || o.result == DTF_PUSH_PENDING)
+        dtf_pswatch_applied(s->cfg.watch, o.behind);
+    dtf_pswatch_step(s->cfg.watch, sh); /* step, updates, stale, duplicates */
     c->push_step = o.includes;
     dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_PUSH_REPLY, h->id, 0, 0, sh->step, 0);
     rh.aux = (uint8_t)o.result;
@@ -808,6 +812,10 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     (void)ev;
     if (s->finishing)
         return;
+    int workers = 0;
+    for (sconn *c = s->conns; c; c = c->next)
+        workers += c->hello && !c->closing && c->role == DTF_ROLE_WORKER;
+    dtf_pswatch_traffic(s->cfg.watch, s->bytes_in, s->bytes_out, workers);
     sync_tick(s);
     done_tick(s);
 }

@@ -231,6 +231,7 @@ int dtf_shard_push(dtf_shard *s, int worker, uint32_t id, int64_t tag, const flo
     if (check_worker(s, worker) < 0)
         return -1;
     dtf_worker_state *w = &s->w[worker];
+    out->behind = s->step > tag ? s->step - tag : 0;
     w->pushes++;
     w->last_push = dtf_now();
     if (tag > w->last_step)

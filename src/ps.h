@@ -102,6 +102,9 @@ typedef struct dtf_push_outcome {
     int result;
     int advanced;
     int64_t includes;
+    int64_t behind;  /* steps the shard moved since the worker pulled what it
+                      * computed the gradient from (its step at arrival - the
+                      * tag; 0 or more): the staleness of an applied gradient */
 } dtf_push_outcome;
 
 /* A gradient (count floats: the whole range) from `worker`, sent as request

@@ -234,6 +234,11 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include "dtf.configData" $root | sha256sum }}
+    {{- if $root.Values.metrics.enabled }}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $root.Values.metrics.port | quote }}
+    prometheus.io/path: /metrics
+    {{- end }}
     {{- with $root.Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -319,6 +324,10 @@ spec:
         {{- end }}
         - name: OPENBLAS_NUM_THREADS
           value: "1"
+        {{- if $root.Values.metrics.enabled }}
+        - name: DTF_METRICS_PORT
+          value: {{ $root.Values.metrics.port | quote }}
+        {{- end }}
         {{- with $root.Values.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -326,6 +335,11 @@ spec:
         - name: {{ $role }}
           containerPort: {{ get $root.Values.port $role }}
           protocol: TCP
+        {{- if $root.Values.metrics.enabled }}
+        - name: metrics
+          containerPort: {{ $root.Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
       {{- if eq $role "ps" }}
       readinessProbe:
         tcpSocket:

@@ -183,6 +183,7 @@ local docs = {
   ['ps.serve'] = { 'ps.serve{port, index, nps, workers, params, optimizer, ...} -> stats | nil, err', 'runs a ps shard until the workers are done or SIGTERM' },
   ['ps.connect'] = { 'ps.connect{addrs, role, index, P, layout_checksum, token, ...} -> client | nil, err', 'a client of every ps task' },
   ['ps.shard_range'] = { 'ps.shard_range(P, n, i) -> offset, count', "shard i's (0-based) range of P parameters over n ps tasks" },
+  ['ps.lr_at'] = { 'ps.lr_at(optimizer, step) -> rate', "the learning rate of update step (0-based) under optim.config's schedule" },
   ['ps.local_shard'] = { 'ps.local_shard{params, optimizer, checkpoint_dir, ...} -> shard | nil, err', "one process's optimizer, schedule and checkpoints: a ps shard over its own parameters" },
   ['ps.merge_checkpoints'] = { 'ps.merge_checkpoints(dir [, layout]) -> params, info | nil, err', "the newest complete set of a dir's ps checkpoints as one flat tensor" },
   ['Client:pull'] = { 'c:pull(params) -> step | nil, err', 'fills params from every ps shard' },

@@ -8,9 +8,11 @@ local defaults = require('dtf.ps').defaults
 
 local schema = {}
 
--- The list, with modelfile's default beside the script (script_dir).
+-- The list, with modelfile's default beside the script (script_dir); the
+-- watching hyperparameters (dtf.watch: metrics, TensorBoard, evaluation,
+-- the status line, deploy.log's size) at the end.
 function schema.training(script_dir)
-  return {
+  local list = {
     { name = 'batchsize', type = 'int', default = 64, min = 1, help = 'examples per step (per worker)' },
     { name = 'learningrate', type = 'number', default = 0.003, min = 0, help = 'the optimizer\'s learning rate' },
     { name = 'trainsteps', type = 'int', min = 0, help = 'global steps to train; 0 = until stopped; default: epochs' },
@@ -48,7 +50,8 @@ function schema.training(script_dir)
     { name = 'checkpoint_secs', type = 'number', default = defaults.checkpoint_secs, min = 0, help = 'seconds between ps checkpoints' },
     { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
   }
-
+  for _, e in ipairs(require('dtf.watch').schema) do list[#list + 1] = e end
+  return list
 end
 
 return schema

@@ -190,7 +190,7 @@ await test("values.yml: NetworkPolicy lets only the release's workers and test p
   const workers = pods(main).filter((p) => p.role === "worker");
   for (const p of ps) assert.ok(selects(np.spec.podSelector.matchLabels, p.template.metadata.labels));
   for (const w of workers) assert.ok(!selects(np.spec.podSelector.matchLabels, w.template.metadata.labels));
-  assert.equal(np.spec.ingress.length, 1);
+  assert.equal(np.spec.ingress.length, 2, "the ps port's rule and the metrics port's");
   const rule = np.spec.ingress[0];
   assert.deepEqual(rule.ports, [{ port: 8000, protocol: "TCP" }]);
   const from = (labels) => rule.from.some((f) => f.podSelector && !f.namespaceSelector && labelSelectorMatches(f.podSelector, labels));
@@ -199,6 +199,40 @@ await test("values.yml: NetworkPolicy lets only the release's workers and test p
   assert.ok(!from(ps[0].template.metadata.labels), "a ps may not");
   const other = { ...workers[0].template.metadata.labels, "app.kubernetes.io/instance": "other" };
   assert.ok(!from(other), "another release's worker may not");
+});
+await test("values.yml: every pod serves /metrics on 9100, annotated for Prometheus, and the NetworkPolicy admits it", () => {
+  for (const p of pods(main)) {
+    const a = p.template.metadata.annotations;
+    assert.equal(a["prometheus.io/scrape"], "true", `${p.hostname} scrape`);
+    assert.equal(a["prometheus.io/port"], "9100", `${p.hostname} port`);
+    assert.equal(a["prometheus.io/path"], "/metrics", `${p.hostname} path`);
+    const c = dtfContainer(p.template);
+    assert.deepEqual(c.ports.find((x) => x.name === "metrics"), { name: "metrics", containerPort: 9100, protocol: "TCP" });
+    assert.equal(envOf(c).DTF_METRICS_PORT, "9100", "train.lua's metrics_port comes from DTF_METRICS_PORT");
+  }
+  const rule = one(main, "NetworkPolicy").spec.ingress[1];
+  assert.deepEqual(rule, { ports: [{ port: 9100, protocol: "TCP" }] }, "the metrics port, from anywhere");
+});
+await test("metrics.enabled=false: no annotations, no metrics port, no DTF_METRICS_PORT, one NetworkPolicy rule", () => {
+  const objs = render([...values, "--set", "metrics.enabled=false"]);
+  for (const p of pods(objs)) {
+    assert.equal(p.template.metadata.annotations["prometheus.io/scrape"], undefined);
+    const c = dtfContainer(p.template);
+    assert.equal(c.ports.find((x) => x.name === "metrics"), undefined);
+    assert.equal(envOf(c).DTF_METRICS_PORT, undefined);
+  }
+  assert.equal(one(objs, "NetworkPolicy").spec.ingress.length, 1);
+});
+await test("metrics.port=9400 reaches the annotation, the container port, the env and the NetworkPolicy", async () => {
+  const objs = render([...values, "--set", "metrics.port=9400"]);
+  await assertValid(objs);
+  for (const p of pods(objs)) {
+    assert.equal(p.template.metadata.annotations["prometheus.io/port"], "9400");
+    const c = dtfContainer(p.template);
+    assert.equal(c.ports.find((x) => x.name === "metrics").containerPort, 9400);
+    assert.equal(envOf(c).DTF_METRICS_PORT, "9400");
+  }
+  assert.equal(one(objs, "NetworkPolicy").spec.ingress[1].ports[0].port, 9400);
 });
 await test("values.yml: helm test pod checks every ps of the cluster spec", () => {
   const t = one(main, "Pod");
@@ -331,6 +365,9 @@ const rejects = [
   [["--set", "workers.number=3"], "Additional property workers is not allowed"],
   [["--set", "port.ps=http"], "port.ps: Invalid type. Expected: integer, given: string"],
   [["--set", "limit.memory=lots"], "limit.memory: Does not match pattern"],
+  [["--set", "metrics.port=0"], "metrics.port: Must be greater than or equal to 1"],
+  [["--set", "metrics.port=web"], "metrics.port: Invalid type. Expected: integer, given: string"],
+  [["--set", "metrics.enabled=yes"], "metrics.enabled: Invalid type. Expected: boolean, given: string"],
 ];
 for (const [args, msg] of rejects) {
   await test(`schema rejects ${args[1]}: "${msg}"`, () => {

@@ -14,7 +14,8 @@
 //    the ConfigMap files is rewritten to the directory that stands for it;
 //  - the cluster's DNS names (<hostname>.<service>) rewritten in DTF_CLUSTER to
 //    127.0.0.1 with a free port each. A name that is not a pod the chart
-//    creates fails the test: that is the point.
+//    creates fails the test: that is the point. DTF_METRICS_PORT (each pod's
+//    /metrics port) becomes a free port too.
 // Then it checks that every task exits 0 (a StatefulSet pod that idles after
 // training is sent SIGTERM then), that the workers reached trainsteps, and
 // that deploy.log landed in the volume mounted at logdir.
@@ -147,6 +148,13 @@ export async function podsAgree({ dtf, args = [], kube = "1.29", release = "mnis
         if (!s) { problems.push(`${p.hostname}: env ${e.name} from Secret ${e.valueFrom.secretKeyRef.name}, not rendered`); continue; }
         env[e.name] = Buffer.from(s.data[e.valueFrom.secretKeyRef.key], "base64").toString();
       } else problems.push(`${p.hostname}: env ${e.name}: unsupported valueFrom`);
+    }
+    // the metrics port: the pod's own in Kubernetes, a free one here (all
+    // pods share this machine's loopback); it must be the port the pod declares
+    if (env.DTF_METRICS_PORT !== undefined) {
+      const declared = c.ports?.find((x) => x.name === "metrics")?.containerPort;
+      if (String(declared) !== env.DTF_METRICS_PORT) problems.push(`${p.hostname}: DTF_METRICS_PORT ${env.DTF_METRICS_PORT}, but the metrics port it declares is ${declared}`);
+      env.DTF_METRICS_PORT = String(await freePort());
     }
     if (!env.DTF_CLUSTER) problems.push(`${p.hostname}: no DTF_CLUSTER`);
     else env.DTF_CLUSTER = rewriteCluster(env.DTF_CLUSTER);
