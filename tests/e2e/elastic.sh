@@ -150,19 +150,27 @@ say_restarts() {
   done
 }
 
+# The release's pods that restarted: "pod restarts last-reason" lines.
+restarted_pods() {
+  kc get pods -l "app.kubernetes.io/instance=$RELEASE" \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.reason}{"\n"}{end}' |
+    awk '$2 > 0 { print }'
+}
+
 stage_cnn() {
   local t0=$SECONDS log oom
+  # shellcheck disable=SC2086 # DTF_E2E_CNN_ARGS: more arguments, split
   upgrade_rolled cnn 2 2 --set hyperparams.model=cnn --set "hyperparams.trainsteps=$CNN_STEPS" \
     --set checkpoint.dir=/tmp/mnist-log/ckpt/cnn ${DTF_E2E_CNN_ARGS:-} || return 1
-  wait_trained 1800 2 || { notok "the CNN trained $CNN_STEPS steps in the 125Mi pods"; return 1; }
+  # Until every worker is done, or a container was killed (a restarted
+  # worker finds the ps gone once the others are done: no use waiting).
+  wait_for 1800 "the CNN's training" eval 'all_workers_done 2 || [ -n "$(restarted_pods)" ]'
   stage_time "cnn: $CNN_STEPS steps" $((SECONDS - t0))
-  log=$(plog "$(pods_of worker | grep -- '-0$' | head -n 1)")
-  check "the CNN trained (worker 0: $(grep -oE 'Worker 0: [0-9]+ parameters' <<<"$log" | head -n 1)) and reported a test accuracy ($(grep -oE 'Test accuracy: [0-9.]+' <<<"$log" | tail -n 1))" \
-    grep -q 'Test accuracy' <<<"$log"
-  oom=$(kc get pods -l "app.kubernetes.io/instance=$RELEASE" \
-    -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.reason}{"\n"}{end}' |
-    awk '$2 > 0 || $3 != "" { print }')
+  oom=$(restarted_pods)
   check "no CNN pod was restarted or killed for memory (125Mi)${oom:+: $oom}" test -z "$oom"
+  log=$(plog "$(pods_of worker | grep -- '-0$' | head -n 1)")
+  check "the CNN trained $CNN_STEPS steps in the 125Mi pods (worker 0: $(grep -oE 'Worker 0: [0-9]+ parameters' <<<"$log" | head -n 1)) and reported a test accuracy ($(grep -oE 'Test accuracy: [0-9.]+' <<<"$log" | tail -n 1))" \
+    eval 'all_workers_done 2 && grep -q "Test accuracy" <<<"$log"'
   report_memory
   save_pod_logs cnn
 }
