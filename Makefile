@@ -11,6 +11,7 @@
 #   make test-k8s the chart against a real kube-apiserver (install, upgrade)
 #   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade,
 #                 kill a ps, scale a running training
+#   make kat-fixture  regenerate tests/kat/fixture.safetensors with PyTorch (python3-torch)
 
 # ---- settings ---------------------------------------------------------------
 BUILD    ?= build
@@ -30,9 +31,9 @@ LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
 LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
-CORE     := util tensor tensor_conv tensor_naive optim data wire net_io net_server net_client ps ckpt
+CORE     := util tensor tensor_conv tensor_naive optim schedule data wire net_io net_server net_client ps ps_ckpt ckpt
 # Bindings and the host: the Lua faces of the core and the dtf command.
-BIND     := ltensor ldata lps lckpt lutil log host repl local
+BIND     := cli lopt ltensor ltensor_print ldata lps lckpt lutil log host repl local
 CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
 BIND_OBJ := $(BIND:%=$(BUILD)/src/%.o)
 
@@ -42,7 +43,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean
+        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean \
+        kat-fixture kat-fixture-check
 
 all: $(DTF)
 
@@ -96,6 +98,21 @@ bench: deps-bench all
 
 fuzz: deps-test
 	@tests/fuzz/run $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
+
+# The known-answer fixture of tests/lua/test_kat.lua: PyTorch's float64 loss,
+# gradients and Adam steps for models/mnist.lua. `make test` never needs torch;
+# kat-fixture rewrites the committed file, kat-fixture-check proves that the
+# script still gives the committed bytes (1 and a cmp line when it does not).
+KAT_FIXTURE := tests/kat/fixture.safetensors
+PYTHON      ?= /usr/bin/python3
+
+kat-fixture: deps-bench
+	$(PYTHON) tests/kat/make_fixture.py $(KAT_FIXTURE)
+
+kat-fixture-check: deps-bench
+	@mkdir -p $(BUILD)
+	$(PYTHON) tests/kat/make_fixture.py $(BUILD)/kat-fixture.safetensors
+	cmp $(KAT_FIXTURE) $(BUILD)/kat-fixture.safetensors && echo "kat-fixture-check: $(KAT_FIXTURE) is what make_fixture.py writes"
 
 # ---- Kubernetes ---------------------------------------------------------------
 IMAGE   ?= localhost/dtf:latest

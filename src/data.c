@@ -148,61 +148,52 @@ static const char *clean_zmsg(const char *m)
     return m;
 }
 
-int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
+/* Opens path as a gzip stream (plain files read through as they are). */
+static gzFile open_idx(const char *path)
 {
-    *bufp = NULL;
-    memset(out, 0, sizeof *out);
-
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         dtf_seterr("%s: %s", path, strerror(errno));
-        return -1;
+        return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
         dtf_seterr("%s: is a directory, not an IDX file", path);
         close(fd);
-        return -1;
+        return NULL;
     }
     gzFile gz = gzdopen(fd, "rb");
     if (!gz) {
         dtf_seterr("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         close(fd);
-        return -1;
+        return NULL;
     }
     gzbuffer(gz, 1 << 16);
+    return gz;
+}
 
-    uint8_t head[16];
-    const char *zmsg = NULL;
-    size_t hlen = want == DTF_IDX_IMAGES ? 16 : 8;
-    long long got = gz_readall(gz, head, hlen, &zmsg);
-    if (got < 0) {
-        dtf_seterr("%s: read error: %s", path, clean_zmsg(zmsg));
-        gzclose(gz);
-        return -1;
-    }
-    dtf_idx info;
-    if (dtf_idx_parse_header(head, (size_t)got, want, path, &info) < 0) {
-        gzclose(gz);
-        return -1;
-    }
-    /* One byte more than announced tells trailing data from an exact fit.
-     * The buffer grows as bytes arrive, so a header that announces more
-     * than the file holds costs no more memory than the file. */
-    size_t need = info.header + info.body + 1, cap = need < (1u << 20) ? need : 1u << 20;
+/* Reads the body after the header head (info.header bytes) into a new
+ * buffer: at most info.body + 1 bytes, one more than announced telling
+ * trailing data from an exact fit. The buffer grows as bytes arrive, so a
+ * header that announces more than the file holds costs no more memory
+ * than the file. *got gets the body bytes read, *rderr 1 on a read error. */
+static uint8_t *read_body(gzFile gz, const uint8_t *head, const dtf_idx *info, const char *path,
+                          size_t *got, int *rderr, const char **zmsg)
+{
+    size_t need = info->header + info->body + 1, cap = need < (1u << 20) ? need : 1u << 20;
     uint8_t *buf = malloc(cap);
     if (!buf) {
         dtf_seterr("%s: out of memory for %zu bytes", path, cap);
-        gzclose(gz);
-        return -1;
+        return NULL;
     }
-    memcpy(buf, head, info.header);
-    size_t filled = info.header;
+    memcpy(buf, head, info->header);
+    size_t filled = info->header;
+    long long k;
     for (;;) {
-        got = gz_readall(gz, buf + filled, cap - filled, &zmsg);
-        if (got < 0)
+        k = gz_readall(gz, buf + filled, cap - filled, zmsg);
+        if (k < 0)
             break;
-        filled += (size_t)got;
+        filled += (size_t)k;
         if (filled < cap || cap == need)
             break;
         size_t ncap = cap * 2 < need ? cap * 2 : need;
@@ -210,52 +201,87 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
         if (!nb) {
             dtf_seterr("%s: out of memory for %zu bytes", path, ncap);
             free(buf);
-            gzclose(gz);
-            return -1;
+            return NULL;
         }
         buf = nb;
         cap = ncap;
     }
-    int rderr = got < 0;
-    got = (long long)(filled - info.header);
-    size_t extra = 0;
-    if (got > 0 && (size_t)got > info.body) {
-        /* Trailing data: count it for the message, reading at most 1 GiB. */
-        uint8_t scratch[4096];
-        int r;
-        extra = (size_t)got - info.body;
-        while (extra < ((size_t)1 << 30) && (r = gzread(gz, scratch, sizeof scratch)) > 0)
-            extra += (size_t)r;
+    *rderr = k < 0;
+    *got = filled - info->header;
+    return buf;
+}
+
+/* Bytes after the announced body (counted up to 1 GiB), for the message. */
+static size_t count_trailing(gzFile gz, size_t got, const dtf_idx *info)
+{
+    if (got <= info->body)
+        return 0;
+    uint8_t scratch[4096];
+    int r;
+    size_t extra = got - info->body;
+    while (extra < ((size_t)1 << 30) && (r = gzread(gz, scratch, sizeof scratch)) > 0)
+        extra += (size_t)r;
+    return extra;
+}
+
+/* The message for a cut or corrupt gzip stream, with the count it did hold. */
+static void stream_error(const uint8_t *buf, size_t got, const dtf_idx *info, uint32_t want,
+                         const char *path, const char *zmsg)
+{
+    dtf_idx parsed;
+    if (got < info->body && dtf_idx_parse(buf, info->header + got, want, path, &parsed) < 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", dtf_error());
+        dtf_seterr("%s (compressed stream: %s)", msg, zmsg);
+    } else {
+        dtf_seterr("%s: corrupt compressed stream: %s", path, zmsg);
     }
+}
+
+int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
+{
+    *bufp = NULL;
+    memset(out, 0, sizeof *out);
+    gzFile gz = open_idx(path);
+    if (!gz)
+        return -1;
+    uint8_t head[16];
+    const char *zmsg = NULL;
+    dtf_idx info;
+    long long hgot = gz_readall(gz, head, want == DTF_IDX_IMAGES ? 16 : 8, &zmsg);
+    if (hgot < 0) {
+        dtf_seterr("%s: read error: %s", path, clean_zmsg(zmsg));
+        gzclose(gz);
+        return -1;
+    }
+    if (dtf_idx_parse_header(head, (size_t)hgot, want, path, &info) < 0) {
+        gzclose(gz);
+        return -1;
+    }
+    size_t got;
+    int rderr;
+    uint8_t *buf = read_body(gz, head, &info, path, &got, &rderr, &zmsg);
+    if (!buf) {
+        gzclose(gz);
+        return -1;
+    }
+    size_t extra = count_trailing(gz, got, &info);
     int zerr = Z_ERRNO;
     if (!rderr)
         zmsg = gzerror(gz, &zerr);
-    char zbuf[160];     /* zlib's message dies with gz */
+    char zbuf[160]; /* zlib's message dies with gz */
     snprintf(zbuf, sizeof zbuf, "%s", clean_zmsg(zmsg));
-    zmsg = zbuf;
     gzclose(gz);
-    if (rderr || (zerr != Z_OK && zerr != Z_STREAM_END)) {
-        /* A cut gzip stream: say so, with the count it did hold. */
-        size_t have = (size_t)got;
-        if (have < info.body && dtf_idx_parse(buf, info.header + have, want, path, out) < 0) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s", dtf_error());
-            dtf_seterr("%s (compressed stream: %s)", msg, zmsg);
-        } else {
-            dtf_seterr("%s: corrupt compressed stream: %s", path, zmsg);
-        }
+    int rc = -1;
+    if (rderr || (zerr != Z_OK && zerr != Z_STREAM_END))
+        stream_error(buf, got, &info, want, path, zbuf);
+    else if (extra)
+        dtf_seterr("%s: %s%zu bytes of trailing data after the %u %s the header announces", path,
+                   extra >= ((size_t)1 << 30) ? "more than " : "", extra, info.n, idx_kind(want));
+    else
+        rc = dtf_idx_parse(buf, info.header + got, want, path, out);
+    if (rc < 0) {
         memset(out, 0, sizeof *out);
-        free(buf);
-        return -1;
-    }
-    if (extra) {
-        dtf_seterr("%s: %s%zu bytes of trailing data after the %u %s the header announces",
-                   path, extra >= ((size_t)1 << 30) ? "more than " : "", extra,
-                   info.n, idx_kind(want));
-        free(buf);
-        return -1;
-    }
-    if (dtf_idx_parse(buf, info.header + (size_t)got, want, path, out) < 0) {
         free(buf);
         return -1;
     }
@@ -293,15 +319,17 @@ dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
         return NULL;
     }
     ds->images_path = strdup(images);
-    ds->labels_path = strdup(labels);
-    if (!ds->images_path || !ds->labels_path) {
+    ds->labels_path = labels ? strdup(labels) : NULL;
+    if (!ds->images_path || (labels && !ds->labels_path)) {
         dtf_seterr("out of memory");
         goto fail;
     }
     dtf_idx im, lb;
     if (dtf_idx_read(images, DTF_IDX_IMAGES, &ds->images_buf, &im) < 0)
         goto fail;
-    if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
+    if (!labels)
+        lb = (dtf_idx){.n = im.n};
+    else if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
         goto fail;
     if (im.n != lb.n) {
         dtf_seterr("%s holds %u labels but %s holds %u images: not a pair",
@@ -350,7 +378,7 @@ int dtf_dataset_batch(const dtf_dataset *ds, const uint32_t *idx, size_t n,
         for (size_t k = 0; k < per; k++)
             dst[k] = ds->to_float[src[k]];
         if (y_out)
-            y_out[i] = (float)ds->labels[idx[i]];
+            y_out[i] = ds->labels ? (float)ds->labels[idx[i]] : 0.0f;
     }
     return 0;
 }

@@ -59,7 +59,8 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out);
 
 typedef struct dtf_dataset dtf_dataset;
 
-/* Loads an images file and its labels file; the counts must agree. */
+/* Loads an images file and its labels file; the counts must agree. labels
+ * NULL: images alone (labels read as 0, dtf_dataset_labels NULL). */
 dtf_dataset *dtf_dataset_load(const char *images, const char *labels);
 void dtf_dataset_free(dtf_dataset *ds);
 

@@ -155,23 +155,24 @@ lua_State *dtf_host_new(const char *argv0, const dtf_cli *cli)
 
 /* ---- calling with tracebacks (lua.c's msghandler/docall/report) ---------- */
 
-/* A usage error (a table with field `usage`, raised by dtf.usage_error) goes
- * through untouched: it gets exit status 2 and no traceback. */
-static int is_usage_error(lua_State *L, int idx)
+/* An expected error (a table {exit=, msg=}, raised by dtf.usage_error with
+ * exit 2 or dtf.fail with exit 1) goes through untouched: its message is one
+ * line, without a traceback. Returns its exit status, 0 for other errors. */
+static int expected_error(lua_State *L, int idx)
 {
     if (lua_type(L, idx) != LUA_TTABLE)
         return 0;
-    lua_getfield(L, idx, "usage");
-    int yes = lua_toboolean(L, -1);
+    lua_getfield(L, idx, "exit");
+    int code = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    return yes;
+    return code == DTF_EXIT_FAIL || code == DTF_EXIT_USAGE ? code : 0;
 }
 
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
-        if (is_usage_error(L, 1))
+        if (expected_error(L, 1))
             return 1;
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             return 1;
@@ -195,11 +196,11 @@ int dtf_host_report(lua_State *L, int status, const char *progname)
 {
     if (status == LUA_OK)
         return DTF_EXIT_OK;
-    int code = DTF_EXIT_FAIL;
-    if (is_usage_error(L, -1)) {
+    int code = expected_error(L, -1);
+    if (code)
         lua_getfield(L, -1, "msg");
-        code = DTF_EXIT_USAGE;
-    }
+    else
+        code = DTF_EXIT_FAIL;
     const char *msg = lua_tostring(L, -1);
     fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
     fflush(stderr);

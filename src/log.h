@@ -11,10 +11,6 @@
 
 #include "util.h"
 
-enum { DTF_LOG_DEBUG = 10, DTF_LOG_INFO = 20, DTF_LOG_WARNING = 30, DTF_LOG_ERROR = 40 };
-
-typedef void (*dtf_log_fn)(void *ud, int level, const char *msg);
-
 /* Opens (appending) DIR/deploy.log, creating DIR; -1 and dtf_error() on failure. */
 int dtf_log_open(const char *dir);
 void dtf_log_close(void);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lmodules.h"
+#include "lopt.h"
 #include "optim.h"
 
 #define RNG_MT "dtf.Rng"
@@ -772,164 +773,6 @@ static int t_argmax(lua_State *L)
 }
 
 /* ======================================================================
- * __tostring
- * ==================================================================== */
-
-typedef struct {
-    luaL_Buffer *b;
-    const dtf_tensor *t;
-    int style; /* 0 integers, 1 fixed, 2 exponent */
-    int width, abbrev;
-} printer;
-
-/* Along a dim of size n: how many entries are shown, and which index the
- * j-th one is (all, or the first 3, an ellipsis marked -1, the last 3). */
-static int64_t nshown(int64_t n, int abbrev)
-{
-    return abbrev && n > 6 ? 7 : n;
-}
-
-static int64_t shown_at(int64_t n, int abbrev, int64_t j)
-{
-    if (!(abbrev && n > 6))
-        return j;
-    return j < 3 ? j : j == 3 ? -1 : n - (7 - j);
-}
-
-static void put_num(printer *p, float v)
-{
-    char s[64];
-    if (!isfinite(v))
-        snprintf(s, sizeof s, "%*s", p->width, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
-    else if (p->style == 0)
-        snprintf(s, sizeof s, "%*.0f", p->width, (double)v);
-    else if (p->style == 1)
-        snprintf(s, sizeof s, "%*.4f", p->width, (double)v);
-    else
-        snprintf(s, sizeof s, "%*.4e", p->width, (double)v);
-    luaL_addstring(p->b, s);
-}
-
-/* One row (the last dim) starting at off. */
-static void put_row(printer *p, size_t off)
-{
-    const dtf_tensor *t = p->t;
-    int64_t n = t->shape[t->ndim - 1], st = t->stride[t->ndim - 1];
-    for (int64_t j = 0, k = nshown(n, p->abbrev); j < k; j++) {
-        int64_t i = shown_at(n, p->abbrev, j);
-        if (j)
-            luaL_addchar(p->b, ' ');
-        if (i < 0) {
-            char s[64];
-            snprintf(s, sizeof s, "%*s", p->width, "...");
-            luaL_addstring(p->b, s);
-        } else {
-            put_num(p, t->st->data[off + (size_t)(i * st)]);
-        }
-    }
-    luaL_addchar(p->b, '\n');
-}
-
-/* The dims above the last two as "(i,j,.,.) =" headers, then matrices. */
-static void put_slices(printer *p, int d, size_t off, int64_t *prefix)
-{
-    const dtf_tensor *t = p->t;
-    if (d < t->ndim - 2) {
-        int64_t n = t->shape[d];
-        for (int64_t j = 0, k = nshown(n, p->abbrev); j < k; j++) {
-            int64_t i = shown_at(n, p->abbrev, j);
-            if (i < 0) {
-                luaL_addstring(p->b, "...\n\n");
-                continue;
-            }
-            prefix[d] = i;
-            put_slices(p, d + 1, off + (size_t)(i * t->stride[d]), prefix);
-        }
-        return;
-    }
-    if (t->ndim == 1) {
-        put_row(p, off);
-        return;
-    }
-    if (t->ndim > 2) {
-        luaL_addchar(p->b, '(');
-        for (int k = 0; k < t->ndim - 2; k++) {
-            char s[32];
-            snprintf(s, sizeof s, "%lld,", (long long)prefix[k] + 1);
-            luaL_addstring(p->b, s);
-        }
-        luaL_addstring(p->b, ".,.) =\n");
-    }
-    int64_t R = t->shape[t->ndim - 2];
-    for (int64_t j = 0, k = nshown(R, p->abbrev); j < k; j++) {
-        int64_t i = shown_at(R, p->abbrev, j);
-        if (i < 0)
-            luaL_addstring(p->b, "...\n");
-        else
-            put_row(p, off + (size_t)(i * t->stride[t->ndim - 2]));
-    }
-    if (t->ndim > 2)
-        luaL_addchar(p->b, '\n');
-}
-
-static int t_tostring(lua_State *L)
-{
-    dtf_tensor *t = luaL_checkudata(L, 1, LTENSOR_MT);
-    char sb[96];
-    if (!t->st) {
-        lua_pushliteral(L, "[dtf.Tensor released]");
-        return 1;
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    int64_t n = dtf_numel(t);
-    if (t->ndim == 0) {
-        char s[64];
-        snprintf(s, sizeof s, "%g\n", (double)dtf_data(t)[0]);
-        luaL_addstring(&b, s);
-    } else if (n > 0) {
-        /* one format for every element: integers, fixed or exponent */
-        double amax = 0, amin = INFINITY;
-        int integral = 1, finite = 1;
-        for (int64_t i = 0; i < n && i < 100000; i++) {
-            int64_t idx[DTF_MAXDIM], k = i;
-            for (int d = t->ndim - 1; d >= 0; d--) {
-                idx[d] = k % t->shape[d];
-                k /= t->shape[d];
-            }
-            double v = *dtf_at(t, idx);
-            if (!isfinite(v)) {
-                finite = 0;
-                continue;
-            }
-            double a = fabs(v);
-            if (a > amax) amax = a;
-            if (a > 0 && a < amin) amin = a;
-            if (v != floor(v)) integral = 0;
-        }
-        printer p = {&b, t, 1, 0, n > 1000};
-        if (integral && amax < 1e9) {
-            p.style = 0;
-            p.width = (int)(amax >= 1 ? floor(log10(amax)) + 1 : 1) + 1;
-        } else if (amax >= 1e5 || (amax > 0 && amax < 1e-3)) {
-            p.style = 2;
-            p.width = 11;
-        } else {
-            p.width = (int)(amax >= 1 ? floor(log10(amax)) + 1 : 1) + 6;
-        }
-        if (!finite && p.width < 4)
-            p.width = 4;
-        int64_t prefix[DTF_MAXDIM] = {0};
-        put_slices(&p, 0, t->off, prefix);
-    }
-    luaL_addstring(&b, "[dtf.Tensor ");
-    luaL_addstring(&b, shape_of(t, sb));
-    luaL_addstring(&b, "]");
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* ======================================================================
  * Kernels (output first; nil allocates)
  * ==================================================================== */
 
@@ -1137,22 +980,6 @@ static int l_maxpool2d_backward(lua_State *L)
  * Optimizer step, misc
  * ==================================================================== */
 
-static float cfg_num(lua_State *L, int cfg, const char *k, float dflt)
-{
-    if (cfg == 0)
-        return dflt;
-    lua_getfield(L, cfg, k);
-    float v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = (float)lua_tonumberx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "optim_step: cfg.%s must be a number", k);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static dtf_tensor *flat_arg(lua_State *L, int arg, const char *name, int64_t n)
 {
     dtf_tensor *t = ltensor_check(L, arg);
@@ -1181,24 +1008,13 @@ static int l_optim_step(lua_State *L)
     int64_t n = dtf_numel(p);
     dtf_tensor *g = flat_arg(L, 3, "grad", n);
     lua_Integer step = luaL_checkinteger(L, 6);
-    int cfg = 0;
-    if (!lua_isnoneornil(L, 7)) {
+    if (!lua_isnoneornil(L, 7))
         luaL_checktype(L, 7, LUA_TTABLE);
-        cfg = 7;
-    }
     dtf_optim o;
-    dtf_optim_defaults(&o, (dtf_optim_kind)kind);
-    o.lr = cfg_num(L, cfg, "lr", o.lr);
-    o.momentum = cfg_num(L, cfg, "momentum", o.momentum);
-    o.beta1 = cfg_num(L, cfg, "beta1", o.beta1);
-    o.beta2 = cfg_num(L, cfg, "beta2", o.beta2);
-    o.eps = cfg_num(L, cfg, "eps", o.eps);
-    o.weight_decay = cfg_num(L, cfg, "weight_decay", o.weight_decay);
-    if (cfg) {
-        lua_getfield(L, cfg, "nesterov");
-        o.nesterov = lua_isnumber(L, -1) ? lua_tonumber(L, -1) != 0 : lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    lopt_optim(L, 7, "optim_step", (dtf_optim_kind)kind, &o, NULL);
+    if (o.kind != (dtf_optim_kind)kind)
+        return luaL_error(L, "optim_step: the settings are for %s, the step for %s",
+                          dtf_optim_kind_name(o.kind), name);
     int ns = dtf_optim_nslots(&o);
     float *s0 = ns > 0 ? dtf_data(flat_arg(L, 4, "slot0", n)) : NULL;
     float *s1 = ns > 1 ? dtf_data(flat_arg(L, 5, "slot1", n)) : NULL;
@@ -1250,7 +1066,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL}};
 
 static const luaL_Reg metamethods[] = {
-    {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", t_tostring}, {"__len", t_len},
+    {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", ltensor_tostring}, {"__len", t_len},
     {"__newindex", t_newindex}, {"__add", m_add}, {"__sub", m_sub}, {"__mul", m_mul},
     {"__div", m_div}, {"__unm", m_unm},
     {NULL, NULL}};
@@ -1271,14 +1087,8 @@ static const luaL_Reg rng_methods[] = {
 
 int luaopen_dtf_tensor(lua_State *L)
 {
-    /* dtf.Rng */
-    if (luaL_newmetatable(L, RNG_MT)) {
-        luaL_newlib(L, rng_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, rng_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg rng_meta[] = {{"__tostring", rng_tostring}, {NULL, NULL}};
+    lopt_newclass(L, RNG_MT, rng_meta, rng_methods);
 
     /* dtf.Tensor: __index looks numbers up itself and methods in upvalue 1 */
     luaL_newmetatable(L, LTENSOR_MT);

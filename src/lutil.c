@@ -4,12 +4,14 @@
 #include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lmodules.h"
 #include "log.h"
+#include "lopt.h"
 #include "util.h"
 
 static int l_now(lua_State *L)
@@ -104,11 +106,43 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
+/* util.ready(): tells the supervisor that started this task (dtf local,
+ * through the pipe whose fd is $DTF_READY_FD) that the task is up: a ps
+ * serves, a worker has trained a step. A task that fails before it is
+ * ready is not restarted: its next try would fail the same way. Once; a
+ * no-op without a supervisor. */
+static int l_ready(lua_State *L)
+{
+    const char *v = getenv("DTF_READY_FD");
+    char *end;
+    long fd = v && *v ? strtol(v, &end, 10) : -1;
+    if (fd >= 3 && *end == 0) {
+        ssize_t w = write((int)fd, "1", 1);
+        (void)w; /* the supervisor may be gone: nothing to tell then */
+        close((int)fd);
+        unsetenv("DTF_READY_FD");
+    }
+    (void)L;
+    return 0;
+}
+
+/* util.split_address("host:port" | "[v6]:port") -> host, port | nil, err */
+static int l_split_address(lua_State *L)
+{
+    char host[256];
+    int port;
+    if (dtf_parse_hostport(luaL_checkstring(L, 1), host, sizeof host, &port) < 0)
+        return lopt_fail(L);
+    lua_pushstring(L, host);
+    lua_pushinteger(L, port);
+    return 2;
+}
+
 static const luaL_Reg funcs[] = {
     {"now", l_now},           {"wallclock", l_wallclock}, {"log", l_log},
     {"log_open", l_log_open}, {"log_close", l_log_close}, {"fnv1a", l_fnv1a},
     {"sleep", l_sleep},       {"getpid", l_getpid},       {"hostname", l_hostname},
-    {"isatty", l_isatty},     {NULL, NULL},
+    {"isatty", l_isatty},     {"split_address", l_split_address}, {"ready", l_ready}, {NULL, NULL},
 };
 
 int luaopen_dtf_util(lua_State *L)

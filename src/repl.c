@@ -30,10 +30,6 @@
 #include "host.h"
 #include "version.h"
 
-#ifndef DTF_VERSION
-#define DTF_VERSION "dev"
-#endif
-
 #define PROMPT1     "dtf> "
 #define PROMPT2     ">> "
 #define HISTORY_MAX 1000
@@ -434,22 +430,6 @@ static void l_print(lua_State *L)
 
 /* ---- the loop --------------------------------------------------------------- */
 
-/* A global `dtf` whose fields load the dtf.* modules on first use, so that
- * `dtf.tensor.zeros(2, 2)` works at the prompt without a require. */
-static const char lazy_dtf[] =
-    "local t = rawget(_G, 'dtf')\n"
-    "if t == nil then t = {}; rawset(_G, 'dtf', t) end\n"
-    "if type(t) ~= 'table' or getmetatable(t) ~= nil then return end\n"
-    "setmetatable(t, {__index = function(self, k)\n"
-    "  if type(k) ~= 'string' then return nil end\n"
-    "  local name = 'dtf.' .. k\n"
-    "  if package.loaded[name] == nil and package.preload[name] == nil\n"
-    "     and not package.searchpath(name, package.path) then return nil end\n"
-    "  local m = require(name)\n"
-    "  rawset(self, k, m)\n"
-    "  return m\n"
-    "end})\n";
-
 int dtf_repl(lua_State *L)
 {
     int status;
@@ -457,11 +437,6 @@ int dtf_repl(lua_State *L)
 
     globalL = L;
     interactive = isatty(STDIN_FILENO);
-    if (luaL_loadbuffer(L, lazy_dtf, sizeof lazy_dtf - 1, "=repl") == LUA_OK)
-        status = docall(L, 0, 0);
-    else
-        status = LUA_ERRSYNTAX;
-    report(L, status);
     lua_settop(L, 0);
 
     if (interactive) {

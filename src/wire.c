@@ -248,7 +248,8 @@ int dtf_wire_decode_hdr(const void *buf, size_t n, size_t max_payload, dtf_wire_
         return DTF_WIRE_INCOMPLETE;
     h->aux = b[7];
     if (h->type == DTF_MSG_PUSH_REPLY ? h->aux > DTF_PUSH_RESULT_MAX
-        : h->type == DTF_MSG_HELLO_REPLY ? h->aux > 1 : h->aux != 0) {
+        : h->type == DTF_MSG_HELLO_REPLY ? (h->aux & ~(DTF_HELLO_SYNC | DTF_HELLO_TOKEN)) != 0
+                                         : h->aux != 0) {
         dtf_seterr("%s frame with aux byte %u", dtf_msg_name(h->type), h->aux);
         return DTF_WIRE_ERROR;
     }
@@ -430,4 +431,17 @@ size_t dtf_wire_frame(uint8_t *out, size_t cap, dtf_wire_hdr *h,
     if (payload_len)
         memcpy(out + DTF_WIRE_HDR, payload, payload_len);
     return need;
+}
+
+int dtf_msg_reply_type(int request_type)
+{
+    switch (request_type) {
+    case DTF_MSG_HELLO: return DTF_MSG_HELLO_REPLY;
+    case DTF_MSG_PULL: return DTF_MSG_PULL_REPLY;
+    case DTF_MSG_PUSH: return DTF_MSG_PUSH_REPLY;
+    case DTF_MSG_GET_STEP: return DTF_MSG_STEP_REPLY;
+    case DTF_MSG_WORKER_DONE: return DTF_MSG_DONE_REPLY;
+    case DTF_MSG_STATS: return DTF_MSG_STATS_REPLY;
+    default: return 0;
+    }
 }

@@ -8,7 +8,7 @@
  *    0   4   magic    "DTFW" (0x57465444 read as a little-endian u32)
  *    4   2   version  DTF_WIRE_VERSION
  *    6   1   type     dtf_msg_type
- *    7   1   aux      PUSH_REPLY: dtf_push_result; HELLO_REPLY: 1 = sync; else 0
+ *    7   1   aux      PUSH_REPLY: dtf_push_result; HELLO_REPLY: DTF_HELLO_* bits; else 0
  *    8   4   id       request id; a reply echoes its request's id
  *   12   4   len      payload bytes, <= the receiver's cap (checked first)
  *   16   8   offset   first float of the range (PULL, PUSH and their replies,
@@ -103,6 +103,13 @@ typedef struct dtf_wire_hello_reply {
 
 const char *dtf_msg_name(int type); /* "PULL"; "?" when unknown */
 const char *dtf_push_result_name(int r);
+
+/* HELLO_REPLY's aux bits: what the ps says of itself. */
+#define DTF_HELLO_SYNC 1u   /* it runs in sync mode */
+#define DTF_HELLO_TOKEN 2u  /* it checked the HELLO's token (it has one) */
+/* The reply a request type gets (DTF_MSG_PULL -> DTF_MSG_PULL_REPLY, ...);
+ * 0 for a type that is not a request. */
+int dtf_msg_reply_type(int request_type);
 
 /* A header with version and magic implied, everything else given. */
 dtf_wire_hdr dtf_wire_make(int type, uint32_t id, uint64_t offset,

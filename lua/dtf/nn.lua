@@ -307,19 +307,56 @@ function Sequential:named_tensors()
   return out
 end
 
+local function shape_str(t)
+  local d = {}
+  for i = 1, t:dim() do d[i] = t:size(i) end
+  return table.concat(d, 'x')
+end
+
 -- Copies tensors (name -> tensor, e.g. from dtf.ckpt.load) into the model.
--- Every layout entry must be present with its shape: returns true or nil, err.
+-- Raises on any mismatch, naming the tensor: a missing one, one of another
+-- shape (78400 elements are not a 50x784 weight), or a name the model does
+-- not have (one ps shard's file holds "params", not the layers). Nothing is
+-- copied unless everything matches. Returns the model.
 function Sequential:load(tensors)
+  assert(self.layout, 'nn.Sequential: call build(seed) first')
+  if type(tensors) ~= 'table' then error('load: expected a table of tensors (dtf.ckpt.load), got ' .. type(tensors), 2) end
+  local want = {}
+  for _, e in ipairs(self.layout) do want[e.name] = true end
+  local extra = {}
+  for name in pairs(tensors) do if not want[name] then extra[#extra + 1] = tostring(name) end end
+  table.sort(extra)
+  if #extra > 0 then
+    error(string.format("load: the file has tensor%s %s, which this model does not (a ps shard's "
+                        .. "checkpoint? `dtf export` merges the shards into one model file)",
+                        #extra > 1 and 's' or '', table.concat(extra, ', ')), 2)
+  end
   for _, e in ipairs(self.layout) do
     local t = tensors[e.name]
-    if not t then return nil, string.format("missing tensor '%s'", e.name) end
-    if t:numel() ~= e.numel then
-      return nil, string.format("tensor '%s' has %d elements, the model expects %s (%d)", e.name,
-                                t:numel(), table.concat(e.shape, 'x'), e.numel)
+    if not t then
+      error(string.format("load: the file has no tensor '%s' (%s)", e.name, table.concat(e.shape, 'x')), 2)
     end
-    e.layer[e.key]:copy(t)
+    local same = t:dim() == #e.shape
+    for i = 1, #e.shape do same = same and t:size(i) == e.shape[i] end
+    if not same then
+      error(string.format("load: tensor '%s' is %s (%d elements), the model's is %s (%d)", e.name,
+                          shape_str(t), t:numel(), table.concat(e.shape, 'x'), e.numel), 2)
+    end
   end
-  return true
+  for _, e in ipairs(self.layout) do e.layer[e.key]:copy(tensors[e.name]) end
+  return self
+end
+
+-- The classes of a batch of scores (N, C): a tensor of N class numbers,
+-- 0-based like the data set's labels (tensor indices are 1-based, Lua's).
+function nn.classes(scores)
+  local _, idx = scores:max(2)
+  return idx:view(idx:numel()):add(-1)
+end
+
+-- The predicted classes (0-based) of a batch of inputs x (N, features).
+function Sequential:predict(x)
+  return nn.classes(self:forward(x))
 end
 
 -- Accuracy of net over a dataset (dtf.data), in batches: correct / count.

@@ -17,21 +17,21 @@ _G.T = _G.tensor
 _G.dtf = require 'dtf'
 
 if cli.ps then
+  -- The training's own hyperparameters (lua/dtf/schema.lua and the model
+  -- file's, with their defaults), from --config (the file the pods mount;
+  -- keys the REPL does not need are skipped) and --set.
   local hparams = require 'dtf.hparams'
-  local schema = {
-    { name = 'model', type = 'string', default = 'mlp' },
-    { name = 'hidden', type = 'int', default = 100 },
-    { name = 'modelfile', type = 'string', default = 'models/mnist.lua' },
-    { name = 'datadir', type = 'string', default = '/usr/share/datasets/fashion-mnist' },
-    { name = 'seed', type = 'int', default = 1 },
-  }
-  local hp = hparams.parse(schema, cli)
+  local model = require 'dtf.model'
+  local schema = require('dtf.schema').training('.')
+  local m = model.load(hparams.peek(schema, cli, 'modelfile'))
+  schema = model.schema(schema, m)
+  local hp = hparams.parse(schema, cli, { ignore_unknown = true })
   local c = {}
   local net, client
   -- Connects lazily, as a "repl" peer that never pushes.
   local function connect()
     if client then return client end
-    net = dofile(hp.modelfile)(hp):build(hp.seed)
+    net = model.build(m, hp, schema, hp.seed)
     local addrs = {}
     for a in cli.ps:gmatch('[^,]+') do addrs[#addrs + 1] = a end
     local tok = require('dtf.cluster').token(cli)

@@ -391,4 +391,18 @@ TEST(names)
     CHECK(strcmp(dtf_push_result_name(DTF_PUSH_DUPLICATE), "duplicate") == 0);
 }
 
+TEST(each_request_has_its_reply_type)
+{
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_HELLO), DTF_MSG_HELLO_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_PULL), DTF_MSG_PULL_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_PUSH), DTF_MSG_PUSH_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_GET_STEP), DTF_MSG_STEP_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_WORKER_DONE), DTF_MSG_DONE_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_STATS), DTF_MSG_STATS_REPLY);
+    /* replies and errors are not requests */
+    for (int t = 0; t <= DTF_MSG_MAX + 1; t++)
+        if (t == DTF_MSG_ERROR || t == 0 || t > DTF_MSG_MAX || t % 2 == 0)
+            CHECK_EQ_INT(dtf_msg_reply_type(t), 0);
+}
+
 RUN_TESTS("test_wire")
