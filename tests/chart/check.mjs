@@ -482,11 +482,11 @@ await test("pods_agree catches a cluster spec that names a pod the chart does no
 });
 const pods_agree_cases = [
   { name: "values.yml as is (indexed Jobs, 2 ps + 2 workers, 200 steps)", args: values, kube: "1.29" },
-  { name: "StatefulSets (Kubernetes 1.20), 1 ps + 1 worker, a token", args: [...values, "--set", "ps.number=1,worker.number=1,token.value=tok3n,hyperparams.trainsteps=50"], kube: "1.20" },
-  { name: "indexed Jobs, 3 ps + 2 workers, sync", args: [...values, "--set", "ps.number=3,worker.number=2,hyperparams.sync=sync,hyperparams.trainsteps=60"], kube: "1.29" },
-  { name: "the chart's defaults (no values file: emptyDirs only, no init container), 2 threads", args: ["--set", "hyperparams.trainsteps=100,hyperparams.threads=2"], kube: "1.29" },
+  { name: "StatefulSets (Kubernetes 1.20), 1 ps + 1 worker, a token, the --set-file scripts of this tree (ConfigMap copies)",
+    args: [...values, ...scriptArgs(), "--set", "ps.number=1,worker.number=1,token.value=tok3n,hyperparams.trainsteps=50"], kube: "1.20" },
+  { name: "indexed Jobs, 3 ps + 2 workers, sync, 2 threads", args: [...values, "--set", "ps.number=3,worker.number=2,hyperparams.sync=sync,hyperparams.trainsteps=60,hyperparams.threads=2"], kube: "1.29" },
+  { name: "the chart's defaults (no values file: emptyDirs only, no init container)", args: ["--set", "hyperparams.trainsteps=100"], kube: "1.29" },
   { name: "the restricted preset over values.yml (StatefulSets)", args: [...values, "--values", path.join(chartDir, "values-restricted.yaml"), "--set", "hyperparams.trainsteps=100"], kube: "1.20" },
-  { name: "the --set-file scripts of this tree (ConfigMap copies)", args: [...values, ...scriptArgs(), "--set", "hyperparams.trainsteps=100"], kube: "1.29" },
 ];
 for (const c of pods_agree_cases) {
   const name = `pods_agree: ${c.name}`;

@@ -3,10 +3,6 @@
 // from the last global step. Offline (the rendered values), then as real
 // processes (pods_agree): a run stopped mid-way as a deletion stops it, and
 // the upgrade's pods started on the same node. Imported by check.mjs.
-//
-// DTF_TEST_RESHARD=1 adds the runs that need the ps to restore from
-// checkpoints of another ps count (resharding) and to start afresh, saying
-// why, on another model's checkpoints: the C side of issue 11.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
@@ -16,7 +12,6 @@ import { podsAgree, sandboxUnavailable } from "./pods_agree.mjs";
 
 const buildDir = process.argv[2] || "build";
 const values = ["--values", path.join(root, "values.yml")];
-const reshard = process.env.DTF_TEST_RESHARD === "1";
 
 // ---- offline ---------------------------------------------------------------------
 const keeps = [
@@ -80,9 +75,10 @@ function assertWentOn(u, what) {
 
 const cases = [
   {
-    name: "indexed Jobs: scaled workers 2 -> 3 mid-run (new Jobs), training went on from the last global step",
-    kube: "1.29", what: "scaled workers 2 -> 3",
-    before: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200"], after: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200,worker.number=3"],
+    name: "indexed Jobs: scaled workers 2 -> 3 mid-run (new Jobs) with a new learning rate, beta1 and trainsteps: training went on from the last global step",
+    kube: "1.29", what: "scaled workers 2 -> 3, learningrate 0.001 -> 0.0005, beta1 0.9 -> 0.8, trainsteps 2000 -> 3000",
+    before: ["--set", "hyperparams.trainsteps=2000,checkpoint.steps=200"],
+    after: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200,worker.number=3,hyperparams.learningrate=0.0005,hyperparams.beta1=0.8"],
   },
   {
     name: "StatefulSets, sync: scaled workers 2 -> 3 mid-run; each step then averages 3 of 3 workers",
@@ -92,14 +88,8 @@ const cases = [
     check: (u) => { for (const x of u.run.results.filter((y) => y.role === "ps")) assert.match(x.out, /sync: each step averages 3 of 3 workers' gradients/); },
   },
   {
-    name: "indexed Jobs: a new learning rate, optimizer settings and more trainsteps mid-run go on from the last global step",
-    kube: "1.29", what: "learningrate 0.001 -> 0.0005, beta1 0.9 -> 0.8, trainsteps 2000 -> 3000",
-    before: ["--set", "hyperparams.trainsteps=2000,checkpoint.steps=200"],
-    after: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200,hyperparams.learningrate=0.0005,hyperparams.beta1=0.8"],
-  },
-  {
     name: "indexed Jobs, persistence: scaled ps 2 -> 3 mid-run, every new ps restores its range from the old shards on the claim",
-    kube: "1.29", what: "scaled ps 2 -> 3", needsReshard: true,
+    kube: "1.29", what: "scaled ps 2 -> 3",
     before: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200,checkpoint.persistence.enabled=true"],
     after: ["--set", "hyperparams.trainsteps=3000,checkpoint.steps=200,checkpoint.persistence.enabled=true,ps.number=3,worker.number=3"],
   },
@@ -107,7 +97,6 @@ const cases = [
 for (const c of cases) {
   const name = `pods_agree: ${c.name}`;
   if (noSandbox) { skip(name, noSandbox); continue; }
-  if (c.needsReshard && !reshard) { skip(name, "needs the ps's resharding (DTF_TEST_RESHARD=1)"); continue; }
   await test(name, async () => {
     const interval = Number(c.before.join(",").match(/checkpoint\.steps=(\d+)/)[1]);
     const u = await upgradeMidRun({ before: [...values, ...c.before], after: [...values, ...c.after], at: 600, kube: c.kube, interval });
@@ -117,7 +106,6 @@ for (const c of cases) {
 }
 const modelName = "pods_agree: another model on the same release starts from its initial parameters, the ps saying why";
 if (noSandbox) skip(modelName, noSandbox);
-else if (!reshard) skip(modelName, "needs the ps to skip another model's checkpoints (DTF_TEST_RESHARD=1)");
 else await test(modelName, async () => {
   const node = tmpdir("dtf-node-");
   const a = await podsAgree({ dtf, args: [...values, "--set", "hyperparams.trainsteps=300"], node, quiet: true });
@@ -126,7 +114,7 @@ else await test(modelName, async () => {
   assert.ok(b.ok, b.report);
   for (const x of b.results.filter((y) => y.role === "ps")) {
     assert.doesNotMatch(x.out, /restored step/);
-    assert.match(x.out, /another model/);
+    assert.match(x.out, /ps \d: the \d+ checkpoints? in \/tmp\/mnist-log\/ckpt\/mnist belongs? to another model \(layout [0-9a-f]{16}; this model is [0-9a-f]{16}\): starting from the initial parameters/);
   }
   assert.ok(readdirSync(path.join(node, "hostpath/tmp/mnist/ckpt/mnist")).length > 0);
   rmSync(node, { recursive: true, force: true });

@@ -6,8 +6,9 @@
 #             2 workers, a checkpoint every ELASTIC_CKPT steps), for its
 #             test accuracy
 #   scale     the same training, scaled while it runs with helm upgrade:
-#             --set worker.number=3 at a quarter of it and, with
-#             DTF_E2E_RESHARD=1, --set ps.number=3 at half; each time it
+#             --set worker.number=3 at a quarter of it and --set
+#             ps.number=3 at half (each ps restores its new range from the
+#             old shards' files); each time it
 #             prints "e2e: scaled workers 2 -> 3 at global step A; training
 #             went on from global step B" and checks B >= A - ELASTIC_CKPT;
 #             the run completes with a test accuracy within ELASTIC_TOLERANCE
@@ -82,10 +83,11 @@ stage_baseline() {
   save_pod_logs baseline
 }
 
-# helm upgrade --set WHAT=TO mid-run: A, the step before; B, the lowest step a
-# new ps restored. (what, from, to, ps count after, worker count after, args)
+# helm upgrade --set WHAT.number=TO mid-run: A, the step before; B, the lowest
+# step a new ps restored. (what, its name in the line, from, to, ps count
+# after, worker count after, args)
 scale_once() {
-  local what=$1 from=$2 to=$3 nps=$4 nw=$5 a b p; shift 5
+  local what=$1 label=$2 from=$3 to=$4 nps=$5 nw=$6 a b p; shift 6
   a=$(top_step)
   pod_uids >"$WORK/uids-scale-$what"
   if ! helm_ upgrade "$RELEASE" chart/ "${HELM_ARGS[@]}" "$@" --timeout 2m >"$WORK/logs/helm-scale-$what.log" 2>&1; then
@@ -99,8 +101,8 @@ scale_once() {
   fi
   b=$(for p in $(pods_of ps); do restored_step "$p"; done | sort -n | head -n 1)
   wait_for 120 "$nw workers" eval '[ "$(npods worker)" -eq "$nw" ]'
-  say "scaled ${what}s $from -> $to at global step $a; training went on from global step $b"
-  check "scaled ${what}s $from -> $to: went on from $b >= $a - $ELASTIC_CKPT (one checkpoint interval)" \
+  say "scaled $label $from -> $to at global step $a; training went on from global step $b"
+  check "scaled $label $from -> $to: went on from $b >= $a - $ELASTIC_CKPT (one checkpoint interval)" \
     test -n "$a" -a -n "$b" -a "${b:-0}" -ge $((${a:-0} - ELASTIC_CKPT))
 }
 
@@ -112,15 +114,11 @@ stage_scale() {
   upgrade_rolled scale 2 2 "${args[@]}" || return 1
   wait_for 600 "global step $((ELASTIC_STEPS / 4))" eval '[ "$(top_step)" -ge $((ELASTIC_STEPS / 4)) ]' ||
     { notok "the training to scale reached global step $((ELASTIC_STEPS / 4))"; return 1; }
-  scale_once worker 2 3 2 3 "${args[@]}" --set worker.number=3 || return 1
-  if [ -n "$RESHARD" ]; then
-    wait_for 600 "global step $((ELASTIC_STEPS / 2))" eval '[ "$(top_step)" -ge $((ELASTIC_STEPS / 2)) ]' ||
-      { notok "the scaled training reached global step $((ELASTIC_STEPS / 2))"; return 1; }
-    scale_once ps 2 3 3 3 "${args[@]}" --set worker.number=3 --set ps.number=3 || return 1
-    nps=3
-  else
-    say "scale: ps 2 -> 3 left out (DTF_E2E_RESHARD=1: it needs the ps to restore across ps counts)"
-  fi
+  scale_once worker workers 2 3 2 3 "${args[@]}" --set worker.number=3 || return 1
+  wait_for 600 "global step $((ELASTIC_STEPS / 2))" eval '[ "$(top_step)" -ge $((ELASTIC_STEPS / 2)) ]' ||
+    { notok "the scaled training reached global step $((ELASTIC_STEPS / 2))"; return 1; }
+  scale_once ps ps 2 3 3 3 "${args[@]}" --set worker.number=3 --set ps.number=3 || return 1
+  nps=3
   wait_trained 900 3 || { notok "the scaled training ($ELASTIC_STEPS steps) completed"; return 1; }
   stage_time "scale: $ELASTIC_STEPS steps, scaled mid-run" $((SECONDS - t0))
   acc=$(worker0_accuracy)
