@@ -9,7 +9,8 @@
 #   make image    build the container image (buildah, no Docker engine needed)
 #   make deploy   helm upgrade --install the chart with the scripts of this tree
 #   make test-k8s the chart against a real kube-apiserver (install, upgrade)
-#   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade, kill a ps
+#   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade,
+#                 kill a ps, scale a running training
 #   make kat-fixture  regenerate tests/kat/fixture.safetensors with PyTorch (python3-torch)
 
 # ---- settings ---------------------------------------------------------------
