@@ -1,6 +1,7 @@
 # /etc/dtf/liveness.sh ROLE STALL_SECONDS: the liveness probe of a dtf
 # container (the chart's livenessProbe execs it there, as the container's user).
-#   ps      passes while dtf holds a listening TCP socket (it serves its port)
+#   ps      passes while dtf holds a listening TCP socket other than its
+#           metrics port ($DTF_METRICS_PORT): it serves the ps port
 #   worker  passes while dtf does something: its CPU time, or the bytes it
 #           read or wrote (sockets, the data set, its logs), changed within
 #           the last STALL_SECONDS; it keeps what it saw in /tmp/.dtf-liveness
@@ -22,12 +23,15 @@ set -- ${stat##*) }
 [ "$1" = Z ] && { echo "dtf (pid $pid) ended"; exit 0; }
 
 if [ "$role" = ps ]; then
-  listening=' '
+  listening=' ' metrics=
+  [ -n "${DTF_METRICS_PORT:-}" ] && metrics=$(printf '%04X' "$DTF_METRICS_PORT")
   for f in /proc/net/tcp /proc/net/tcp6; do
     [ -r "$f" ] || continue
     # sl local remote st tx:rx tr:when retrnsmt uid timeout inode ...; st 0A is LISTEN
-    while read -r _ _ _ st _ _ _ _ _ inode _; do
-      [ "$st" = 0A ] && listening="$listening$inode "
+    while read -r _ local _ st _ _ _ _ _ inode _; do
+      [ "$st" = 0A ] || continue
+      [ "${local##*:}" = "$metrics" ] && continue
+      listening="$listening$inode "
     done <"$f"
   done
   for fd in /proc/"$pid"/fd/*; do
@@ -38,7 +42,7 @@ if [ "$role" = ps ]; then
         case $listening in *" $i "*) echo "ps: dtf (pid $pid) listens"; exit 0 ;; esac ;;
     esac
   done
-  echo "ps: dtf (pid $pid) holds no listening TCP socket"
+  echo "ps: dtf (pid $pid) holds no listening TCP socket${metrics:+ but its metrics port}"
   exit 1
 fi
 

@@ -146,7 +146,7 @@ await test("values.yml: the seed's hostPath at logdir in every pod, given to the
     assert.deepEqual(init.securityContext.capabilities, { drop: ["ALL"], add: ["CHOWN", "FOWNER", "DAC_OVERRIDE"] });
   }
 });
-await test("values.yml: readiness probe on the ps port only, the only containerPort; labels; checksum annotation", () => {
+await test("values.yml: readiness probe on the ps port only; a container port only where something listens; labels; checksum annotation", () => {
   for (const p of pods(main)) {
     const c = dtfContainer(p.template);
     const l = p.template.metadata.labels;
@@ -156,12 +156,13 @@ await test("values.yml: readiness probe on the ps port only, the only containerP
     assert.ok(l["app.kubernetes.io/version"]);
     assert.equal(l["app.kubernetes.io/component"], p.role);
     assert.match(p.template.metadata.annotations["checksum/config"], /^[0-9a-f]{64}$/);
+    const metrics = { name: "metrics", containerPort: 9100, protocol: "TCP" };
     if (p.role === "ps") {
       assert.equal(c.readinessProbe.tcpSocket.port, "ps");
-      assert.deepEqual(c.ports, [{ name: "ps", containerPort: 8000, protocol: "TCP" }]);
+      assert.deepEqual(c.ports, [{ name: "ps", containerPort: 8000, protocol: "TCP" }, metrics]);
     } else {
       assert.equal(c.readinessProbe, undefined);
-      assert.equal(c.ports, undefined, "a worker listens on nothing: no containerPort");
+      assert.deepEqual(c.ports, [metrics], "a worker listens on its metrics port alone (port.worker only names it)");
     }
   }
 });
@@ -199,7 +200,8 @@ await test("metrics.enabled=false: no annotations, no metrics port, no DTF_METRI
   for (const p of pods(objs)) {
     assert.equal(p.template.metadata.annotations["prometheus.io/scrape"], undefined);
     const c = dtfContainer(p.template);
-    assert.equal(c.ports.find((x) => x.name === "metrics"), undefined);
+    assert.equal((c.ports || []).find((x) => x.name === "metrics"), undefined);
+    if (p.role === "worker") assert.equal(c.ports, undefined, "with metrics off a worker listens on nothing: no containerPort");
     assert.equal(envOf(c).DTF_METRICS_PORT, undefined);
   }
   assert.equal(one(objs, "NetworkPolicy").spec.ingress.length, 1);
