@@ -146,13 +146,21 @@ local function train_loop(worker, nworkers, start, exchange)
                 load = load, save = save_model, lr = optim.config(hp, steps),
                 replicas = hp.sync and (hp.replicas_to_aggregate > 0 and hp.replicas_to_aggregate or nworkers) or 1 }
   exchange = watch.timed(exchange)
+  util.trap_signals() -- SIGTERM, SIGINT: stop at the next step boundary
   local t0 = util.now()
   local gstep, step, losses, nloss = first, 0, 0, 0
+  local stopped
   local function log_loss()
     log.info('Worker %d: mean loss %.4f over steps %d-%d', worker, losses / nloss, step - nloss + 1, step)
     losses, nloss = 0, 0
   end
   while steps == 0 or gstep < steps do
+    local sig, name = util.stop_signal()
+    if sig then
+      log.warning('Worker %d: %s at global step %d; stopping after %s', worker, name, gstep, plural(step, 'step'))
+      stopped = sig
+      break
+    end
     loader:next(x, y)
     local loss = compute_gradients(x, y)
     gstep = exchange(gstep)
@@ -171,7 +179,7 @@ local function train_loop(worker, nworkers, start, exchange)
     watch.step(gstep, loss, hp.batchsize)
   end
   if nloss > 0 then log_loss() end -- the last, partial window
-  return t0, util.now(), step
+  return t0, util.now(), step, stopped, gstep
 end
 
 -- ---- one process -------------------------------------------------------------------
@@ -181,7 +189,7 @@ end
 if not spec.role then
   log.info('Training %s (%d parameters, layout %s) in one process', modelfile.path, net.nparams, checksum)
   local shard
-  local t0, t1 = train_loop(0, 1, function(steps, loader)
+  local t0, t1, _, stopped, gstep = train_loop(0, 1, function(steps, loader)
     local err
     shard, err = ps.local_shard {
       params = params, optimizer = optim.config(hp, steps), layout_checksum = checksum,
@@ -194,7 +202,12 @@ if not spec.role then
     if first > 0 then loader:seek(first // bpe + 1, first % bpe) end
     return first
   end, function() return shard:apply(grads) end)
-  shard:close()
+  shard:close() -- the last checkpoint, when there is a checkpoint_dir
+  if stopped then
+    watch.finish()
+    dtf.stopped(stopped, 'stopped at global step %d%s', gstep,
+                hp.checkpoint_dir ~= '' and ' (checkpoint_dir resumes it)' or '')
+  end
   report_end(0, t0, t1)
   return
 end
@@ -283,7 +296,7 @@ local function wait_for_workers()
   end
 end
 
-local t0, t1 = train_loop(spec.index, #spec.workers, function()
+local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function()
   client = connect()
   wait_for_workers()
   local g, perr = client:pull(params)
@@ -294,6 +307,11 @@ end, function(step)
   if not g then dtf.fail('%s', perr) end
   return g
 end)
+if stopped then -- not done: a worker of the next pods goes on
+  client:close()
+  watch.finish()
+  dtf.stopped(stopped, 'worker %d stopped at global step %d', spec.index, last)
+end
 if spec.index == 0 then assert(client:pull(params)) end
 client:done()
 client:close()

@@ -160,7 +160,7 @@ lua_State *dtf_host_new(const char *argv0, const dtf_cli *cli)
 /* ---- calling with tracebacks (lua.c's msghandler/docall/report) ---------- */
 
 /* An expected error (a table {exit=, msg=}, raised by dtf.usage_error with
- * exit 2 or dtf.fail with exit 1) goes through untouched: its message is one
+ * exit 2, dtf.fail with exit 1, dtf.stopped with 128 + the signal) goes through untouched: its message is one
  * line, without a traceback. Returns its exit status, 0 for other errors. */
 static int expected_error(lua_State *L, int idx)
 {
@@ -169,7 +169,8 @@ static int expected_error(lua_State *L, int idx)
     lua_getfield(L, idx, "exit");
     int code = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    return code == DTF_EXIT_FAIL || code == DTF_EXIT_USAGE ? code : 0;
+    /* 1, 2, or 128 + a signal's number: stopped by it (dtf.stopped) */
+    return code == DTF_EXIT_FAIL || code == DTF_EXIT_USAGE || (code > 128 && code < 160) ? code : 0;
 }
 
 static int msghandler(lua_State *L)

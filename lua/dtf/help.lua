@@ -214,6 +214,8 @@ local docs = {
   ['util.getpid'] = { 'util.getpid() -> pid', "this process's id" },
   ['util.hostname'] = { 'util.hostname() -> name', "this machine's host name" },
   ['util.isatty'] = { 'util.isatty(fd) -> boolean', 'whether fd is a terminal' },
+  ['util.trap_signals'] = { 'util.trap_signals()', 'from now on SIGTERM and SIGINT only set a flag (a training stops at a step boundary)' },
+  ['util.stop_signal'] = { 'util.stop_signal() -> number, name | nil', 'the signal that asked to stop, once util.trap_signals ran' },
   ['util.ready'] = { 'util.ready()', 'tells dtf local this task is up (a ps serving, a worker past its first step)' },
   ['util.split_address'] = { 'util.split_address(addr) -> host, port | nil, err', 'HOST:PORT or [IPV6]:PORT' },
   -- dtf.json

@@ -17,6 +17,9 @@ function dtf.usage_error(fmt, ...) raise(2, fmt, ...) end
 -- exit status 1, no traceback. A traceback is for errors inside scripts.
 function dtf.fail(fmt, ...) raise(1, fmt, ...) end
 
+-- Stopped by a signal (util.stop_signal's number): one line, exit 128 + sig.
+function dtf.stopped(sig, fmt, ...) raise(128 + sig, fmt, ...) end
+
 setmetatable(dtf, { __index = function(t, k)
   local ok, mod = pcall(require, 'dtf.' .. k)
   if ok then rawset(t, k, mod); return mod end

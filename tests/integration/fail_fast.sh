@@ -98,6 +98,21 @@ EOF
 expect_exit 0 "a cosine schedule with warmup on the shard" "$DTF" run "$SCRATCH/lr.lua"
 expect_out "^lr 0.0100 0.1000 0.1000 0.0500 0.0000$" "rises over 10 steps, then falls to 0 over 100"
 
+# ---- a signal stops a training at a step boundary, keeping what it did ----------------
+"${RUN[@]}" --set trainsteps=0 --set evaluate=false --set checkpoint_dir="$SCRATCH/ck2" --set lossevery=50 \
+  >"$SCRATCH/sig.out" 2>&1 &
+SPID=$!
+check "an endless one-process training runs" wait_for_log "$SCRATCH/sig.out" 'training step 100 done' 60
+kill -TERM $SPID
+wait_for_exit $SPID 30
+check "SIGTERM stops it with status 143 ($RC)" test "$RC" -eq 143
+check "at a step boundary, saying so" log_has "$SCRATCH/sig.out" 'Worker 0: SIGTERM at global step [0-9]+; stopping after [0-9]+ steps'
+STOPPED=$(sed -nE 's/.*SIGTERM at global step ([0-9]+);.*/\1/p' "$SCRATCH/sig.out")
+check "with its last checkpoint (step ${STOPPED:-?})" log_has "$SCRATCH/sig.out" \
+  "one process: checkpoint at step ${STOPPED:-none}: "
+check "and one line, no traceback" log_has "$SCRATCH/sig.out" \
+  "^dtf: stopped at global step ${STOPPED:-none} \\(checkpoint_dir resumes it\\)$"
+
 # ---- dtf predict ------------------------------------------------------------------
 expect_exit 0 "train one epoch and save" "${RUN[@]}" --set save="$SCRATCH/m.safetensors" --set logevery=1000
 ACC=$(sed -nE 's/.*Test accuracy: ([0-9.]+).*/\1/p' <<<"$OUT")
