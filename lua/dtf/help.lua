@@ -232,6 +232,7 @@ local docs = {
   -- dtf
   ['dtf.usage_error'] = { 'dtf.usage_error(fmt, ...)', 'raises a usage error: one line, exit status 2' },
   ['dtf.fail'] = { 'dtf.fail(fmt, ...)', 'raises an expected runtime error: one line, exit status 1, no traceback' },
+  ['dtf.stopped'] = { 'dtf.stopped(sig, fmt, ...)', 'ends the script stopped by signal sig: one line, exit status 128 + sig' },
   -- the REPL's cluster (dtf repl --ps=...)
   ['cluster.step'] = { 'cluster.step() -> step', 'the global step (ps 0)' },
   ['cluster.stats'] = { 'cluster.stats() -> {{...}, ...}', "each ps's counters: mode, updates, stale, bytes_in, ..." },
