@@ -44,7 +44,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean \
+        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e chart-schema clean \
         kat-fixture kat-fixture-check
 
 all: $(DTF)
@@ -136,6 +136,11 @@ test-k8s: deps-test
 e2e: deps-test
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/run
+
+# chart/values.schema.json's hyperparameters, from train.lua's and models/mnist.lua's
+# (tests/chart checks that the committed file is what this writes).
+chart-schema: all
+	node scripts/chart-schema.mjs $(DTF)
 
 clean:
 	rm -rf build

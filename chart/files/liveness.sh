@@ -1,7 +1,8 @@
 # /etc/dtf/liveness.sh ROLE STALL_SECONDS: the liveness probe of a dtf
 # container (the chart's livenessProbe execs it there, as the container's user).
 #   ps      passes while dtf holds a listening TCP socket other than its
-#           metrics port ($DTF_METRICS_PORT): it serves the ps port
+#           metrics port ($DTF_METRICS_PORT): it serves the ps port; and for
+#           STALL_SECONDS after dtf started (restoring a checkpoint first)
 #   worker  passes while dtf does something: its CPU time, or the bytes it
 #           read or wrote (sockets, the data set, its logs), changed within
 #           the last STALL_SECONDS; it keeps what it saw in /tmp/.dtf-liveness
@@ -42,6 +43,14 @@ if [ "$role" = ps ]; then
         case $listening in *" $i "*) echo "ps: dtf (pid $pid) listens"; exit 0 ;; esac ;;
     esac
   done
+  # started within STALL_SECONDS: still restoring, not hung (field 22 of
+  # stat is the start in clock ticks after boot; 100 a second here)
+  read -r up _ </proc/uptime
+  age=$(( ${up%.*} - ${20} / 100 ))
+  if [ "$age" -lt "$stall" ]; then
+    echo "ps: dtf (pid $pid) is starting (${age} s) and listens on no port yet"
+    exit 0
+  fi
   echo "ps: dtf (pid $pid) holds no listening TCP socket${metrics:+ but its metrics port}"
   exit 1
 fi

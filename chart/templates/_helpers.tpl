@@ -185,13 +185,17 @@ string, so a string that reads as a number is written as a number.
 {{- end -}}
 
 {{/*
-hparams.lua: the hyperparameters of values.hyperparams, then what the chart
+hparams.lua: the hyperparameters of values.hyperparams and modelHyperparams
+(a custom model file's own), then what the chart
 knows (where the model, the data, the logs and the checkpoints are). The sync
 mode is always a boolean. Every value is written, a 0 too.
 */}}
 {{- define "dtf.hparams" -}}
 {{- $h := dict -}}
 {{- range $k, $v := .Values.hyperparams -}}
+{{- $_ := set $h $k $v -}}
+{{- end -}}
+{{- range $k, $v := .Values.modelHyperparams -}}
 {{- $_ := set $h $k $v -}}
 {{- end -}}
 {{- $sync := .Values.hyperparams.sync -}}

@@ -321,10 +321,10 @@ await test("sync modes: true/sync render true, false/async render false", () => 
     assert.equal(hparamLines(render([...values, "--set", `hyperparams.sync=${v}`])).sync, want, v);
   }
 });
-await test("extra hyperparameters pass through as Lua literals", () => {
+await test("hyperparameters and a model file's own (modelHyperparams) pass through as Lua literals", () => {
   const f = path.join(tmp, "extra.yml");
-  writeFileSync(f, 'hyperparams:\n  note: "say \\"hi\\" \\\\ then\\nmore"\n  end: 1\n');
-  const o = render([...values, "--values", f, "--set", "hyperparams.momentum=0.9,hyperparams.logevery=10,hyperparams.optimizer=adam,hyperparams.nesterov=true",
+  writeFileSync(f, 'modelHyperparams:\n  note: "say \\"hi\\" \\\\ then\\nmore"\n  end: 1\n');
+  const o = render([...values, "--values", f, "--set", "hyperparams.momentum=0.9,hyperparams.logevery=10,hyperparams.optimizer=adam,modelHyperparams.nesterov=true",
     "--set", "hyperparams.learningrate=3e-3"]);
   const h = hparamLines(o);
   assert.equal(h.momentum, "0.9");
@@ -509,6 +509,19 @@ await test("idle wrapper: SIGTERM reaches dtf (a ps can checkpoint) and the cont
 
 // ---- pods as real processes -----------------------------------------------------------
 const dtf = path.join(root, buildDir, "dtf");
+
+await test("values.schema.json knows the scripts' hyperparameters (scripts/chart-schema.mjs), and refuses a misspelt key", async () => {
+  const { expectedSchema } = await import(path.join(root, "scripts/chart-schema.mjs"));
+  assert.equal(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"), expectedSchema(dtf),
+               "chart/values.schema.json is stale: run make chart-schema");
+  assert.match(renderFails([...values, "--set", "hyperparams.hiden=200"]), /hyperparams: Additional property hiden is not allowed/);
+  assert.match(renderFails([...values, "--set", "hyperparams.optimizer=rmsprop"]), /hyperparams\.optimizer must be one of the following: "sgd", "adam", "adamw"/);
+  assert.match(renderFails([...values, "--set", "hyperparams.hidden=0"]), /hyperparams\.hidden: Must be greater than or equal to 1/);
+  assert.match(renderFails([...values, "--set", "hyperparams.datadir=/x"]), /hyperparams: Additional property datadir is not allowed/);
+  // a custom model file's own keys pass through modelHyperparams
+  const h = one(render([...values, "--set", "modelHyperparams.layers=3"]), "ConfigMap").data["hparams.lua"];
+  assert.match(h, /^  layers = 3,$/m);
+});
 const noSandbox = sandboxUnavailable();
 await test("pods_agree catches a cluster spec that names a pod the chart does not create", async () => {
   const o = render(values);
