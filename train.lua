@@ -43,7 +43,8 @@ local schema = {
   { name = 'sync', type = 'bool', default = false, help = 'average replicas_to_aggregate gradients per step' },
   { name = 'replicas_to_aggregate', type = 'int', default = 0, min = 0, help = 'sync: gradients per step; 0 = every worker' },
   { name = 'evaluate', type = 'bool', default = true, help = 'worker 0 reports test accuracy at the end' },
-  { name = 'threads', type = 'int', default = 1, min = 1, help = 'BLAS threads per task' },
+  { name = 'threads', type = 'int', min = 1, help = 'BLAS threads; default: the usable cores in one process, 1 in a ps or worker task' },
+  { name = 'denormals', type = 'string', default = 'flush', choices = { 'flush', 'keep' }, help = 'flush subnormal floats to zero (no slow assists) or keep them' },
   { name = 'connect_timeout', type = 'number', default = 120, min = 0, help = 'seconds a worker waits for the ps tasks' },
   { name = 'timeout', type = 'number', default = 60, min = 0, help = 'seconds one request to a ps may take' },
   { name = 'reconnect_timeout', type = 'number', default = 60, min = 0, help = 'seconds a worker keeps reconnecting to a lost ps' },
@@ -59,8 +60,12 @@ local schema = {
 
 local hp = hparams.parse(schema, cli)
 local spec = cluster.resolve(cli)
-T.set_num_threads(hp.threads)
+-- ps and worker tasks share their machine: one BLAS thread each unless set.
+local threads = hp.threads or (spec.role and 1 or T.usable_cores())
+T.set_num_threads(threads)
 log.open(hp.logdir)
+log.info('BLAS: %s, %d thread%s; denormals %s', T.blas_info(), threads, threads > 1 and 's' or '',
+         T.denormals(hp.denormals))
 
 -- ---- the model ---------------------------------------------------------------
 

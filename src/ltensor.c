@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blas.h"
+#include "cpu.h"
 #include "lmodules.h"
 #include "optim.h"
 
@@ -1226,6 +1228,35 @@ static int l_set_num_threads(lua_State *L)
     return 0;
 }
 
+/* "OpenBLAS 0.3.21, core SkylakeX (OpenBLAS picked Prescott)" and the core. */
+static int l_blas_info(lua_State *L)
+{
+    lua_pushstring(L, dtf_blas_info());
+    lua_pushstring(L, dtf_blas_core());
+    return 2;
+}
+
+/* denormals(['flush'|'keep']) sets this thread's mode when given; returns
+ * the mode in force ('flush' or 'keep'). */
+static int l_denormals(lua_State *L)
+{
+    static const char *const modes[] = {"keep", "flush", NULL};
+    if (!lua_isnoneornil(L, 1)) {
+        int on = luaL_checkoption(L, 1, NULL, modes);
+        if (dtf_fp_flush_denormals(on) < 0)
+            return luaL_error(L, "denormals: %s", dtf_error());
+    }
+    lua_pushstring(L, modes[dtf_fp_flushing()]);
+    return 1;
+}
+
+/* The cores this process may keep busy (affinity mask, cgroup quota). */
+static int l_usable_cores(lua_State *L)
+{
+    lua_pushinteger(L, dtf_cpu_usable());
+    return 1;
+}
+
 static int l_is_tensor(lua_State *L)
 {
     lua_pushboolean(L, luaL_testudata(L, 1, LTENSOR_MT) != NULL);
@@ -1264,6 +1295,7 @@ static const luaL_Reg functions[] = {
     {"maxpool2d", l_maxpool2d}, {"maxpool2d_backward", l_maxpool2d_backward},
     {"optim_step", l_optim_step}, {"checksum", l_checksum},
     {"set_num_threads", l_set_num_threads}, {"is_tensor", l_is_tensor},
+    {"blas_info", l_blas_info}, {"denormals", l_denormals}, {"usable_cores", l_usable_cores},
     {NULL, NULL}};
 
 static const luaL_Reg rng_methods[] = {
