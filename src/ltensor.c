@@ -1103,6 +1103,88 @@ static int l_conv2d_backward(lua_State *L)
     return 3;
 }
 
+/* linear(y, x, w, b [, relu]) -> y: y = x w^T + b (ReLU'd if relu); y nil
+ * allocates it. */
+static int l_linear(lua_State *L)
+{
+    dtf_tensor *x = ltensor_check(L, 2), *w = ltensor_check(L, 3), *b = opt_tensor(L, 4);
+    int relu = lua_toboolean(L, 5);
+    int64_t s[2] = {x->ndim == 2 ? x->shape[0] : 0, w->ndim == 2 ? w->shape[0] : 0};
+    dtf_tensor *y = out_or_new(L, 1, 2, s);
+    if (dtf_linear(y, x, w, b, relu) < 0)
+        raise_core(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* linear_backward(dx, dw, db, dy, x, w [, y, dym]) -> dx: dx, dw, db nil or
+ * false skip them; y (the ReLU output) and dym (its masked gradient's
+ * workspace) for a linear layer with ReLU. */
+static int l_linear_backward(lua_State *L)
+{
+    dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
+    dtf_tensor *dw = lua_toboolean(L, 2) ? ltensor_check(L, 2) : NULL;
+    dtf_tensor *db = lua_toboolean(L, 3) ? ltensor_check(L, 3) : NULL;
+    dtf_tensor *dy = ltensor_check(L, 4), *x = ltensor_check(L, 5), *w = ltensor_check(L, 6);
+    dtf_tensor *y = opt_tensor(L, 7), *dym = opt_tensor(L, 8);
+    if (dtf_linear_backward(dx, dw, db, dy, x, w, y, dym) < 0)
+        raise_core(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* conv2d_relu_pool(y, x, w, b, stride, pad [, idx [, ws]]) -> y, idx: the
+ * fused block; idx nil computes no indices (inference). */
+static int l_conv2d_relu_pool(lua_State *L)
+{
+    dtf_tensor *x = ltensor_check(L, 2), *w = ltensor_check(L, 3);
+    dtf_tensor *b = opt_tensor(L, 4), *idx = opt_tensor(L, 7);
+    int stride = conv_int(L, 5, 1), pad = conv_int(L, 6, 0);
+    size_t need = dtf_conv2d_workspace(x, w, stride, pad);
+    dtf_tensor dummy = {0}, *y = &dummy;
+    if (x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1]
+        && x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3]) {
+        int64_t s[4] = {x->shape[0], w->shape[0],
+                        ((x->shape[2] + 2 * pad - w->shape[2]) / stride + 1) / 2,
+                        ((x->shape[3] + 2 * pad - w->shape[3]) / stride + 1) / 2};
+        y = out_or_new(L, 1, 4, s);
+    }
+    size_t have = 0;
+    float *ws = y == &dummy ? NULL : workspace(L, 8, need, &have);
+    if (dtf_conv2d_relu_pool(y, idx, x, w, b, stride, pad, ws, have) < 0)
+        raise_core(L);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 7);
+    return 2;
+}
+
+/* conv2d_relu_pool_backward(dx, dw, db, dy, y, idx, x, w, stride, pad [, ws])
+ * -> dx, dw, db; dx nil or false skips it, dw and db false skip them. */
+static int l_conv2d_relu_pool_backward(lua_State *L)
+{
+    dtf_tensor *dy = ltensor_check(L, 4), *y = ltensor_check(L, 5), *idx = ltensor_check(L, 6);
+    dtf_tensor *x = ltensor_check(L, 7), *w = ltensor_check(L, 8);
+    int stride = conv_int(L, 9, 1), pad = conv_int(L, 10, 0);
+    dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
+    dtf_tensor *dw = NULL, *db = NULL;
+    if (lua_isnil(L, 2) || lua_isnone(L, 2))
+        dw = out_or_new(L, 2, w->ndim, w->shape);
+    else if (lua_toboolean(L, 2))
+        dw = ltensor_check(L, 2);
+    if (lua_isnil(L, 3) || lua_isnone(L, 3)) {
+        int64_t o = w->ndim ? w->shape[0] : 0;
+        db = out_or_new(L, 3, 1, &o);
+    } else if (lua_toboolean(L, 3)) {
+        db = ltensor_check(L, 3);
+    }
+    size_t have = 0;
+    float *ws = workspace(L, 11, dtf_conv2d_workspace(x, w, stride, pad), &have);
+    if (dtf_conv2d_relu_pool_backward(dx, dw, db, dy, y, idx, x, w, stride, pad, ws, have) < 0)
+        raise_core(L);
+    lua_settop(L, 3);
+    return 3;
+}
+
 static int l_maxpool2d(lua_State *L)
 {
     dtf_tensor *x = ltensor_check(L, 2);
@@ -1295,6 +1377,7 @@ static const luaL_Reg functions[] = {
     {"maxpool2d", l_maxpool2d}, {"maxpool2d_backward", l_maxpool2d_backward},
     {"optim_step", l_optim_step}, {"checksum", l_checksum},
     {"set_num_threads", l_set_num_threads}, {"is_tensor", l_is_tensor},
+    {"linear", l_linear}, {"linear_backward", l_linear_backward},
     {"blas_info", l_blas_info}, {"denormals", l_denormals}, {"usable_cores", l_usable_cores},
     {NULL, NULL}};
 
@@ -1328,8 +1411,14 @@ int luaopen_dtf_tensor(lua_State *L)
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_conv2d, 1);
     lua_setfield(L, -3, "conv2d");
+    lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_conv2d_backward, 1);
-    lua_setfield(L, -2, "conv2d_backward");
+    lua_setfield(L, -3, "conv2d_backward");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_conv2d_relu_pool, 1);
+    lua_setfield(L, -3, "conv2d_relu_pool");
+    lua_pushcclosure(L, l_conv2d_relu_pool_backward, 1);
+    lua_setfield(L, -2, "conv2d_relu_pool_backward");
     /* the methods, so Lua code can extend them */
     luaL_getmetatable(L, LTENSOR_MT);
     lua_getfield(L, -1, "methods");

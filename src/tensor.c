@@ -689,6 +689,132 @@ done:
     return rc;
 }
 
+/* ======================================================================
+ * Linear layers: one call each way
+ * ==================================================================== */
+
+/* x (N,in), w (out,in), y (N,out) contiguous, b (out) or NULL. */
+static int check_linear(const char *what, const dtf_tensor *y, const dtf_tensor *x,
+                        const dtf_tensor *w, const dtf_tensor *b)
+{
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1]) {
+        MISMATCH(what, x, w);
+        return -1;
+    }
+    if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != w->shape[0]
+        || !dtf_is_contiguous(y)) {
+        char b1[96], b2[96], b3[96];
+        dtf_seterr("%s: (%s) must be a contiguous (%lldx%lld) for (%s) and (%s)", what,
+                   sh(y, b1), (long long)x->shape[0], (long long)w->shape[0], sh(x, b2),
+                   sh(w, b3));
+        return -1;
+    }
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0])) {
+        MISMATCH(what, b, w);
+        return -1;
+    }
+    return 0;
+}
+
+int dtf_linear(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *b,
+               int relu)
+{
+    if (check_linear("linear", y, x, w, b) < 0)
+        return -1;
+    dtf_tensor wt;
+    dtf_transpose(&wt, w, 0, 1);
+    if (dtf_matmul(y, x, &wt, 1.0f, 0.0f) < 0)
+        return -1;
+    /* bias and ReLU in one pass over the product, while it is in cache */
+    int64_t N = y->shape[0], D = y->shape[1];
+    float *o = dtf_data(y);
+    const float *bp = b ? dtf_data(b) : NULL;
+    int64_t sb = b ? b->stride[0] : 0;
+    for (int64_t r = 0; r < N; r++, o += D) {
+        if (bp && sb == 1)
+            for (int64_t j = 0; j < D; j++)
+                o[j] += bp[j];
+        else if (bp)
+            for (int64_t j = 0; j < D; j++)
+                o[j] += bp[j * sb];
+        if (relu)
+            for (int64_t j = 0; j < D; j++)
+                o[j] = o[j] > 0 ? o[j] : 0;
+    }
+    return 0;
+}
+
+/* dym = dy masked by y > 0 (y NULL: no mask; dym NULL: not stored) and db
+ * += its column sums, in one pass over dy. */
+static void mask_and_sum(float *dym, float *db, int64_t sdb, const dtf_tensor *dy,
+                         const float *y)
+{
+    int64_t N = dy->shape[0], D = dy->shape[1], s0 = dy->stride[0], s1 = dy->stride[1];
+    for (int64_t r = 0; r < N; r++) {
+        const float *g = dtf_data(dy) + r * s0;
+        const float *yr = y ? y + r * D : NULL;
+        float *o = dym ? dym + r * D : NULL;
+        for (int64_t j = 0; j < D; j++) {
+            float v = yr && !(yr[j] > 0) ? 0.0f : g[j * s1];
+            if (o)
+                o[j] = v;
+            if (db)
+                db[j * sdb] += v;
+        }
+    }
+}
+
+int dtf_linear_backward(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db, const dtf_tensor *dy,
+                        const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *y,
+                        dtf_tensor *dym)
+{
+    const char *what = "linear_backward";
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1]) {
+        MISMATCH(what, x, w);
+        return -1;
+    }
+    if (dy->ndim != 2 || dy->shape[0] != x->shape[0] || dy->shape[1] != w->shape[0]) {
+        MISMATCH(what, dy, x);
+        return -1;
+    }
+    if (y && (!dtf_same_shape(y, dy) || !dtf_is_contiguous(y))) {
+        MISMATCH(what, y, dy);
+        return -1;
+    }
+    if (dw && !dtf_same_shape(dw, w)) {
+        MISMATCH(what, dw, w);
+        return -1;
+    }
+    if (db && (db->ndim != 1 || db->shape[0] != w->shape[0])) {
+        MISMATCH(what, db, w);
+        return -1;
+    }
+    /* The gradient of the product: dy, or dy masked by the ReLU output y
+     * into dym (contiguous, dy's shape). */
+    const dtf_tensor *g = dy;
+    if (y) {
+        if (!dym || !dtf_same_shape(dym, dy) || !dtf_is_contiguous(dym)) {
+            char b1[96];
+            dtf_seterr("%s: needs a contiguous (%s) workspace for the masked gradient", what,
+                       sh(dy, b1));
+            return -1;
+        }
+        g = dym;
+    }
+    if (y || db)
+        mask_and_sum(y ? dtf_data(dym) : NULL, db ? dtf_data(db) : NULL, db ? db->stride[0] : 0,
+                     dy, y ? dtf_data(y) : NULL);
+    if (dw) {
+        dtf_tensor gt;
+        dtf_transpose(&gt, g, 0, 1);
+        if (dtf_matmul(dw, &gt, x, 1.0f, 1.0f) < 0)
+            return -1;
+    }
+    if (dx && dtf_matmul(dx, g, w, 1.0f, 0.0f) < 0)
+        return -1;
+    return 0;
+}
+
 void dtf_set_num_threads(int n)
 {
     openblas_set_num_threads(n);
