@@ -123,7 +123,8 @@ local function report_end(worker, t0, train_end)
     log.info('Model saved to %s', hp.save)
   end
   if worker == 0 and hp.evaluate then
-    local acc, n = nn.evaluate(net, load('test'), 1000)
+    collectgarbage() -- the training set goes before the test set comes
+    local acc, n = nn.evaluate(net, load('test')) -- batches within nn.EVAL_BUDGET
     log.info('Test accuracy: %.4f (%d images)', acc, n)
   end
 end

@@ -378,10 +378,43 @@ function Sequential:load(tensors)
   return true
 end
 
+-- What an evaluation may hold for activations: its batch size is what
+-- fits (the CNN at batch 1000 held 500 MB).
+nn.EVAL_BUDGET = 16 * 2 ^ 20
+
+-- Floats the forward pass keeps per example (the input and every buffer the
+-- layers hold for it), probed with one example in inference.
+local function floats_per_example(net, dataset)
+  local x = dataset:batches(1)()
+  net:forward(x, true)
+  local total = x:numel() + 1
+  for _, l in ipairs(net.layers) do
+    for k, shp in pairs(l) do
+      if type(k) == 'string' and k:sub(1, 7) == '_shape_' and shp[1] == 1 then
+        local n = 1
+        for _, d in ipairs(shp) do n = n * d end
+        total = total + n
+      end
+    end
+  end
+  return total
+end
+
+-- The evaluation batch size that keeps net's activations within budget
+-- bytes (nn.EVAL_BUDGET): at least 1, at most the set.
+function nn.eval_batchsize(net, dataset, budget)
+  local per = floats_per_example(net, dataset) * 4
+  local bs = math.floor((budget or nn.EVAL_BUDGET) / per)
+  return math.max(1, math.min(bs, dataset:count()))
+end
+
 -- Accuracy of net over a dataset (dtf.data), in batches: correct / count.
-function nn.evaluate(net, dataset, batchsize)
+-- how: a batch size, or { budget = bytes } (default nn.EVAL_BUDGET).
+function nn.evaluate(net, dataset, how)
+  local bs = how
+  if type(how) ~= 'number' then bs = nn.eval_batchsize(net, dataset, how and how.budget) end
   local correct, seen = 0, 0
-  for x, y, n in dataset:batches(batchsize or 1000) do
+  for x, y, n in dataset:batches(bs) do
     correct = correct + T.accuracy(net:forward(x, true), y)
     seen = seen + n
   end
