@@ -167,7 +167,7 @@ if not spec.role then
   local opt = optim.new(hp.optimizer, net.nparams, optim.config(hp))
   log.info('Training %s (%d parameters, layout %s) in one process', hp.model, net.nparams, checksum)
   local t0, t1 = train_loop(0, 1, nil, function(gstep)
-    opt:step(params, grads)
+    opt:step(params, grads, net) -- zeroes the gradients as it reads them
     return gstep + 1
   end)
   report_end(0, t0, t1)

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """The peer: one training step of the same networks in PyTorch, one thread.
 
-usage: torch_step.py MODEL BATCH SECONDS  ->  prints "samples_per_s STEPS_PER_S"
+usage: torch_step.py MODEL BATCH SECONDS  ->  prints "samples_per_s STEPS_PER_S CORE"
 MODEL is mlp (784-100-10, Adam) or cnn (conv5x5x32, pool, conv5x5x64, pool,
 fc1024, fc10, Adam). Inputs are fixed random tensors, as in bench/step.lua.
+CORE is the OpenBLAS core its matmuls run on (Debian's torch uses the
+system OpenBLAS; OPENBLAS_CORETYPE chooses it as for dtf).
 """
+import ctypes
 import sys
 import time
 
@@ -44,4 +47,10 @@ while True:
     el = time.perf_counter() - t0
     if el >= seconds and n >= 3:
         break
-print(f"{n * batch / el:.1f} {n / el:.2f}")
+try:
+    blas = ctypes.CDLL("libopenblas.so.0")
+    blas.openblas_get_corename.restype = ctypes.c_char_p
+    core = blas.openblas_get_corename().decode()
+except (OSError, AttributeError):
+    core = "?"
+print(f"{n * batch / el:.1f} {n / el:.2f} {core}")

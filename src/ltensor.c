@@ -1288,7 +1288,10 @@ static int l_optim_step(lua_State *L)
     float *s1 = ns > 1 ? dtf_data(flat_arg(L, 5, "slot1", n)) : NULL;
     if (ns > 1 && s0 == s1)
         return luaL_error(L, "optim_step: %s needs two distinct slots", name);
-    dtf_optim_apply(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
+    if (lua_toboolean(L, 8)) /* zero_grad: grad cleared in the same pass */
+        dtf_optim_apply_zero(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
+    else
+        dtf_optim_apply(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
     lua_settop(L, 2);
     return 1;
 }
@@ -1307,6 +1310,54 @@ static int l_set_num_threads(lua_State *L)
     lua_Integer n = luaL_checkinteger(L, 1);
     luaL_argcheck(L, n >= 1 && n <= 1024, 1, "must be in 1..1024");
     dtf_set_num_threads((int)n);
+    return 0;
+}
+
+/* A recorded run of sgemm calls (bench/step.lua's matmul-only bound). */
+typedef struct gemm_trace {
+    size_t n;
+    dtf_gemm_call calls[];
+} gemm_trace;
+
+#define TRACE_CAP 65536
+#define TRACE_MT "dtf.GemmTrace"
+
+/* gemm_trace(fn, ...) -> trace, n: runs fn(...) and records every sgemm
+ * the kernels call meanwhile; gemm_replay(trace) runs those alone. */
+static int l_gemm_trace(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    gemm_trace *t = lua_newuserdatauv(L, sizeof *t + TRACE_CAP * sizeof t->calls[0], 1);
+    t->n = 0;
+    luaL_newmetatable(L, TRACE_MT);
+    lua_setmetatable(L, -2);
+    lua_insert(L, 1); /* trace below fn and its arguments */
+    dtf_gemm_record(t->calls, TRACE_CAP);
+    int rc = lua_pcall(L, nargs, 0, 0);
+    t->n = dtf_gemm_recorded();
+    dtf_gemm_record(NULL, 0);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    if (t->n > TRACE_CAP)
+        return luaL_error(L, "gemm_trace: %d sgemm calls, more than %d", (int)t->n, TRACE_CAP);
+    lua_pushinteger(L, (lua_Integer)t->n);
+    return 2;
+}
+
+static int l_gemm_replay(lua_State *L)
+{
+    gemm_trace *t = luaL_checkudata(L, 1, TRACE_MT);
+    lua_getiuservalue(L, 1, 1);
+    dtf_tensor *scratch = ltensor_test(L, -1);
+    if (!scratch) { /* first replay: its operands, kept with the trace */
+        int64_t n = (int64_t)dtf_gemm_replay_scratch(t->calls, t->n) + 1;
+        scratch = ltensor_push_new(L, 1, &n);
+        dtf_fill_uniform(scratch, &(dtf_rng){{1, 2, 3, 4}}, -1, 1);
+        lua_setiuservalue(L, 1, 1);
+    }
+    if (dtf_gemm_replay(t->calls, t->n, dtf_data(scratch), (size_t)dtf_numel(scratch)) < 0)
+        raise_core(L);
     return 0;
 }
 
@@ -1378,6 +1429,7 @@ static const luaL_Reg functions[] = {
     {"optim_step", l_optim_step}, {"checksum", l_checksum},
     {"set_num_threads", l_set_num_threads}, {"is_tensor", l_is_tensor},
     {"linear", l_linear}, {"linear_backward", l_linear_backward},
+    {"gemm_trace", l_gemm_trace}, {"gemm_replay", l_gemm_replay},
     {"blas_info", l_blas_info}, {"denormals", l_denormals}, {"usable_cores", l_usable_cores},
     {NULL, NULL}};
 

@@ -232,3 +232,15 @@ void dtf_optim_apply(const dtf_optim *o, float *param, const float *grad,
         break;
     }
 }
+
+void dtf_optim_apply_zero(const dtf_optim *o, float *param, float *grad, float *slot0,
+                          float *slot1, size_t n, int64_t step)
+{
+    enum { BLOCK = 4096 }; /* 16 KB of each array: all four in L1 */
+    for (size_t i = 0; i < n; i += BLOCK) {
+        size_t k = n - i < BLOCK ? n - i : BLOCK;
+        dtf_optim_apply(o, param + i, grad + i, slot0 ? slot0 + i : NULL, slot1 ? slot1 + i : NULL,
+                        k, step);
+        memset(grad + i, 0, k * sizeof(float));
+    }
+}

@@ -248,6 +248,22 @@ int dtf_conv2d_relu_pool_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tens
 int dtf_maxpool2d_naive(dtf_tensor *y, dtf_tensor *idx, const dtf_tensor *x);
 int dtf_maxpool2d_backward_naive(dtf_tensor *dx, const dtf_tensor *dy, const dtf_tensor *idx);
 
+/* ---- the matmul-only bound (bench/step.lua) ------------------------------
+ * Every sgemm the kernels call can be recorded (shape, transposes, leading
+ * dimensions, beta) and replayed alone on scratch operands: the time a
+ * training step spends in sgemm, without anything else it does. */
+typedef struct dtf_gemm_call {
+    int ta, tb, m, n, k, lda, ldb, ldc;
+    float beta;
+} dtf_gemm_call;
+/* Starts recording into calls[0..cap) (NULL stops). */
+void dtf_gemm_record(dtf_gemm_call *calls, size_t cap);
+/* Calls made since recording started (more than cap: the rest were lost). */
+size_t dtf_gemm_recorded(void);
+/* Floats of scratch dtf_gemm_replay needs for these calls. */
+size_t dtf_gemm_replay_scratch(const dtf_gemm_call *calls, size_t n);
+int dtf_gemm_replay(const dtf_gemm_call *calls, size_t n, float *scratch, size_t scratch_n);
+
 /* Sets the BLAS thread count (openblas_set_num_threads). */
 void dtf_set_num_threads(int n);
 

@@ -5,7 +5,6 @@
 #include "tensor.h"
 #include "tensor_impl.h"
 
-#include <cblas.h>
 #include <string.h>
 
 /* ======================================================================
@@ -234,8 +233,7 @@ static void gemm_forward(float *prod, const float *w, const float *col, int64_t 
                          const convdims *d)
 {
     int ld = (int)(nc * d->P);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d->O, ld, (int)d->CKK, 1.0f, w,
-                (int)d->CKK, col, ld, 0.0f, prod, ld);
+    dtf_sgemm(0, 0, (int)d->O, ld, (int)d->CKK, 1.0f, w, (int)d->CKK, col, ld, 0.0f, prod, ld);
 }
 
 /* The backward products of one chunk, given dprod (O, nc*P): dw += dprod
@@ -246,12 +244,12 @@ static void gemm_backward(float *dx, float *dw, const float *dprod, float *col, 
     int ld = (int)(nc * d->P);
     if (dw) {
         im2col(col, x, nc, d, pad);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d->O, (int)d->CKK, ld, 1.0f,
-                    dprod, ld, col, ld, 1.0f, dw, (int)d->CKK);
+        dtf_sgemm(0, 1, (int)d->O, (int)d->CKK, ld, 1.0f, dprod, ld, col, ld, 1.0f, dw,
+                  (int)d->CKK);
     }
     if (dx) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d->CKK, ld, (int)d->O, 1.0f, w,
-                    (int)d->CKK, dprod, ld, 0.0f, col, ld);
+        dtf_sgemm(1, 0, (int)d->CKK, ld, (int)d->O, 1.0f, w, (int)d->CKK, dprod, ld, 0.0f, col,
+                  ld);
         col2im(dx, col, nc, d, pad);
     }
 }

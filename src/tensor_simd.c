@@ -91,6 +91,83 @@ void dtf_rows_add(float *dst, int64_t ds, const float *src, int64_t ss, int64_t 
 }
 
 /* ======================================================================
+ * Linear layers' row passes
+ * ==================================================================== */
+
+#ifdef HAVE_AVX512
+__attribute__((target("avx512f"))) static void bias_relu_avx512(float *o, int64_t rows,
+                                                                int64_t D, const float *b,
+                                                                int relu)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t r = 0; r < rows; r++, o += D)
+        for (int64_t j = 0; j < D; j += 16) {
+            __mmask16 m = lanes(D - j);
+            __m512 v = _mm512_maskz_loadu_ps(m, o + j);
+            if (b)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b + j));
+            if (relu) /* x > 0 ? x : 0, NaN to 0 as the plain loop */
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), v);
+            _mm512_mask_storeu_ps(o + j, m, v);
+        }
+}
+
+__attribute__((target("avx512f"))) static void mask_sum_avx512(float *dym, float *db,
+                                                               const float *dy, int64_t sdy,
+                                                               const float *y, int64_t rows,
+                                                               int64_t D)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t r = 0; r < rows; r++, dy += sdy)
+        for (int64_t j = 0; j < D; j += 16) {
+            __mmask16 m = lanes(D - j);
+            __m512 g = _mm512_maskz_loadu_ps(m, dy + j);
+            if (y)
+                g = _mm512_maskz_mov_ps(
+                    _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, y + r * D + j), zero, _CMP_GT_OQ), g);
+            if (dym)
+                _mm512_mask_storeu_ps(dym + r * D + j, m, g);
+            if (db)
+                _mm512_mask_storeu_ps(db + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, db + j), g));
+        }
+}
+#endif
+
+void dtf_bias_relu_rows(float *o, int64_t rows, int64_t D, const float *b, int relu)
+{
+#ifdef HAVE_AVX512
+    if (use_avx512()) {
+        bias_relu_avx512(o, rows, D, b, relu);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < rows; r++, o += D)
+        for (int64_t j = 0; j < D; j++) {
+            float v = b ? o[j] + b[j] : o[j];
+            o[j] = relu && !(v > 0) ? 0.0f : v;
+        }
+}
+
+void dtf_mask_sum_rows(float *dym, float *db, const float *dy, int64_t sdy, const float *y,
+                       int64_t rows, int64_t D)
+{
+#ifdef HAVE_AVX512
+    if (use_avx512()) {
+        mask_sum_avx512(dym, db, dy, sdy, y, rows, D);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < rows; r++, dy += sdy)
+        for (int64_t j = 0; j < D; j++) {
+            float g = y && !(y[r * D + j] > 0) ? 0.0f : dy[j];
+            if (dym)
+                dym[r * D + j] = g;
+            if (db)
+                db[j] += g;
+        }
+}
+
+/* ======================================================================
  * 2x2 pooling of a product plane, with bias and ReLU, and its backward
  * ==================================================================== */
 

@@ -325,7 +325,17 @@ function Sequential:checksum()
 end
 
 function Sequential:zero_grad()
+  if self.zeroed then
+    self.zeroed = false
+    return
+  end
   self.grads:zero()
+end
+
+-- The flat gradients are all zero already (an optimizer cleared them as it
+-- read them): the next zero_grad() skips its pass.
+function Sequential:grads_zeroed()
+  self.zeroed = true
 end
 
 -- inference = true: no backward will follow (layers may keep less).

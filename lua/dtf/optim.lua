@@ -29,10 +29,13 @@ function optim.config(hp)
            eps = hp.eps, weight_decay = hp.weight_decay }
 end
 
--- One update of params from grads (flat tensors of n elements).
-function Optimizer:step(params, grads)
+-- One update of params from grads (flat tensors of n elements). With net
+-- (the nn.Sequential that owns grads) the update also zeroes grads in the
+-- same pass, and net's next zero_grad() has nothing left to do.
+function Optimizer:step(params, grads, net)
   self.t = self.t + 1
-  T.optim_step(self.kind, params, grads, self.slot0, self.slot1, self.t, self.cfg)
+  T.optim_step(self.kind, params, grads, self.slot0, self.slot1, self.t, self.cfg, net ~= nil)
+  if net then net:grads_zeroed() end
 end
 
 return optim

@@ -226,4 +226,34 @@ TEST(adam_step_is_near_exact)
              (double)p0[at], (double)p[at]);
 }
 
+/* The fused zeroing: the same parameters and slots, and zero gradients. */
+TEST(apply_zero_matches_and_clears)
+{
+    enum { M = 10007 };
+    static float p1[M], p2[M], g1[M], g2[M], a1[M], a2[M], b1[M], b2[M];
+    dtf_rng r;
+    dtf_rng_seed(&r, 3);
+    for (int i = 0; i < M; i++) {
+        p1[i] = p2[i] = (float)dtf_rng_normal(&r);
+        g1[i] = g2[i] = (float)dtf_rng_normal(&r);
+        a1[i] = a2[i] = b1[i] = b2[i] = 0;
+    }
+    dtf_optim_kind kinds[2] = {DTF_ADAM, DTF_SGD};
+    for (int k = 0; k < 2; k++) {
+        dtf_optim o;
+        dtf_optim_defaults(&o, kinds[k]);
+        o.momentum = 0.9f;
+        dtf_optim_apply(&o, p1, g1, a1, b1, M, 1);
+        dtf_optim_apply_zero(&o, p2, g2, a2, b2, M, 1);
+        CHECK(memcmp(p1, p2, sizeof p1) == 0);
+        CHECK(memcmp(a1, a2, sizeof a1) == 0);
+        CHECK(memcmp(b1, b2, sizeof b1) == 0);
+        int zero = 1;
+        for (int i = 0; i < M; i++)
+            zero &= g2[i] == 0;
+        CHECK(zero);
+        memcpy(g2, g1, sizeof g1);
+    }
+}
+
 RUN_TESTS("optim")

@@ -478,40 +478,44 @@ TEST(accuracy_and_bias_backward)
 
 /* ---- linear layers ------------------------------------------------------------ */
 
+static void linear_case(int N, int K, int D)
+{
+    dtf_tensor x = rnd(2, N, K), w = rnd(2, D, K), b = rnd(1, D);
+    dtf_tensor y1 = mk(2, N, D), y2 = like(&y1);
+    for (int relu = 0; relu < 2; relu++) {
+        CHECK(dtf_linear(&y1, &x, &w, &b, relu) == 0);
+        CHECK(dtf_linear_naive(&y2, &x, &w, &b, relu) == 0);
+        CHECK(maxdiff(&y1, &y2) < 1e-4);
+        dtf_tensor dy = rnd(2, N, D), dym = like(&dy);
+        dtf_tensor dx1 = rnd(2, N, K), dx2 = like(&x), dw1 = rnd(2, D, K), dw2 = like(&w);
+        dtf_tensor db1 = rnd(1, D), db2 = like(&b);
+        dtf_copy(&dw2, &dw1);
+        dtf_copy(&db2, &db1);
+        const dtf_tensor *yy = relu ? &y1 : NULL;
+        CHECK(dtf_linear_backward(&dx1, &dw1, &db1, &dy, &x, &w, yy, &dym) == 0);
+        CHECK(dtf_linear_backward_naive(&dx2, &dw2, &db2, &dy, &x, &w, yy, NULL) == 0);
+        double d = fmax(maxdiff(&dx1, &dx2), fmax(maxdiff(&dw1, &dw2), maxdiff(&db1, &db2)));
+        if (!(d < 1e-4))
+            FAIL("linear bwd %dx%dx%d relu %d: %g", N, K, D, relu, d);
+        /* a transposed dy view, no bias: the same */
+        dtf_tensor dyt0 = mk(2, D, N), dyt;
+        dtf_transpose(&dyt, &dyt0, 0, 1);
+        dtf_copy(&dyt, &dy);
+        dtf_copy(&dw2, &dw1);
+        CHECK(dtf_linear_backward(&dx1, &dw1, NULL, &dyt, &x, &w, yy, &dym) == 0);
+        CHECK(dtf_linear_backward_naive(&dx2, &dw2, NULL, &dy, &x, &w, yy, NULL) == 0);
+        CHECK(maxdiff(&dx1, &dx2) < 1e-4 && maxdiff(&dw1, &dw2) < 1e-4);
+        rel(9, &dy, &dym, &dx1, &dx2, &dw1, &dw2, &db1, &db2, &dyt0);
+    }
+    rel(5, &x, &w, &b, &y1, &y2);
+}
+
 TEST(linear_against_naive)
 {
-    int shapes[3][3] = {{64, 784, 100}, {5, 7, 3}, {1, 10, 1}};
-    for (int s = 0; s < 3; s++) {
-        int N = shapes[s][0], K = shapes[s][1], D = shapes[s][2];
-        dtf_tensor x = rnd(2, N, K), w = rnd(2, D, K), b = rnd(1, D);
-        dtf_tensor y1 = mk(2, N, D), y2 = like(&y1);
-        for (int relu = 0; relu < 2; relu++) {
-            CHECK(dtf_linear(&y1, &x, &w, &b, relu) == 0);
-            CHECK(dtf_linear_naive(&y2, &x, &w, &b, relu) == 0);
-            CHECK(maxdiff(&y1, &y2) < 1e-4);
-            dtf_tensor dy = rnd(2, N, D), dym = like(&dy);
-            dtf_tensor dx1 = rnd(2, N, K), dx2 = like(&x), dw1 = rnd(2, D, K), dw2 = like(&w);
-            dtf_tensor db1 = rnd(1, D), db2 = like(&b);
-            dtf_copy(&dw2, &dw1);
-            dtf_copy(&db2, &db1);
-            const dtf_tensor *yy = relu ? &y1 : NULL;
-            CHECK(dtf_linear_backward(&dx1, &dw1, &db1, &dy, &x, &w, yy, &dym) == 0);
-            CHECK(dtf_linear_backward_naive(&dx2, &dw2, &db2, &dy, &x, &w, yy, NULL) == 0);
-            double d = fmax(maxdiff(&dx1, &dx2), fmax(maxdiff(&dw1, &dw2), maxdiff(&db1, &db2)));
-            if (!(d < 1e-4))
-                FAIL("linear bwd %dx%dx%d relu %d: %g", N, K, D, relu, d);
-            /* a transposed dy view, no bias: the same */
-            dtf_tensor dyt0 = mk(2, D, N), dyt;
-            dtf_transpose(&dyt, &dyt0, 0, 1);
-            dtf_copy(&dyt, &dy);
-            dtf_copy(&dw2, &dw1);
-            CHECK(dtf_linear_backward(&dx1, &dw1, NULL, &dyt, &x, &w, yy, &dym) == 0);
-            CHECK(dtf_linear_backward_naive(&dx2, &dw2, NULL, &dy, &x, &w, yy, NULL) == 0);
-            CHECK(maxdiff(&dx1, &dx2) < 1e-4 && maxdiff(&dw1, &dw2) < 1e-4);
-            rel(9, &dy, &dym, &dx1, &dx2, &dw1, &dw2, &db1, &db2, &dyt0);
-        }
-        rel(5, &x, &w, &b, &y1, &y2);
-    }
+    linear_case(64, 784, 100);
+    linear_case(5, 7, 3);
+    linear_case(1, 10, 1);
+    linear_case(3, 5, 17); /* a row longer than one vector, not a multiple */
     dtf_tensor x = mk(2, 4, 3), w = mk(2, 5, 3), y = mk(2, 4, 4), dy = mk(2, 4, 5), y5 = mk(2, 4, 5);
     CHECK(dtf_linear(&y, &x, &w, NULL, 0) < 0);
     CHECK_STR_CONTAINS(dtf_error(), "(4x4) must be a contiguous (4x5)");
@@ -655,9 +659,11 @@ TEST(conv2d_relu_pool_against_naive)
 
 /* The plain loops the AVX-512 ones stand in for (what a CPU without
  * AVX-512 runs): the same cases. */
-TEST(conv_kernels_plain_loops)
+TEST(kernels_on_plain_loops)
 {
     dtf_simd_force_plain(1);
+    linear_case(64, 784, 100);
+    linear_case(3, 5, 17);
     conv_case(3, 2, 9, 9, 4, 3, 3, 1, 1);
     conv_case(37, 3, 9, 9, 5, 3, 3, 1, 1);
     block_case(2, 1, 28, 28, 8, 5, 1, 2, 0);
