@@ -4,6 +4,7 @@
 #                 this machine (2 ps + 2 workers on loopback)
 #   make test     install what is missing, build, run every test
 #   make asan     build with AddressSanitizer + UBSan and run the tests
+#   make test-cores the unit and Lua tests once per OpenBLAS core this CPU runs
 #   make bench    benchmarks against PyTorch, raw sgemm and iperf3
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make image    build the container image (buildah, no Docker engine needed)
@@ -41,7 +42,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean
+        test-integration test-chart test-cores asan valgrind bench fuzz image deploy test-k8s e2e clean
 
 all: $(DTF)
 
@@ -81,6 +82,11 @@ test: deps-test
 test-unit test-lua test-integration test-chart: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@tests/run $(BUILD) $(@:test-%=%)
+
+# Every kernel set OpenBLAS may pick on this CPU (OPENBLAS_CORETYPE forced).
+test-cores: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run-cores $(BUILD)
 
 asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
