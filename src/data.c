@@ -270,15 +270,17 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
  * images (half the pixels of Fashion-MNIST) costs a byte per run: 47 MB of
  * training images take 28 MB, which is what lets a CNN task fit its pod.
  * A batch decodes straight into floats. Packing runs in place over the
- * file's buffer when every image's packed end stays before the next
- * image's raw start (checked first); otherwise the pixels stay raw. */
+ * file's buffer, in one pass: image i is packed only while its packed end
+ * stays before image i + 1's raw start; from the first image where it
+ * would not (images that do not compress), the rest stay raw where they
+ * are. */
 struct dtf_dataset {
     char *images_path, *labels_path;
     uint8_t *images_buf, *labels_buf;   /* whole files: header + bytes */
-    const uint8_t *pixels;              /* raw (n, rows, cols), or NULL when packed */
-    const uint8_t *packed;              /* packed images, or NULL when raw */
-    uint32_t *offset;                   /* packed: image i starts at packed + offset[i] */
-    size_t packed_size;
+    const uint8_t *pixels;              /* raw (n, rows, cols), images >= npacked */
+    uint32_t npacked;                   /* images [0, npacked) are packed */
+    uint32_t *offset;                   /* packed image i starts at pixels + offset[i] */
+    size_t packed_size;                 /* bytes of the packed images */
     const uint8_t *labels;              /* (n) */
     uint32_t n, rows, cols;
     float to_float[256];                /* byte / 255, correctly rounded */
@@ -318,38 +320,38 @@ static size_t pack_image(const uint8_t *px, size_t per, uint8_t *out)
     return k;
 }
 
-/* Packs the images of ds->pixels in place, when that never overwrites an
- * image not yet packed. */
+/* Packs the images of ds->pixels in place, as far as that never overwrites
+ * an image not yet packed (see above). */
 static void pack_images(dtf_dataset *ds, uint8_t *pixels)
 {
     size_t per = (size_t)ds->rows * ds->cols, end = 0;
-    for (uint32_t i = 0; i < ds->n; i++) {
-        end += pack_image(pixels + (size_t)i * per, per, NULL);
-        if (end > (size_t)(i + 1) * per || end > UINT32_MAX)
-            return; /* would not fit, or not pay: keep them raw */
-    }
     uint32_t *offset = malloc((size_t)ds->n * sizeof *offset);
-    uint8_t *copy = malloc(per);
-    if (!offset || !copy) {
+    uint8_t *one = malloc(2 * per + 16); /* an image packed: at most 1.5 x its size */
+    if (!offset || !one) {
         free(offset);
-        free(copy);
+        free(one);
         return;
     }
-    end = 0;
-    for (uint32_t i = 0; i < ds->n; i++) {
-        memcpy(copy, pixels + (size_t)i * per, per); /* its packed bytes may overlap it */
+    uint32_t i = 0;
+    for (; i < ds->n; i++) {
+        size_t k = pack_image(pixels + (size_t)i * per, per, one);
+        if (end + k > (size_t)(i + 1) * per || end + k > UINT32_MAX)
+            break; /* it would reach image i + 1: the rest stay raw */
         offset[i] = (uint32_t)end;
-        end += pack_image(copy, per, pixels + end);
+        memcpy(pixels + end, one, k);
+        end += k;
     }
-    free(copy);
-    size_t head = (size_t)(pixels - ds->images_buf);
-    uint8_t *buf = realloc(ds->images_buf, head + end); /* gives the rest back */
-    if (buf)
-        ds->images_buf = buf;
-    ds->packed = ds->images_buf + head;
+    free(one);
+    ds->npacked = i;
     ds->packed_size = end;
-    ds->pixels = NULL;
     ds->offset = offset;
+    if (i == ds->n) { /* all packed: give the rest of the buffer back */
+        size_t head = (size_t)(pixels - ds->images_buf);
+        uint8_t *buf = realloc(ds->images_buf, head + end);
+        if (buf)
+            ds->images_buf = buf;
+        ds->pixels = ds->images_buf + head;
+    }
 }
 
 dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
@@ -401,20 +403,23 @@ const char *dtf_dataset_labels_path(const dtf_dataset *ds) { return ds->labels_p
 const uint8_t *dtf_dataset_labels(const dtf_dataset *ds) { return ds->labels; }
 size_t dtf_dataset_pixel_bytes(const dtf_dataset *ds)
 {
-    return ds->packed ? ds->packed_size : (size_t)ds->rows * ds->cols * ds->n;
+    size_t per = (size_t)ds->rows * ds->cols;
+    if (ds->npacked == ds->n)
+        return ds->packed_size;
+    return per * ds->n; /* the raw images keep their places */
 }
 
 /* Image i (no range check) as floats through tf: raw or packed. */
 static void image_floats(const dtf_dataset *ds, uint32_t i, float *dst)
 {
     size_t per = (size_t)ds->rows * ds->cols;
-    if (!ds->packed) {
+    if (i >= ds->npacked) {
         const uint8_t *src = ds->pixels + (size_t)i * per;
         for (size_t k = 0; k < per; k++)
             dst[k] = ds->to_float[src[k]];
         return;
     }
-    const uint8_t *s = ds->packed + ds->offset[i];
+    const uint8_t *s = ds->pixels + ds->offset[i];
     float *end = dst + per;
     while (dst < end) {
         size_t z = s[0], l = s[1];
@@ -440,11 +445,11 @@ int dtf_dataset_image(const dtf_dataset *ds, uint32_t i, uint8_t *out)
         return -1;
     }
     size_t per = (size_t)ds->rows * ds->cols;
-    if (!ds->packed) {
+    if (i >= ds->npacked) {
         memcpy(out, ds->pixels + (size_t)i * per, per);
         return 0;
     }
-    const uint8_t *s = ds->packed + ds->offset[i];
+    const uint8_t *s = ds->pixels + ds->offset[i];
     for (size_t pos = 0; pos < per;) {
         size_t z = s[0], l = s[1];
         memset(out + pos, 0, z);

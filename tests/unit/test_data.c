@@ -138,16 +138,20 @@ TEST(conversion_range)
 
 /* Images with long runs of zeros and of non-zeros (past a count's 255),
  * all-black and all-white ones: kept packed, every byte comes back. Then a
- * set that packing would grow (0, x, 0, x, ...): kept raw, same result. */
-static void pack_case(int alternating)
+ * set that packing would grow (0, x, 0, x, ...): kept raw, same result; and
+ * one black image before such ones: packed until the packed bytes would
+ * reach an image not yet packed, the rest raw. */
+static void pack_case(int mode)
 {
+    int alternating = mode != 0;
     enum { N = 6, R = 30, C = 30, PER = R * C };
     static uint8_t img[16 + N * PER], lab[8 + N], back[PER];
     be32(img, DTF_IDX_IMAGES); be32(img + 4, N); be32(img + 8, R); be32(img + 12, C);
     for (int i = 0; i < N; i++)
         for (int k = 0; k < PER; k++) {
             uint8_t v;
-            if (alternating) v = k % 2 ? (uint8_t)(1 + (k + i) % 250) : 0;
+            if (mode == 2 && i == 0) v = 0;
+            else if (alternating) v = k % 2 ? (uint8_t)(1 + (k + i) % 250) : 0;
             else if (i == 0) v = 0;                                   /* black */
             else if (i == 1) v = 255;                                 /* white */
             else if (i == 2) v = k < 600 ? 0 : (uint8_t)(1 + k % 200); /* 600 zeros, 300 lits */
@@ -183,6 +187,7 @@ TEST(packed_pixels)
 {
     pack_case(0);
     pack_case(1);
+    pack_case(2);
 }
 
 static void expect_fail(const char *img, const char *lab, const char *sub1, const char *sub2)
