@@ -1153,6 +1153,7 @@ static int l_conv2d_relu_pool(lua_State *L)
     float *ws = y == &dummy ? NULL : workspace(L, 8, need, &have);
     if (dtf_conv2d_relu_pool(y, idx, x, w, b, stride, pad, ws, have) < 0)
         raise_core(L);
+    lua_settop(L, 7); /* y and idx (nil when not asked for) */
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 7);
     return 2;
