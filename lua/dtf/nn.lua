@@ -38,35 +38,41 @@ function Module:init() end
 function Module:param_specs() return {} end
 function Module:__tostring() return 'nn.' .. getmetatable(self).__name end
 
--- A buffer cached by name, of shape (n, ...). Its storage only grows: a
--- smaller n (the last, partial batch of an evaluation) gets a view of the
--- first n rows instead of a second allocation, so training and evaluation
--- at different batch sizes share one set of buffers. Shapes are compared
--- on the Lua side: no C call in the steady state.
+-- A buffer cached by name, of shape (n, ...), also kept as self[name]. Its
+-- storage only grows: a smaller n (the last, partial batch of an
+-- evaluation) gets a view of the first n rows instead of a second
+-- allocation, so training and evaluation at different batch sizes share
+-- one set of buffers. Shapes are compared on the Lua side, with no C call
+-- and no new string in the steady state.
 function Module:buffer(name, n, ...)
-  local b, shp = self[name], self['_shape_' .. name]
+  local bufs = self._bufs
+  if not bufs then bufs = {}; self._bufs = bufs end
+  local e = bufs[name]
   local k = select('#', ...)
-  if b and shp[1] == n then
-    local same = #shp == k + 1
-    for i = 1, k do
-      if not same then break end
-      same = shp[i + 1] == select(i, ...)
+  if e then
+    local shp = e.shape
+    if shp[1] == n and #shp == k + 1 then
+      local same = true
+      for i = 1, k do
+        if shp[i + 1] ~= select(i, ...) then same = false; break end
+      end
+      if same then return e.t end
     end
-    if same then return b end
+    local cshp = e.capshape
+    local fits = #cshp == k + 1 and cshp[1] >= n
+    for i = 1, k do
+      if not fits then break end
+      fits = cshp[i + 1] == select(i, ...)
+    end
+    if fits then
+      e.t, e.shape = n == cshp[1] and e.cap or e.cap:narrow(1, 1, n), { n, ... }
+      self[name] = e.t
+      return e.t
+    end
   end
-  local cap, cshp = self['_cap_' .. name], self['_capshape_' .. name]
-  local fits = cap and #cshp == k + 1 and cshp[1] >= n
-  for i = 1, k do
-    if not fits then break end
-    fits = cshp[i + 1] == select(i, ...)
-  end
-  if fits then
-    b = n == cshp[1] and cap or cap:narrow(1, 1, n)
-  else
-    b = T.zeros(n, ...)
-    self['_cap_' .. name], self['_capshape_' .. name] = b, { n, ... }
-  end
-  self[name], self['_shape_' .. name] = b, { n, ... }
+  local b = T.zeros(n, ...)
+  bufs[name] = { t = b, shape = { n, ... }, cap = b, capshape = { n, ... } }
+  self[name] = b
   return b
 end
 
@@ -399,10 +405,10 @@ local function floats_per_example(net, dataset)
   net:forward(x, true)
   local total = x:numel() + 1
   for _, l in ipairs(net.layers) do
-    for k, shp in pairs(l) do
-      if type(k) == 'string' and k:sub(1, 7) == '_shape_' and shp[1] == 1 then
+    for _, e in pairs(l._bufs or {}) do
+      if e.shape[1] == 1 then
         local n = 1
-        for _, d in ipairs(shp) do n = n * d end
+        for _, d in ipairs(e.shape) do n = n * d end
         total = total + n
       end
     end

@@ -71,7 +71,9 @@ expect_out "denormals" "names the key"
 # library's pick, with a warning. Only where dtf chooses at all.
 if [ -n "$pick" ]; then
   cc -shared -fPIC -O2 -o "$SCRATCH/bad_sgemm.so" tests/integration/fixtures/bad_sgemm.c -ldl
-  expect_exit 0 "a wrong $core kernel" env LD_PRELOAD="$SCRATCH/bad_sgemm.so" DTF_TEST_BAD_CORE="$core" \
+  # A sanitizer build wants its runtime first among the preloads.
+  pre=$(ldd "$DTF" | awk '/libasan|libubsan/ { printf "%s:", $3 }')
+  expect_exit 0 "a wrong $core kernel" env LD_PRELOAD="$pre$SCRATCH/bad_sgemm.so" DTF_TEST_BAD_CORE="$core" \
     "$DTF" version
   expect_out "^dtf: warning: BLAS core $core disagrees with the naive kernels; falling back to OpenBLAS's own pick, $pick \(sgemm" "warns, naming the shape"
   expect_out "^BLAS: .*, core $pick \(OpenBLAS's own pick; $core disagreed with the naive kernels\)$" "runs on $pick"
