@@ -99,7 +99,6 @@ static void adam_scalar(const adam_k *k, float *p, const float *g, float *m, flo
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <float.h>
 #include <immintrin.h>
 #define HAVE_ADAM_AVX 1
 
@@ -129,63 +128,6 @@ __attribute__((target("avx"))) static size_t adam_avx(const adam_k *k, float *p,
     }
     return i;
 }
-
-/* AVX-512: every element, the last partial vector under a mask, so there
- * is no scalar tail and a parameter gets the same bits whatever range a
- * shard covers. The exact sqrt and division of the paths above run on the
- * divider, which made Adam a sixth of a small model's step; here both come
- * from the 14-bit estimates (vrsqrt14, vrcp14) refined by one Newton step
- * on the FMA units, within 2 ulp of the exact result (test_optim compares
- * them). v = 0 is exact (s = 0 * r); a vector whose denominator is not a
- * positive normal number (eps = 0, infinite or NaN moments) takes the
- * exact instructions. */
-typedef struct {
-    __m512 b1, b2, c1, c2, eps, ss, rbc2, l2, shrink, half, one, fmin;
-} adam_v16;
-
-__attribute__((target("avx512f,avx512dq"))) static inline void
-adam16(const adam_v16 *k, float *p, const float *g, float *m, float *v, __mmask16 mk)
-{
-    __m512 pv = _mm512_maskz_loadu_ps(mk, p), gv = _mm512_maskz_loadu_ps(mk, g);
-    __m512 d = _mm512_fmadd_ps(k->l2, pv, gv);
-    __m512 mi = _mm512_fmadd_ps(k->b1, _mm512_maskz_loadu_ps(mk, m), _mm512_mul_ps(k->c1, d));
-    __m512 vi = _mm512_fmadd_ps(k->b2, _mm512_maskz_loadu_ps(mk, v),
-                                _mm512_mul_ps(_mm512_mul_ps(k->c2, d), d));
-    _mm512_mask_storeu_ps(m, mk, mi);
-    _mm512_mask_storeu_ps(v, mk, vi);
-    /* sqrt v = v r, corrected by r/2 (v - s^2) */
-    __m512 r = _mm512_rsqrt14_ps(_mm512_max_ps(vi, k->fmin));
-    __m512 s = _mm512_mul_ps(vi, r);
-    s = _mm512_fmadd_ps(_mm512_mul_ps(k->half, r), _mm512_fnmadd_ps(s, s, vi), s);
-    __m512 den = _mm512_fmadd_ps(s, k->rbc2, k->eps), num = _mm512_mul_ps(k->ss, mi), q;
-    /* fpclass 0xff: NaN, zero, infinite, subnormal or negative */
-    if (_mm512_mask_fpclass_ps_mask(mk, den, 0xff)) {
-        den = _mm512_fmadd_ps(_mm512_sqrt_ps(vi), k->rbc2, k->eps);
-        q = _mm512_div_ps(num, den);
-    } else { /* 1/den = r + r (1 - den r) */
-        __m512 rd = _mm512_rcp14_ps(den);
-        rd = _mm512_fmadd_ps(rd, _mm512_fnmadd_ps(den, rd, k->one), rd);
-        q = _mm512_mul_ps(num, rd);
-    }
-    _mm512_mask_storeu_ps(p, mk, _mm512_fmsub_ps(pv, k->shrink, q));
-}
-
-__attribute__((target("avx512f,avx512dq"))) static void adam_avx512(const adam_k *k, float *p,
-                                                                    const float *g, float *m,
-                                                                    float *v, size_t n)
-{
-    adam_v16 c = {
-        _mm512_set1_ps(k->b1), _mm512_set1_ps(k->b2), _mm512_set1_ps(k->c1),
-        _mm512_set1_ps(k->c2), _mm512_set1_ps(k->eps), _mm512_set1_ps(k->step_size),
-        _mm512_set1_ps(k->rbc2), _mm512_set1_ps(k->l2), _mm512_set1_ps(k->shrink),
-        _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f), _mm512_set1_ps(FLT_MIN),
-    };
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        adam16(&c, p + i, g + i, m + i, v + i, (__mmask16)0xffff);
-    if (i < n)
-        adam16(&c, p + i, g + i, m + i, v + i, (__mmask16)((1u << (n - i)) - 1));
-}
 #endif
 
 static void adam(const dtf_optim *o, float *p, const float *g, float *m, float *v,
@@ -207,10 +149,6 @@ static void adam(const dtf_optim *o, float *p, const float *g, float *m, float *
     k.shrink = decoupled ? 1.0f - o->lr * o->weight_decay : 1.0f;
     size_t i = 0;
 #ifdef HAVE_ADAM_AVX
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) {
-        adam_avx512(&k, p, g, m, v, n);
-        return;
-    }
     if (__builtin_cpu_supports("avx"))
         i = adam_avx(&k, p, g, m, v, n);
 #endif

@@ -177,10 +177,10 @@ TEST(ranges_give_identical_bits)
     }
 }
 
-/* Whatever path the CPU takes (AVX-512 estimates refined by Newton steps,
- * AVX or scalar exact IEEE), one Adam step stays within a few ulp of the
- * update computed in double: over 10^5 elements of every magnitude, zero
- * moments and zero gradients (the border pixels' weights) included. */
+/* Whatever path the CPU takes (AVX or scalar), one Adam step stays within a
+ * few ulp of the update computed in double: over 10^5 elements of every
+ * magnitude, zero moments and zero gradients (the border pixels' weights)
+ * included. */
 TEST(adam_step_is_near_exact)
 {
     enum { M = 100003 };
