@@ -55,7 +55,10 @@ for task in ps0 worker0; do
 done
 expect_exit 0 "one process" "$DTF" run train.lua --set trainsteps=3 --set evaluate=false \
   --set denormals=keep --set logdir="$SCRATCH/one"
-ncpu=$(nproc)
+# the usable cores: the affinity mask (nproc) capped by a cgroup quota
+echo 'print(require("dtf.tensor").usable_cores())' >"$SCRATCH/cores.lua"
+ncpu=$("$DTF" run "$SCRATCH/cores.lua")
+check "usable cores $ncpu within 1..$(nproc)" test "$ncpu" -ge 1 -a "$ncpu" -le "$(nproc)"
 want="$ncpu thread"; [ "$ncpu" -gt 1 ] && want="$ncpu threads"
 expect_out " - BLAS: .*, $want; denormals keep$" "one process: $want (the usable cores), denormals kept"
 expect_exit 0 "one process on one CPU" taskset -c 0 "$DTF" run train.lua --set trainsteps=3 \
