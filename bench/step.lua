@@ -8,7 +8,6 @@
 local T = require 'dtf.tensor'
 local nn = require 'dtf.nn'
 local optim = require 'dtf.optim'
-local util = require 'dtf.util'
 
 local model, batch, seconds = arg[1], math.tointeger(tonumber(arg[2])), tonumber(arg[3])
 local here = arg[0]:match('^(.*)/[^/]*$') or '.'
@@ -36,11 +35,11 @@ T.gemm_replay(trace)
 
 -- Seconds per call of fn, over a slice of `budget` seconds (at least 3 calls).
 local function per_call(fn, budget)
-  local n, t0, el = 0, util.now(), 0
+  local n, t0, el = 0, os.clock(), 0
   repeat
     fn(trace)
     n = n + 1
-    el = util.now() - t0
+    el = os.clock() - t0
   until el >= budget and n >= 3
   return el / n
 end

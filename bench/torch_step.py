@@ -5,7 +5,9 @@ usage: torch_step.py MODEL BATCH SECONDS  ->  prints "samples_per_s STEPS_PER_S 
 MODEL is mlp (784-100-10, Adam) or cnn (conv5x5x32, pool, conv5x5x64, pool,
 fc1024, fc10, Adam). Inputs are fixed random tensors, as in bench/step.lua.
 CORE is the OpenBLAS core its matmuls run on (Debian's torch uses the
-system OpenBLAS; OPENBLAS_CORETYPE chooses it as for dtf).
+system OpenBLAS; OPENBLAS_CORETYPE chooses it as for dtf). Time is the
+process's CPU time (one thread), as in bench/step.lua: time spent
+descheduled by other processes does not count.
 """
 import ctypes
 import sys
@@ -40,11 +42,11 @@ def step():
 
 for _ in range(5):
     step()
-n, t0 = 0, time.perf_counter()
+n, t0 = 0, time.process_time()
 while True:
     step()
     n += 1
-    el = time.perf_counter() - t0
+    el = time.process_time() - t0
     if el >= seconds and n >= 3:
         break
 try:
