@@ -298,17 +298,39 @@ void dtf_dataset_free(dtf_dataset *ds)
     free(ds);
 }
 
+/* Zero bytes at p, at most lim: eight at a time, the first non-zero one
+ * of a word found by counting its trailing zero bits (little-endian). */
+static size_t zero_run(const uint8_t *p, size_t lim)
+{
+    size_t z = 0;
+    while (z + 8 <= lim) {
+        uint64_t w;
+        memcpy(&w, p + z, 8);
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (w)
+            return z + ((size_t)__builtin_ctzll(w) >> 3);
+#else
+        if (w)
+            break;
+#endif
+        z += 8;
+    }
+    while (z < lim && p[z] == 0)
+        z++;
+    return z;
+}
+
 /* Packs one image of per bytes into out (NULL: only counts); returns the
- * packed size, at most per + 2 * ceil(per / 255) * 2. */
+ * packed size, at most per + 2 * ceil(per / 255) * 2. A literal run ends
+ * at a zero byte: strnlen finds it (vectorised in libc). */
 static size_t pack_image(const uint8_t *px, size_t per, uint8_t *out)
 {
     size_t pos = 0, k = 0;
     while (pos < per) {
-        size_t z = 0, l = 0;
-        while (pos + z < per && z < 255 && px[pos + z] == 0)
-            z++;
-        while (pos + z + l < per && l < 255 && px[pos + z + l] != 0)
-            l++;
+        size_t left = per - pos;
+        size_t z = zero_run(px + pos, left < 255 ? left : 255);
+        left -= z;
+        size_t l = strnlen((const char *)px + pos + z, left < 255 ? left : 255);
         if (out) {
             out[k] = (uint8_t)z;
             out[k + 1] = (uint8_t)l;
