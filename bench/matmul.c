@@ -2,7 +2,8 @@
  * the same shapes and layouts (the products of the MLP and CNN steps, and a
  * large square), one BLAS thread, on the core dtf chooses (dtf_blas_setup,
  * as dtf's main does). Prints one line per shape:
- *   NAME M K N  dtf_gflops sgemm_gflops ratio core */
+ *   NAME M K N  dtf_gflops sgemm_gflops ratio core
+ * (the ratio is the median over adjacent pairs of blocks, dtf over sgemm). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,14 @@ static double cpu_now(void)
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+#define MAX_BLOCKS 20000
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 /* CPU seconds of one block of `reps` calls. */
@@ -104,29 +113,40 @@ int main(int argc, char **argv)
         dtf_tensor_init(&j.c, 2, cs);
         j.pc = j.c.st->data;
         double flops = 2.0 * s->m * s->k * s->n;
-        /* Many short blocks, alternating, each side's fastest kept: noise
-         * from other processes only ever slows a block down, and with
-         * blocks of a few milliseconds some run undisturbed. */
+        /* Many short blocks of CPU time, alternating: each side's rate is
+         * its fastest block (noise only ever slows one down), and the ratio
+         * the median over adjacent pairs, which see the same machine (the
+         * load of a shared one drifts). */
         for (int i = 0; i < 3; i++) {
             run_dtf(&j);
             run_sgemm(&j);
         }
         double one = block(run_sgemm, &j, 3) / 3;
-        long reps = one > 0 ? (long)(2e-3 / one) : 1;
+        long reps = one > 0 ? (long)(5e-4 / one) : 1;
         if (reps < 1)
             reps = 1;
-        int blocks = (int)(seconds / (4e-3));
-        if (blocks < 20)
-            blocks = 20;
+        int blocks = (int)(seconds / 1e-3);
+        if (blocks < 21)
+            blocks = 21;
+        if (blocks > MAX_BLOCKS)
+            blocks = MAX_BLOCKS;
+        static double pair[MAX_BLOCKS];
         double bd = 1e9, bs = 1e9;
         for (int k = 0; k < blocks; k++) {
             double td = block(run_dtf, &j, reps), ts = block(run_sgemm, &j, reps);
+            if (td <= 0 || ts <= 0) { /* below the clock's resolution: again */
+                k--;
+                continue;
+            }
             bd = td < bd ? td : bd;
             bs = ts < bs ? ts : bs;
+            pair[k] = ts / td;
         }
+        qsort(pair, (size_t)blocks, sizeof pair[0], cmp_double);
         double gd = flops * (double)reps / bd * 1e-9, gs = flops * (double)reps / bs * 1e-9;
+        double ratio = pair[blocks / 2];
         printf("%-26s %5d %5d %5d %10.1f %10.1f %7.3f  %s\n", s->name, s->m, s->k, s->n, gd, gs,
-               gd / gs, dtf_blas_core());
+               ratio, dtf_blas_core());
         dtf_tensor_release(&j.a);
         dtf_tensor_release(&j.b);
         dtf_tensor_release(&j.c);

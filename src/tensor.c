@@ -647,7 +647,8 @@ int dtf_matmul(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
         return 0;
     }
 
-    dtf_tensor ta = {0}, tb = {0}, tc = {0};
+    dtf_tensor ta, tb, tc; /* copies, only where an operand fits no layout */
+    ta.st = tb.st = tc.st = NULL;
     const dtf_tensor *A = a, *B = b;
     dtf_tensor *C = c;
     CBLAS_TRANSPOSE tra, trb, trc;
@@ -677,6 +678,8 @@ int dtf_matmul(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
     else /* C column-major: C^T = op(B)^T op(A)^T, row-major */
         dtf_sgemm(flip(trb) == CblasTrans, flip(tra) == CblasTrans, (int)N, (int)M, (int)K, alpha,
                   dtf_data(B), (int)ldb, dtf_data(A), (int)lda, beta, dtf_data(C), (int)ldc);
+    if (C != &tc && A == a && B == b)
+        return 0; /* the common case: nothing was copied */
     if (C == &tc)
         dtf_copy(c, &tc);
     rc = 0;
