@@ -4,6 +4,7 @@
 #                 this machine (2 ps + 2 workers on loopback)
 #   make test     install what is missing, build, run every test
 #   make asan     build with AddressSanitizer + UBSan and run the tests
+#   make test-cores the unit and Lua tests once per OpenBLAS core this CPU runs
 #   make bench    benchmarks against PyTorch, raw sgemm and iperf3
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make image    build the container image (buildah, no Docker engine needed)
@@ -31,8 +32,8 @@ LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
 LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
-CORE     := util tensor tensor_conv tensor_naive optim schedule data wire net_io net_server net_client ps ps_ckpt ckpt \
-            tfevents metrics metrics_http pswatch
+CORE     := util cpu blas tensor tensor_conv tensor_simd tensor_naive optim schedule data wire net_io \
+            net_server net_client ps ps_ckpt ckpt tfevents metrics metrics_http pswatch
 # Bindings and the host: the Lua faces of the core and the dtf command.
 BIND     := cli lopt ltensor ltensor_print ldata lps lckpt lutil log host repl local progress lwatch
 CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
@@ -44,8 +45,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e chart-schema clean \
-        kat-fixture kat-fixture-check
+        test-integration test-chart test-cores asan valgrind bench fuzz image deploy test-k8s e2e \
+        chart-schema clean kat-fixture kat-fixture-check
 
 all: $(DTF)
 
@@ -85,6 +86,11 @@ test: deps-test
 test-unit test-lua test-integration test-chart: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@tests/run $(BUILD) $(@:test-%=%)
+
+# Every kernel set OpenBLAS may pick on this CPU (OPENBLAS_CORETYPE forced).
+test-cores: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run-cores $(BUILD)
 
 asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \

@@ -34,11 +34,15 @@ if not hp.trainsteps and hp.epochs <= 0 then
   dtf.usage_error('epochs=%g trains nothing (trainsteps=0 is the way to train until stopped)', hp.epochs)
 end
 local spec = cluster.resolve(cli)
-T.set_num_threads(hp.threads)
+-- ps and worker tasks share their machine: one BLAS thread each unless set.
+local threads = hp.threads or (spec.role and 1 or T.usable_cores())
+T.set_num_threads(threads)
 log.open(hp.logdir)
 watch.setup(hp, spec) -- deploy.log's rotation, the metrics endpoint, a ps's watch
 
 local function plural(n, word) return string.format('%d %s%s', n, word, n == 1 and '' or 's') end
+log.info('BLAS: %s, %d thread%s; denormals %s', T.blas_info(), threads, threads > 1 and 's' or '',
+         T.denormals(hp.denormals))
 
 -- ---- the model ---------------------------------------------------------------
 
@@ -117,7 +121,10 @@ local function report_end(worker, t0, train_end)
   log.info('Training ends @ %f (%s)', now, os.date('!%Y-%m-%dT%H:%M:%SZ', math.floor(now)))
   log.info('Training elapsed time: %f s', train_end - t0)
   local acc, n
-  if worker == 0 and hp.evaluate then acc, n = watch.final(load('test')) end
+  if worker == 0 and hp.evaluate then
+    collectgarbage() -- the training set goes before the test set comes
+    acc, n = watch.final(load('test'))
+  end
   if worker == 0 and hp.save ~= '' and not watch.saved_best() then save_model() end
   if acc then log.info('Test accuracy: %.4f (%d images)', acc, n) end
   watch.finish()

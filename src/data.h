@@ -1,8 +1,9 @@
 /* data: IDX datasets (MNIST, Fashion-MNIST), shuffled batches, worker shards.
  *
- * A dataset keeps its pixels and labels as the uint8 bytes of the files; a
- * batch is converted to float32 (byte / 255, in [0, 1]) only when it is
- * handed out, so the whole set never exists as floats.
+ * A dataset keeps its labels as the bytes of the file and its pixels as
+ * bytes too, with runs of zero pixels packed (the background of MNIST-style
+ * images); a batch is converted to float32 (byte / 255, in [0, 1]) only when
+ * it is handed out, so the whole set never exists as floats.
  *
  * IDX (big-endian header): magic 0x00000803, then n, rows, cols for an
  * images file; magic 0x00000801, then n for a labels file; then the bytes.
@@ -69,9 +70,13 @@ uint32_t dtf_dataset_rows(const dtf_dataset *ds);
 uint32_t dtf_dataset_cols(const dtf_dataset *ds);
 const char *dtf_dataset_images_path(const dtf_dataset *ds);
 const char *dtf_dataset_labels_path(const dtf_dataset *ds);
-/* The raw bytes, row-major: pixels (count, rows, cols), labels (count). */
-const uint8_t *dtf_dataset_pixels(const dtf_dataset *ds);
+/* The labels (count). */
 const uint8_t *dtf_dataset_labels(const dtf_dataset *ds);
+/* Image i (0-based) as its rows*cols bytes into out; -1 out of range. */
+int dtf_dataset_image(const dtf_dataset *ds, uint32_t i, uint8_t *out);
+/* Bytes the pixels take in memory: images are kept packed (runs of zero
+ * pixels as one count) where that is smaller, raw otherwise. */
+size_t dtf_dataset_pixel_bytes(const dtf_dataset *ds);
 
 /* Converts examples idx[0..n) (0-based) into x_out (n, rows*cols), as
  * byte/255 floats, and y_out (n), the class as a float (0..255). y_out may

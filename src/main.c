@@ -6,7 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "cli.h"
+#include "cpu.h"
 #include "host.h"
 #include "local.h"
 #include "repl.h"
@@ -334,6 +336,12 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Before anything else: the BLAS core (may re-exec this program, see
+     * blas.h) and flushed subnormals (train.lua's denormals=keep undoes it). */
+    const char *blas_warning = dtf_blas_setup(argv);
+    if (blas_warning)
+        fprintf(stderr, "dtf: warning: %s\n", blas_warning);
+    dtf_fp_flush_denormals(1);
     const char *argv0 = argv[0];
     if (argc < 2) {
         if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
@@ -357,7 +365,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "plot") == 0)
         return cmd_plot(argv0, n, rest);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("dtf %s (%s)\n", DTF_VERSION, LUA_RELEASE);
+        printf("dtf %s (%s)\nBLAS: %s\n", DTF_VERSION, LUA_RELEASE, dtf_blas_info());
         return DTF_EXIT_OK;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)

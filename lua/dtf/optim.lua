@@ -46,10 +46,13 @@ function optim.config(hp, total)
            warmup = warmup, decay_steps = decay_steps, decay = hp.lr_decay or 0.1 }
 end
 
--- One update of params from grads (flat tensors of n elements).
-function Optimizer:step(params, grads)
+-- One update of params from grads (flat tensors of n elements). With net
+-- (the nn.Sequential that owns grads) the update also zeroes grads in the
+-- same pass, and net's next zero_grad() has nothing left to do.
+function Optimizer:step(params, grads, net)
   self.t = self.t + 1
-  T.optim_step(self.kind, params, grads, self.slot0, self.slot1, self.t, self.cfg)
+  T.optim_step(self.kind, params, grads, self.slot0, self.slot1, self.t, self.cfg, net ~= nil)
+  if net then net:grads_zeroed() end
 end
 
 return optim

@@ -19,6 +19,7 @@
 --   watch.saved_best()        true when save_best kept a model already
 --   watch.finish()            at the end of every role: flushes, closes
 local T = require 'dtf.tensor'
+local nn = require 'dtf.nn'
 local util = require 'dtf.util'
 local log = require 'dtf.log'
 local metrics = require 'dtf.metrics'
@@ -181,9 +182,11 @@ end
 -- of ds (all of it by default).
 local function evaluate_on(ds, first, n)
   local net = S.net
+  -- batches whose activations fit nn.EVAL_BUDGET (the CNN's pod has 125Mi)
+  S.eval_bs = S.eval_bs or nn.eval_batchsize(net, ds)
   local correct, loss, seen = 0, 0, 0
-  for x, y, k in ds:batches(1000, first, n) do
-    local logits = net:forward(x)
+  for x, y, k in ds:batches(S.eval_bs, first, n) do
+    local logits = net:forward(x, true)
     loss = loss + T.cross_entropy(logits, y) * k
     correct = correct + T.accuracy(logits, y)
     seen = seen + k

@@ -19,7 +19,7 @@ end
 check.case('a shape error in forward names the layer', function()
   local net = mlp(256)
   local err = err_of(net.forward, net, T.zeros(64, 784))
-  check.eq(err, 'layer 3 (nn.Linear(256 -> 10)): matmul: (64x128) and (256x10) do not match',
+  check.eq(err, 'layer 3 (nn.Linear(256 -> 10)): linear: input (64x128) and weight (10x256, out x in) do not match',
            'the message names the index, the type and both shapes')
 end)
 
