@@ -29,7 +29,7 @@ LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
 LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
-CORE     := util tensor tensor_conv tensor_naive optim data wire net_io net_server net_client ps ckpt
+CORE     := util tensor tensor_conv tensor_naive optim data bf16 wire net_io net_server net_client ps ckpt
 # Bindings and the host: the Lua faces of the core and the dtf command.
 BIND     := ltensor ldata lps lckpt lutil log host repl local
 CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
