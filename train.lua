@@ -55,6 +55,7 @@ local schema = {
   { name = 'checkpoint_dir', type = 'string', default = '', help = 'ps checkpoints go here; empty = none' },
   { name = 'checkpoint_secs', type = 'number', default = 30, min = 0, help = 'seconds between ps checkpoints' },
   { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
+  { name = 'wire_dtype', type = 'string', default = 'fp32', choices = { 'fp32', 'bf16' }, help = 'what pushes and pulls carry: fp32, or bf16 (half the bytes; the ps keeps fp32)' },
 }
 
 local hp = hparams.parse(schema, cli)
@@ -180,7 +181,7 @@ if spec.role == 'ps' then
     checkpoint_dir = hp.checkpoint_dir ~= '' and hp.checkpoint_dir or nil,
     checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps, layout = layout,
     sync_timeout = hp.sync_timeout, done_timeout = hp.done_timeout, keepalive = hp.keepalive,
-    log = log.sink,
+    log = log.sink, wire_dtype = hp.wire_dtype,
   }
   if not stats then error(serr, 0) end
   log.info('ps %d: stopped (%s) at step %d', spec.index,
@@ -201,7 +202,7 @@ local function connect()
     reconnect_timeout = hp.reconnect_timeout, keepalive = hp.keepalive,
     -- A sync pull waits for the slowest replica, which the ps drops after
     -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
-    wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink,
+    wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink, wire_dtype = hp.wire_dtype,
   }
   if not c then error(err, 0) end
   return c

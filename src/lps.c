@@ -201,6 +201,15 @@ static const char *opt_string(lua_State *L, int t, const char *k, const char *de
     return v;
 }
 
+/* wire_dtype: "fp32" (the default) or "bf16". */
+static int opt_dtype(lua_State *L, int t, const char *fn)
+{
+    int d = dtf_wire_dtype_parse(opt_string(L, t, "wire_dtype", "fp32", NULL));
+    if (d < 0)
+        luaL_error(L, "%s: option %s", fn, dtf_error());
+    return d;
+}
+
 /* layout_checksum: an integer, or a hex string ("0x" optional, at most 16
  * digits) as dtf.util.fnv1a returns. nil is 0. */
 static uint64_t opt_checksum(lua_State *L, int t)
@@ -656,7 +665,8 @@ static int l_serve(lua_State *L)
         "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
         "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame", "handle_signals",
-        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", "keepalive", NULL,
+        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", "keepalive",
+        "wire_dtype", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, "ps.serve", keys);
@@ -691,6 +701,7 @@ static int l_serve(lua_State *L)
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                       (lua_Integer)UINT32_MAX);
     cfg.handle_signals = opt_bool(L, 1, "handle_signals", 1);
+    cfg.wire_dtype = opt_dtype(L, 1, "ps.serve");
     const char *dir = opt_string(L, 1, "checkpoint_dir", NULL, NULL);
     if (dir && !*dir)
         dir = NULL;
@@ -998,7 +1009,7 @@ static int l_connect(lua_State *L)
     static const char *const keys[] = {
         "addrs", "role", "index", "P", "layout_checksum", "token", "connect_timeout",
         "timeout", "wait_timeout", "reconnect_timeout", "max_frame", "copy_sends", "log",
-        "keepalive", NULL,
+        "keepalive", "wire_dtype", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, "ps.connect", keys);
@@ -1022,6 +1033,7 @@ static int l_connect(lua_State *L)
     cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                       (lua_Integer)UINT32_MAX);
     cfg.copy_sends = opt_bool(L, 1, "copy_sends", 0);
+    cfg.wire_dtype = opt_dtype(L, 1, "ps.connect");
 
     lclient *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);

@@ -24,6 +24,7 @@ if cli.ps then
     { name = 'modelfile', type = 'string', default = 'models/mnist.lua' },
     { name = 'datadir', type = 'string', default = '/usr/share/datasets/fashion-mnist' },
     { name = 'seed', type = 'int', default = 1 },
+    { name = 'wire_dtype', type = 'string', default = 'fp32', choices = { 'fp32', 'bf16' } },
   }
   local hp = hparams.parse(schema, cli)
   local c = {}
@@ -37,7 +38,8 @@ if cli.ps then
     local tok = require('dtf.cluster').token(cli)
     local err
     client, err = _G.ps.connect { addrs = addrs, role = 'repl', index = 0, P = net.nparams,
-                                  layout_checksum = net:checksum(), token = tok, connect_timeout = 10 }
+                                  layout_checksum = net:checksum(), token = tok, connect_timeout = 10,
+                                  wire_dtype = hp.wire_dtype }
     if not client then error(err, 2) end
     return client
   end
