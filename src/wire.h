@@ -9,7 +9,7 @@
  *    4   2   version  DTF_WIRE_VERSION
  *    6   1   type     dtf_msg_type
  *    7   1   aux      PUSH_REPLY: dtf_push_result; PUSH, PULL_REPLY: the
- *                     body's dtf_wire_dtype; HELLO_REPLY: bit 0 sync, bits 1-2
+ *                     body's dtf_wire_dtype; HELLO_REPLY: bit 0 sync, bits 1 on
  *                     the ps's wire dtype (dtf_wire_hello_reply_aux); else 0
  *    8   4   id       request id; a reply echoes its request's id
  *   12   4   len      payload bytes, <= the receiver's cap (checked first)
