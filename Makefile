@@ -4,12 +4,15 @@
 #                 this machine (2 ps + 2 workers on loopback)
 #   make test     install what is missing, build, run every test
 #   make asan     build with AddressSanitizer + UBSan and run the tests
+#   make test-cores the unit and Lua tests once per OpenBLAS core this CPU runs
 #   make bench    benchmarks against PyTorch, raw sgemm and iperf3
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make image    build the container image (buildah, no Docker engine needed)
 #   make deploy   helm upgrade --install the chart with the scripts of this tree
 #   make test-k8s the chart against a real kube-apiserver (install, upgrade)
-#   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade, kill a ps
+#   make e2e      a real single-node Kubernetes on this machine: install, train, upgrade,
+#                 kill a ps, scale a running training
+#   make kat-fixture  regenerate tests/kat/fixture.safetensors with PyTorch (python3-torch)
 
 # ---- settings ---------------------------------------------------------------
 BUILD    ?= build
@@ -29,9 +32,10 @@ LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
 LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
-CORE     := util tensor tensor_conv tensor_naive optim data bf16 wire net_io net_server net_client ps ckpt
+CORE     := util cpu blas tensor tensor_conv tensor_simd tensor_naive optim schedule data bf16 wire net_io \
+            net_server net_client ps ps_ckpt ckpt tfevents metrics metrics_http pswatch
 # Bindings and the host: the Lua faces of the core and the dtf command.
-BIND     := ltensor ldata lps lckpt lutil log host repl local
+BIND     := cli lopt ltensor ltensor_print ldata lps lckpt lutil log host repl local progress lwatch
 CORE_OBJ := $(CORE:%=$(BUILD)/src/%.o)
 BIND_OBJ := $(BIND:%=$(BUILD)/src/%.o)
 
@@ -41,7 +45,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DTF      := $(BUILD)/dtf
 
 .PHONY: all deps deps-test deps-bench run test test-unit test-lua \
-        test-integration test-chart asan valgrind bench fuzz image deploy test-k8s e2e clean
+        test-integration test-chart test-cores asan valgrind bench fuzz image deploy test-k8s e2e \
+        chart-schema clean kat-fixture kat-fixture-check
 
 all: $(DTF)
 
@@ -82,6 +87,11 @@ test-unit test-lua test-integration test-chart: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@tests/run $(BUILD) $(@:test-%=%)
 
+# Every kernel set OpenBLAS may pick on this CPU (OPENBLAS_CORETYPE forced).
+test-cores: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@tests/run-cores $(BUILD)
+
 asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
@@ -95,6 +105,21 @@ bench: deps-bench all
 
 fuzz: deps-test
 	@tests/fuzz/run $(BUILD)/fuzz $${FUZZ_SECONDS:-60}
+
+# The known-answer fixture of tests/lua/test_kat.lua: PyTorch's float64 loss,
+# gradients and Adam steps for models/mnist.lua. `make test` never needs torch;
+# kat-fixture rewrites the committed file, kat-fixture-check proves that the
+# script still gives the committed bytes (1 and a cmp line when it does not).
+KAT_FIXTURE := tests/kat/fixture.safetensors
+PYTHON      ?= /usr/bin/python3
+
+kat-fixture: deps-bench
+	$(PYTHON) tests/kat/make_fixture.py $(KAT_FIXTURE)
+
+kat-fixture-check: deps-bench
+	@mkdir -p $(BUILD)
+	$(PYTHON) tests/kat/make_fixture.py $(BUILD)/kat-fixture.safetensors
+	cmp $(KAT_FIXTURE) $(BUILD)/kat-fixture.safetensors && echo "kat-fixture-check: $(KAT_FIXTURE) is what make_fixture.py writes"
 
 # ---- Kubernetes ---------------------------------------------------------------
 IMAGE   ?= localhost/dtf:latest
@@ -117,6 +142,11 @@ test-k8s: deps-test
 e2e: deps-test
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/run
+
+# chart/values.schema.json's hyperparameters, from train.lua's and models/mnist.lua's
+# (tests/chart checks that the committed file is what this writes).
+chart-schema: all
+	node scripts/chart-schema.mjs $(DTF)
 
 clean:
 	rm -rf build

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """The peer: one training step of the same networks in PyTorch, one thread.
 
-usage: torch_step.py MODEL BATCH SECONDS  ->  prints "samples_per_s STEPS_PER_S"
+usage: torch_step.py MODEL BATCH SECONDS  ->  prints "samples_per_s STEPS_PER_S CORE"
 MODEL is mlp (784-100-10, Adam) or cnn (conv5x5x32, pool, conv5x5x64, pool,
 fc1024, fc10, Adam). Inputs are fixed random tensors, as in bench/step.lua.
+CORE is the OpenBLAS core its matmuls run on (Debian's torch uses the
+system OpenBLAS; OPENBLAS_CORETYPE chooses it as for dtf). Time is the
+process's CPU time (one thread), as in bench/step.lua: time spent
+descheduled by other processes does not count.
 """
+import ctypes
 import sys
 import time
 
@@ -37,11 +42,17 @@ def step():
 
 for _ in range(5):
     step()
-n, t0 = 0, time.perf_counter()
+n, t0 = 0, time.process_time()
 while True:
     step()
     n += 1
-    el = time.perf_counter() - t0
+    el = time.process_time() - t0
     if el >= seconds and n >= 3:
         break
-print(f"{n * batch / el:.1f} {n / el:.2f}")
+try:
+    blas = ctypes.CDLL("libopenblas.so.0")
+    blas.openblas_get_corename.restype = ctypes.c_char_p
+    core = blas.openblas_get_corename().decode()
+except (OSError, AttributeError):
+    core = "?"
+print(f"{n * batch / el:.1f} {n / el:.2f} {core}")

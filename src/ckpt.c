@@ -20,66 +20,23 @@
 
 static const char META[] = "__metadata__";
 
-/* ---- a growable string --------------------------------------------------- */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) DTF_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_putn(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* A JSON string: quotes, backslashes and control characters escaped, other
  * bytes (UTF-8 included) as they are. */
-static void sb_json(sbuf *b, const char *s)
+static void sb_json(dtf_strbuf *b, const char *s)
 {
-    sb_putn(b, "\"", 1);
+    dtf_sb_putn(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            sb_putn(b, e, 2);
+            dtf_sb_putn(b, e, 2);
         } else if (c < 0x20) {
-            sb_printf(b, "\\u%04x", c);
+            dtf_sb_printf(b, "\\u%04x", c);
         } else {
-            sb_putn(b, (const char *)&c, 1);
+            dtf_sb_putn(b, (const char *)&c, 1);
         }
     }
-    sb_putn(b, "\"", 1);
+    dtf_sb_putn(b, "\"", 1);
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -116,11 +73,11 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
 static char *build_header(const char *path, const dtf_ckpt_in *t, size_t nt,
                           const dtf_kv *meta, size_t nmeta, size_t *hlen)
 {
-    sbuf b = {0};
-    sb_puts(&b, "{");
+    dtf_strbuf b = {0};
+    dtf_sb_puts(&b, "{");
     if (nmeta) {
         sb_json(&b, META);
-        sb_puts(&b, ":{");
+        dtf_sb_puts(&b, ":{");
         for (size_t i = 0; i < nmeta; i++) {
             for (size_t j = 0; j < i; j++)
                 if (strcmp(meta[i].key, meta[j].key) == 0) {
@@ -129,12 +86,12 @@ static char *build_header(const char *path, const dtf_ckpt_in *t, size_t nt,
                     return NULL;
                 }
             if (i)
-                sb_puts(&b, ",");
+                dtf_sb_puts(&b, ",");
             sb_json(&b, meta[i].key);
-            sb_puts(&b, ":");
+            dtf_sb_puts(&b, ":");
             sb_json(&b, meta[i].value);
         }
-        sb_puts(&b, "}");
+        dtf_sb_puts(&b, "}");
     }
     uint64_t off = 0;
     for (size_t i = 0; i < nt; i++) {
@@ -169,18 +126,18 @@ static char *build_header(const char *path, const dtf_ckpt_in *t, size_t nt,
             return NULL;
         }
         if (i || nmeta)
-            sb_puts(&b, ",");
+            dtf_sb_puts(&b, ",");
         sb_json(&b, x->name);
-        sb_puts(&b, ":{\"dtype\":\"F32\",\"shape\":[");
+        dtf_sb_puts(&b, ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < x->ndim; d++)
-            sb_printf(&b, d ? ",%" PRId64 : "%" PRId64, x->shape[d]);
-        sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
+            dtf_sb_printf(&b, d ? ",%" PRId64 : "%" PRId64, x->shape[d]);
+        dtf_sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
                   off + (uint64_t)count * 4);
         off += (uint64_t)count * 4;
     }
-    sb_puts(&b, "}");
+    dtf_sb_puts(&b, "}");
     while ((8 + b.len) % 8)
-        sb_puts(&b, " ");
+        dtf_sb_puts(&b, " ");
     if (b.oom) {
         free(b.p);
         dtf_seterr("%s: out of memory building the header", path);
@@ -194,22 +151,6 @@ static char *build_header(const char *path, const dtf_ckpt_in *t, size_t nt,
     }
     *hlen = b.len;
     return b.p;
-}
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 int dtf_ckpt_save(const char *path, const dtf_ckpt_in *t, size_t nt,
@@ -252,10 +193,10 @@ int dtf_ckpt_save(const char *path, const dtf_ckpt_in *t, size_t nt,
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    if (write_all(fd, len8, 8) < 0 || write_all(fd, header, hlen) < 0)
+    if (dtf_write_all(fd, len8, 8) < 0 || dtf_write_all(fd, header, hlen) < 0)
         goto fail;
     for (size_t i = 0; i < nt; i++)
-        if (t[i].count && write_all(fd, t[i].data, t[i].count * sizeof(float)) < 0)
+        if (t[i].count && dtf_write_all(fd, t[i].data, t[i].count * sizeof(float)) < 0)
             goto fail;
     what = "fsync";
     if (fsync(fd) < 0)
@@ -663,141 +604,137 @@ static const char *find_dup(char **names, size_t n, int *oom)
     return dup;
 }
 
-/* Parses and validates the header json[0..n) of a file whose data section
- * holds data_len bytes. Returns a checkpoint without data. */
-static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
-                               const char *file)
+/* Checks a parsed tensor entry against its shape and the data section. */
+static int check_tensor(dtf_ckpt_tensor *t, uint64_t b, uint64_t e, uint64_t data_len,
+                        const char *file)
 {
-    dtf_ckpt *c = calloc(1, sizeof *c);
-    span *sp = NULL;
-    char **names = NULL;
-    if (!c) {
-        dtf_seterr("%s: out of memory", file);
-        return NULL;
+    int bad;
+    t->count = shape_count(t->ndim, t->shape, &bad);
+    char shp[160];
+    shape_str(shp, sizeof shp, t->ndim, t->shape);
+    if (bad) {
+        dtf_seterr("%s: tensor '%s' has an impossible shape %s", file, t->name, shp);
+        return -1;
     }
-    jp p = {json, n, 0, file};
+    if (b > e) {
+        dtf_seterr("%s: tensor '%s' has reversed data_offsets [%" PRIu64 ", %" PRIu64 "]", file,
+                   t->name, b, e);
+        return -1;
+    }
+    if (e - b != (uint64_t)t->count * 4) {
+        dtf_seterr("%s: tensor '%s' of shape %s needs %" PRIu64 " bytes but its data_offsets [%"
+                   PRIu64 ", %" PRIu64 "] hold %" PRIu64, file, t->name, shp,
+                   (uint64_t)t->count * 4, b, e, e - b);
+        return -1;
+    }
+    if (e > data_len) {
+        dtf_seterr("%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64 "] run past the end of "
+                   "the data (%" PRIu64 " bytes): truncated file?", file, t->name, b, e, data_len);
+        return -1;
+    }
+    if (b % 4) {
+        dtf_seterr("%s: tensor '%s' starts at byte %" PRIu64 " of the data, not a multiple of 4",
+                   file, t->name, b);
+        return -1;
+    }
+    t->offset = (size_t)b;
+    return 0;
+}
+
+/* One "key": value entry of the header object: the metadata or a tensor. */
+static int parse_entry(jp *p, dtf_ckpt *c, size_t *tcap, size_t *mcap, int *seen_meta,
+                       uint64_t data_len)
+{
+    char *key;
+    if (jstring(p, &key) < 0)
+        return -1;
+    if (jexpect(p, ':') < 0) {
+        free(key);
+        return -1;
+    }
+    if (strcmp(key, META) == 0) {
+        free(key);
+        if ((*seen_meta)++)
+            return jfail(p, "__metadata__ appears twice");
+        return parse_meta(p, c, mcap);
+    }
+    if (grow((void **)&c->t, c->nt, tcap, sizeof *c->t) < 0) {
+        free(key);
+        return jfail(p, "out of memory");
+    }
+    dtf_ckpt_tensor *t = &c->t[c->nt++];
+    memset(t, 0, sizeof *t);
+    t->name = key;
+    uint64_t b, e;
+    if (parse_tensor(p, t, &b, &e) < 0)
+        return -1;
+    return check_tensor(t, b, e, data_len, p->file);
+}
+
+/* The header object: '{', entries separated by ',', '}', then nothing. */
+static int parse_object(jp *p, dtf_ckpt *c, uint64_t data_len)
+{
     size_t tcap = 0, mcap = 0;
     int seen_meta = 0;
-    if (n == 0 || json[0] != '{') {
-        jfail(&p, "the header does not start with '{'");
-        goto fail;
-    }
-    p.i = 1;
-    if (jpeek(&p) == '}') {
-        p.i++;
+    if (p->n == 0 || p->s[0] != '{')
+        return jfail(p, "the header does not start with '{'");
+    p->i = 1;
+    if (jpeek(p) == '}') {
+        p->i++;
     } else {
         for (;;) {
-            char *key;
-            if (jstring(&p, &key) < 0)
-                goto fail;
-            if (jexpect(&p, ':') < 0) {
-                free(key);
-                goto fail;
-            }
-            if (strcmp(key, META) == 0) {
-                free(key);
-                if (seen_meta) {
-                    jfail(&p, "__metadata__ appears twice");
-                    goto fail;
-                }
-                seen_meta = 1;
-                if (parse_meta(&p, c, &mcap) < 0)
-                    goto fail;
-            } else {
-                if (grow((void **)&c->t, c->nt, &tcap, sizeof *c->t) < 0) {
-                    free(key);
-                    jfail(&p, "out of memory");
-                    goto fail;
-                }
-                dtf_ckpt_tensor *t = &c->t[c->nt++];
-                memset(t, 0, sizeof *t);
-                t->name = key;
-                uint64_t b, e;
-                if (parse_tensor(&p, t, &b, &e) < 0)
-                    goto fail;
-                int bad;
-                t->count = shape_count(t->ndim, t->shape, &bad);
-                char shp[160];
-                shape_str(shp, sizeof shp, t->ndim, t->shape);
-                if (bad) {
-                    dtf_seterr("%s: tensor '%s' has an impossible shape %s", file, t->name, shp);
-                    goto fail;
-                }
-                if (b > e) {
-                    dtf_seterr("%s: tensor '%s' has reversed data_offsets [%" PRIu64
-                               ", %" PRIu64 "]", file, t->name, b, e);
-                    goto fail;
-                }
-                if (e - b != (uint64_t)t->count * 4) {
-                    dtf_seterr("%s: tensor '%s' of shape %s needs %" PRIu64
-                               " bytes but its data_offsets [%" PRIu64 ", %" PRIu64
-                               "] hold %" PRIu64, file, t->name, shp,
-                               (uint64_t)t->count * 4, b, e, e - b);
-                    goto fail;
-                }
-                if (e > data_len) {
-                    dtf_seterr("%s: tensor '%s' data_offsets [%" PRIu64 ", %" PRIu64
-                               "] run past the end of the data (%" PRIu64
-                               " bytes): truncated file?", file, t->name, b, e, data_len);
-                    goto fail;
-                }
-                if (b % 4) {
-                    dtf_seterr("%s: tensor '%s' starts at byte %" PRIu64
-                               " of the data, not a multiple of 4", file, t->name, b);
-                    goto fail;
-                }
-                t->offset = (size_t)b;
-            }
-            int ch = jpeek(&p);
-            p.i++;
+            if (parse_entry(p, c, &tcap, &mcap, &seen_meta, data_len) < 0)
+                return -1;
+            int ch = jpeek(p);
+            p->i++;
             if (ch == '}')
                 break;
             if (ch != ',') {
-                p.i--;
-                jfail(&p, ch < 0 ? "the header ends inside the object"
-                                 : "expected ',' or '}' between entries");
-                goto fail;
+                p->i--;
+                return jfail(p, ch < 0 ? "the header ends inside the object"
+                                       : "expected ',' or '}' between entries");
             }
         }
     }
-    jws(&p);
-    if (p.i != n) {
-        jfail(&p, "unexpected bytes after the header's closing '}'");
-        goto fail;
-    }
+    jws(p);
+    if (p->i != p->n)
+        return jfail(p, "unexpected bytes after the header's closing '}'");
+    return 0;
+}
 
-    /* Names and keys unique. */
-    int oom;
-    const char *dup;
-    names = malloc((c->nt + c->nmeta + 1) * sizeof *names);
-    if (!names) {
+/* Tensor names, then metadata keys, each unique. */
+static int check_unique(const dtf_ckpt *c, const char *file)
+{
+    char **names = malloc((c->nt + c->nmeta + 1) * sizeof *names);
+    int oom = names == NULL, rc = -1;
+    const char *dup = NULL;
+    if (names) {
+        for (size_t i = 0; i < c->nt; i++)
+            names[i] = c->t[i].name;
+        if ((dup = find_dup(names, c->nt, &oom)) || oom) {
+            if (!oom)
+                dtf_seterr("%s: tensor '%s' appears twice", file, dup);
+        } else {
+            for (size_t i = 0; i < c->nmeta; i++)
+                names[i] = c->meta[i].key;
+            if ((dup = find_dup(names, c->nmeta, &oom)) && !oom)
+                dtf_seterr("%s: metadata key '%s' appears twice", file, dup);
+            rc = dup || oom ? -1 : 0;
+        }
+    }
+    if (oom)
         dtf_seterr("%s: out of memory", file);
-        goto fail;
-    }
-    for (size_t i = 0; i < c->nt; i++)
-        names[i] = c->t[i].name;
-    if ((dup = find_dup(names, c->nt, &oom)) || oom) {
-        if (oom)
-            dtf_seterr("%s: out of memory", file);
-        else
-            dtf_seterr("%s: tensor '%s' appears twice", file, dup);
-        goto fail;
-    }
-    for (size_t i = 0; i < c->nmeta; i++)
-        names[i] = c->meta[i].key;
-    if ((dup = find_dup(names, c->nmeta, &oom)) || oom) {
-        if (oom)
-            dtf_seterr("%s: out of memory", file);
-        else
-            dtf_seterr("%s: metadata key '%s' appears twice", file, dup);
-        goto fail;
-    }
+    free(names);
+    return rc;
+}
 
-    /* The tensors tile the data section: no overlap, no hole, no tail. */
-    sp = malloc((c->nt + 1) * sizeof *sp);
+/* The tensors tile the data section: no overlap, no hole, no tail. */
+static int check_tiling(const dtf_ckpt *c, uint64_t data_len, const char *file)
+{
+    span *sp = malloc((c->nt + 1) * sizeof *sp);
     if (!sp) {
         dtf_seterr("%s: out of memory", file);
-        goto fail;
+        return -1;
     }
     for (size_t i = 0; i < c->nt; i++) {
         sp[i].begin = c->t[i].offset;
@@ -806,31 +743,44 @@ static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
     }
     qsort(sp, c->nt, sizeof *sp, span_cmp);
     uint64_t at = 0;
-    for (size_t i = 0; i < c->nt; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < c->nt && rc == 0; i++) {
         if (sp[i].begin < at) {
             dtf_seterr("%s: tensors '%s' and '%s' overlap in the data", file,
                        c->t[sp[i - 1].idx].name, c->t[sp[i].idx].name);
-            goto fail;
-        }
-        if (sp[i].begin > at) {
-            dtf_seterr("%s: %" PRIu64 " unused bytes in the data before tensor '%s'",
-                       file, sp[i].begin - at, c->t[sp[i].idx].name);
-            goto fail;
+            rc = -1;
+        } else if (sp[i].begin > at) {
+            dtf_seterr("%s: %" PRIu64 " unused bytes in the data before tensor '%s'", file,
+                       sp[i].begin - at, c->t[sp[i].idx].name);
+            rc = -1;
         }
         at = sp[i].end;
     }
-    if (at != data_len) {
+    if (rc == 0 && at != data_len) {
         dtf_seterr("%s: %" PRIu64 " bytes of data after the last tensor", file, data_len - at);
-        goto fail;
+        rc = -1;
     }
     free(sp);
-    free(names);
+    return rc;
+}
+
+/* Parses and validates the header json[0..n) of a file whose data section
+ * holds data_len bytes. Returns a checkpoint without data. */
+static dtf_ckpt *decode_header(const char *json, size_t n, uint64_t data_len,
+                               const char *file)
+{
+    dtf_ckpt *c = calloc(1, sizeof *c);
+    if (!c) {
+        dtf_seterr("%s: out of memory", file);
+        return NULL;
+    }
+    jp p = {json, n, 0, file};
+    if (parse_object(&p, c, data_len) < 0 || check_unique(c, file) < 0 ||
+        check_tiling(c, data_len, file) < 0) {
+        dtf_ckpt_free(c);
+        return NULL;
+    }
     return c;
-fail:
-    free(sp);
-    free(names);
-    dtf_ckpt_free(c);
-    return NULL;
 }
 
 /* Checks the 8-byte length against the cap and the file size. */
@@ -912,7 +862,8 @@ static int read_exact(int fd, void *buf, size_t n, const char *path)
     return 0;
 }
 
-dtf_ckpt *dtf_ckpt_load(const char *path)
+/* Reads path's header (and its data when with_data). */
+static dtf_ckpt *load_file(const char *path, int with_data)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -951,14 +902,16 @@ dtf_ckpt *dtf_ckpt_load(const char *path)
         goto fail;
     free(json);
     json = NULL;
-    if (data_len > SIZE_MAX || !(c->data = malloc(data_len ? (size_t)data_len : 1))) {
-        dtf_seterr("%s: out of memory for %" PRIu64 " bytes of data", path, data_len);
-        goto fail;
+    if (with_data) {
+        if (data_len > SIZE_MAX || !(c->data = malloc(data_len ? (size_t)data_len : 1))) {
+            dtf_seterr("%s: out of memory for %" PRIu64 " bytes of data", path, data_len);
+            goto fail;
+        }
+        if (read_exact(fd, c->data, (size_t)data_len, path) < 0)
+            goto fail;
+        c->data_bytes = (size_t)data_len;
+        point_tensors(c);
     }
-    if (read_exact(fd, c->data, (size_t)data_len, path) < 0)
-        goto fail;
-    c->data_bytes = (size_t)data_len;
-    point_tensors(c);
     close(fd);
     return c;
 fail:
@@ -966,6 +919,16 @@ fail:
     dtf_ckpt_free(c);
     close(fd);
     return NULL;
+}
+
+dtf_ckpt *dtf_ckpt_load(const char *path)
+{
+    return load_file(path, 1);
+}
+
+dtf_ckpt *dtf_ckpt_load_header(const char *path)
+{
+    return load_file(path, 0);
 }
 
 const dtf_ckpt_tensor *dtf_ckpt_find(const dtf_ckpt *c, const char *name)
@@ -986,9 +949,9 @@ const char *dtf_ckpt_get_meta(const dtf_ckpt *c, const char *key)
 
 /* ---- naming and listing -------------------------------------------------- */
 
-int dtf_ckpt_name(char *buf, size_t len, uint64_t step, unsigned shard)
+int dtf_ckpt_name(char *buf, size_t len, uint64_t step, unsigned shard, unsigned nps)
 {
-    return snprintf(buf, len, "ckpt-%08" PRIu64 "-ps%u.safetensors", step, shard);
+    return snprintf(buf, len, "ckpt-%08" PRIu64 "-ps%u-of-%u.safetensors", step, shard, nps);
 }
 
 static int parse_digits(const char **s, uint64_t *v)
@@ -1008,9 +971,12 @@ static int parse_digits(const char **s, uint64_t *v)
     return 0;
 }
 
-int dtf_ckpt_parse_name(const char *name, uint64_t *step, unsigned *shard)
+/* "ckpt-STEP-psI-of-N" or the older "ckpt-STEP-psI" (nps 0); *end gets
+ * what follows it. */
+static int parse_stem(const char *name, uint64_t *step, unsigned *shard, unsigned *nps,
+                      const char **end)
 {
-    uint64_t st, sh;
+    uint64_t st, sh, n = 0;
     const char *p = name;
     if (strncmp(p, "ckpt-", 5) != 0)
         return -1;
@@ -1018,10 +984,25 @@ int dtf_ckpt_parse_name(const char *name, uint64_t *step, unsigned *shard)
     if (parse_digits(&p, &st) < 0 || strncmp(p, "-ps", 3) != 0)
         return -1;
     p += 3;
-    if (parse_digits(&p, &sh) < 0 || sh > 0xffffffu || strcmp(p, ".safetensors") != 0)
+    if (parse_digits(&p, &sh) < 0 || sh > 0xffffffu)
         return -1;
+    if (strncmp(p, "-of-", 4) == 0) {
+        p += 4;
+        if (parse_digits(&p, &n) < 0 || n == 0 || n > 0xffffffu || sh >= n)
+            return -1;
+    }
     *step = st;
     *shard = (unsigned)sh;
+    *nps = (unsigned)n;
+    *end = p;
+    return 0;
+}
+
+int dtf_ckpt_parse_name(const char *name, uint64_t *step, unsigned *shard, unsigned *nps)
+{
+    const char *end;
+    if (parse_stem(name, step, shard, nps, &end) < 0 || strcmp(end, ".safetensors") != 0)
+        return -1;
     return 0;
 }
 
@@ -1032,6 +1013,8 @@ static int file_cmp(const void *a, const void *b)
         return x->step < y->step ? -1 : 1;
     if (x->shard != y->shard)
         return x->shard < y->shard ? -1 : 1;
+    if (x->nps != y->nps)
+        return x->nps < y->nps ? -1 : 1;
     return strcmp(x->path, y->path);
 }
 
@@ -1060,8 +1043,8 @@ int dtf_ckpt_list(const char *dir, int shard, dtf_ckpt_file **out, size_t *n)
     struct dirent *e;
     while ((e = readdir(d))) {
         uint64_t step;
-        unsigned sh;
-        if (dtf_ckpt_parse_name(e->d_name, &step, &sh) < 0)
+        unsigned sh, nps;
+        if (dtf_ckpt_parse_name(e->d_name, &step, &sh, &nps) < 0)
             continue;
         if (shard >= 0 && sh != (unsigned)shard)
             continue;
@@ -1077,6 +1060,7 @@ int dtf_ckpt_list(const char *dir, int shard, dtf_ckpt_file **out, size_t *n)
         f[cnt].path = path;
         f[cnt].step = step;
         f[cnt].shard = sh;
+        f[cnt].nps = nps;
         cnt++;
     }
     closedir(d);
@@ -1104,4 +1088,44 @@ int dtf_ckpt_prune(const char *dir, unsigned shard, size_t keep)
     }
     dtf_ckpt_list_free(f, n);
     return rc < 0 ? -1 : deleted;
+}
+
+/* The temporary file of an unfinished save is DIR/.NAME.tmp.PID (see
+ * dtf_ckpt_save); NAME a checkpoint name. */
+int dtf_ckpt_remove_temps(const char *dir, unsigned shard, unsigned nps, char *names, size_t n)
+{
+    DIR *d = opendir(dir);
+    if (n)
+        names[0] = 0;
+    if (!d)
+        return 0;
+    int removed = 0;
+    size_t len = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t step;
+        unsigned sh, np;
+        const char *end;
+        if (e->d_name[0] != '.' || parse_stem(e->d_name + 1, &step, &sh, &np, &end) < 0)
+            continue;
+        if (strncmp(end, ".safetensors.tmp.", 17) != 0)
+            continue;
+        const char *pid = end + 17;
+        if (!*pid || strspn(pid, "0123456789") != strlen(pid))
+            continue;
+        if (sh != shard || (np && np != nps))
+            continue;
+        char *path = malloc(strlen(dir) + strlen(e->d_name) + 2);
+        if (!path)
+            break;
+        sprintf(path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0) {
+            removed++;
+            if (len < n)
+                len += (size_t)snprintf(names + len, n - len, "%s%s", len ? ", " : "", e->d_name);
+        }
+        free(path);
+    }
+    closedir(d);
+    return removed;
 }

@@ -76,6 +76,12 @@ typedef struct dtf_ckpt {
 /* Reads and validates a whole checkpoint file. */
 dtf_ckpt *dtf_ckpt_load(const char *path);
 
+/* The same, without reading the data: the tensors' names, shapes and
+ * offsets and the metadata (data and every tensor's data are NULL). The
+ * header is checked against the file's size, so a truncated file fails
+ * here too. */
+dtf_ckpt *dtf_ckpt_load_header(const char *path);
+
 /* The same over a file held in memory (for the fuzzer); name is used in
  * messages. The data is copied: buf may be freed afterwards. */
 dtf_ckpt *dtf_ckpt_parse(const void *buf, size_t len, const char *name);
@@ -88,18 +94,20 @@ const char *dtf_ckpt_get_meta(const dtf_ckpt *c, const char *key);
 
 /* ---- naming and listing -------------------------------------------------- */
 
-/* The file name of ps shard `shard`'s checkpoint at global step `step`:
- * "ckpt-<step, 8 digits or more>-ps<shard>.safetensors". Returns the length
- * snprintf would, like snprintf. */
-int dtf_ckpt_name(char *buf, size_t len, uint64_t step, unsigned shard);
+/* The file name of shard `shard` of `nps` ps tasks at step `step`:
+ * "ckpt-<step, 8 digits or more>-ps<shard>-of-<nps>.safetensors". Returns
+ * the length snprintf would, like snprintf. */
+int dtf_ckpt_name(char *buf, size_t len, uint64_t step, unsigned shard, unsigned nps);
 
-/* Parses a name made by dtf_ckpt_name (no directory); 0 on a match. */
-int dtf_ckpt_parse_name(const char *name, uint64_t *step, unsigned *shard);
+/* Parses a name made by dtf_ckpt_name (no directory), or the older form
+ * without "-of-<nps>" (*nps = 0: only the file's metadata says); 0 on a
+ * match. */
+int dtf_ckpt_parse_name(const char *name, uint64_t *step, unsigned *shard, unsigned *nps);
 
 typedef struct dtf_ckpt_file {
     char *path;             /* dir "/" name */
     uint64_t step;
-    unsigned shard;
+    unsigned shard, nps;    /* nps 0: an older name without it */
 } dtf_ckpt_file;
 
 /* The checkpoints in dir (shard < 0: of every shard), oldest first: sorted
@@ -111,5 +119,13 @@ void dtf_ckpt_list_free(dtf_ckpt_file *files, size_t n);
 /* Deletes all but the newest `keep` checkpoints of `shard` in dir; returns
  * how many it deleted, or -1. */
 int dtf_ckpt_prune(const char *dir, unsigned shard, size_t keep);
+
+/* Removes the temporary files (DIR/.NAME.tmp.PID) that a process killed
+ * while it saved shard `shard` of `nps` left behind (an older name without
+ * nps counts as any). Only for the one process that owns that shard: none
+ * of them can still be in progress (the PID may be this process's own, in
+ * a container restarted with a fresh PID namespace). Returns how many went;
+ * their names go to names (comma-separated, truncated to n). */
+int dtf_ckpt_remove_temps(const char *dir, unsigned shard, unsigned nps, char *names, size_t n);
 
 #endif

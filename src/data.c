@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -148,61 +149,52 @@ static const char *clean_zmsg(const char *m)
     return m;
 }
 
-int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
+/* Opens path as a gzip stream (plain files read through as they are). */
+static gzFile open_idx(const char *path)
 {
-    *bufp = NULL;
-    memset(out, 0, sizeof *out);
-
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         dtf_seterr("%s: %s", path, strerror(errno));
-        return -1;
+        return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
         dtf_seterr("%s: is a directory, not an IDX file", path);
         close(fd);
-        return -1;
+        return NULL;
     }
     gzFile gz = gzdopen(fd, "rb");
     if (!gz) {
         dtf_seterr("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         close(fd);
-        return -1;
+        return NULL;
     }
     gzbuffer(gz, 1 << 16);
+    return gz;
+}
 
-    uint8_t head[16];
-    const char *zmsg = NULL;
-    size_t hlen = want == DTF_IDX_IMAGES ? 16 : 8;
-    long long got = gz_readall(gz, head, hlen, &zmsg);
-    if (got < 0) {
-        dtf_seterr("%s: read error: %s", path, clean_zmsg(zmsg));
-        gzclose(gz);
-        return -1;
-    }
-    dtf_idx info;
-    if (dtf_idx_parse_header(head, (size_t)got, want, path, &info) < 0) {
-        gzclose(gz);
-        return -1;
-    }
-    /* One byte more than announced tells trailing data from an exact fit.
-     * The buffer grows as bytes arrive, so a header that announces more
-     * than the file holds costs no more memory than the file. */
-    size_t need = info.header + info.body + 1, cap = need < (1u << 20) ? need : 1u << 20;
+/* Reads the body after the header head (info.header bytes) into a new
+ * buffer: at most info.body + 1 bytes, one more than announced telling
+ * trailing data from an exact fit. The buffer grows as bytes arrive, so a
+ * header that announces more than the file holds costs no more memory
+ * than the file. *got gets the body bytes read, *rderr 1 on a read error. */
+static uint8_t *read_body(gzFile gz, const uint8_t *head, const dtf_idx *info, const char *path,
+                          size_t *got, int *rderr, const char **zmsg)
+{
+    size_t need = info->header + info->body + 1, cap = need < (1u << 20) ? need : 1u << 20;
     uint8_t *buf = malloc(cap);
     if (!buf) {
         dtf_seterr("%s: out of memory for %zu bytes", path, cap);
-        gzclose(gz);
-        return -1;
+        return NULL;
     }
-    memcpy(buf, head, info.header);
-    size_t filled = info.header;
+    memcpy(buf, head, info->header);
+    size_t filled = info->header;
+    long long k;
     for (;;) {
-        got = gz_readall(gz, buf + filled, cap - filled, &zmsg);
-        if (got < 0)
+        k = gz_readall(gz, buf + filled, cap - filled, zmsg);
+        if (k < 0)
             break;
-        filled += (size_t)got;
+        filled += (size_t)k;
         if (filled < cap || cap == need)
             break;
         size_t ncap = cap * 2 < need ? cap * 2 : need;
@@ -210,52 +202,87 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
         if (!nb) {
             dtf_seterr("%s: out of memory for %zu bytes", path, ncap);
             free(buf);
-            gzclose(gz);
-            return -1;
+            return NULL;
         }
         buf = nb;
         cap = ncap;
     }
-    int rderr = got < 0;
-    got = (long long)(filled - info.header);
-    size_t extra = 0;
-    if (got > 0 && (size_t)got > info.body) {
-        /* Trailing data: count it for the message, reading at most 1 GiB. */
-        uint8_t scratch[4096];
-        int r;
-        extra = (size_t)got - info.body;
-        while (extra < ((size_t)1 << 30) && (r = gzread(gz, scratch, sizeof scratch)) > 0)
-            extra += (size_t)r;
+    *rderr = k < 0;
+    *got = filled - info->header;
+    return buf;
+}
+
+/* Bytes after the announced body (counted up to 1 GiB), for the message. */
+static size_t count_trailing(gzFile gz, size_t got, const dtf_idx *info)
+{
+    if (got <= info->body)
+        return 0;
+    uint8_t scratch[4096];
+    int r;
+    size_t extra = got - info->body;
+    while (extra < ((size_t)1 << 30) && (r = gzread(gz, scratch, sizeof scratch)) > 0)
+        extra += (size_t)r;
+    return extra;
+}
+
+/* The message for a cut or corrupt gzip stream, with the count it did hold. */
+static void stream_error(const uint8_t *buf, size_t got, const dtf_idx *info, uint32_t want,
+                         const char *path, const char *zmsg)
+{
+    dtf_idx parsed;
+    if (got < info->body && dtf_idx_parse(buf, info->header + got, want, path, &parsed) < 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", dtf_error());
+        dtf_seterr("%s (compressed stream: %s)", msg, zmsg);
+    } else {
+        dtf_seterr("%s: corrupt compressed stream: %s", path, zmsg);
     }
+}
+
+int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
+{
+    *bufp = NULL;
+    memset(out, 0, sizeof *out);
+    gzFile gz = open_idx(path);
+    if (!gz)
+        return -1;
+    uint8_t head[16];
+    const char *zmsg = NULL;
+    dtf_idx info;
+    long long hgot = gz_readall(gz, head, want == DTF_IDX_IMAGES ? 16 : 8, &zmsg);
+    if (hgot < 0) {
+        dtf_seterr("%s: read error: %s", path, clean_zmsg(zmsg));
+        gzclose(gz);
+        return -1;
+    }
+    if (dtf_idx_parse_header(head, (size_t)hgot, want, path, &info) < 0) {
+        gzclose(gz);
+        return -1;
+    }
+    size_t got;
+    int rderr;
+    uint8_t *buf = read_body(gz, head, &info, path, &got, &rderr, &zmsg);
+    if (!buf) {
+        gzclose(gz);
+        return -1;
+    }
+    size_t extra = count_trailing(gz, got, &info);
     int zerr = Z_ERRNO;
     if (!rderr)
         zmsg = gzerror(gz, &zerr);
-    char zbuf[160];     /* zlib's message dies with gz */
+    char zbuf[160]; /* zlib's message dies with gz */
     snprintf(zbuf, sizeof zbuf, "%s", clean_zmsg(zmsg));
-    zmsg = zbuf;
     gzclose(gz);
-    if (rderr || (zerr != Z_OK && zerr != Z_STREAM_END)) {
-        /* A cut gzip stream: say so, with the count it did hold. */
-        size_t have = (size_t)got;
-        if (have < info.body && dtf_idx_parse(buf, info.header + have, want, path, out) < 0) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s", dtf_error());
-            dtf_seterr("%s (compressed stream: %s)", msg, zmsg);
-        } else {
-            dtf_seterr("%s: corrupt compressed stream: %s", path, zmsg);
-        }
+    int rc = -1;
+    if (rderr || (zerr != Z_OK && zerr != Z_STREAM_END))
+        stream_error(buf, got, &info, want, path, zbuf);
+    else if (extra)
+        dtf_seterr("%s: %s%zu bytes of trailing data after the %u %s the header announces", path,
+                   extra >= ((size_t)1 << 30) ? "more than " : "", extra, info.n, idx_kind(want));
+    else
+        rc = dtf_idx_parse(buf, info.header + got, want, path, out);
+    if (rc < 0) {
         memset(out, 0, sizeof *out);
-        free(buf);
-        return -1;
-    }
-    if (extra) {
-        dtf_seterr("%s: %s%zu bytes of trailing data after the %u %s the header announces",
-                   path, extra >= ((size_t)1 << 30) ? "more than " : "", extra,
-                   info.n, idx_kind(want));
-        free(buf);
-        return -1;
-    }
-    if (dtf_idx_parse(buf, info.header + (size_t)got, want, path, out) < 0) {
         free(buf);
         return -1;
     }
@@ -265,10 +292,22 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out)
 
 /* ---- datasets ------------------------------------------------------------ */
 
+/* Pixels are kept packed: each image as pairs (zeros, literals, literal
+ * bytes...) of counts up to 255, so the black background of MNIST-style
+ * images (half the pixels of Fashion-MNIST) costs a byte per run: 47 MB of
+ * training images take 28 MB, which is what lets a CNN task fit its pod.
+ * A batch decodes straight into floats. Packing runs in place over the
+ * file's buffer, in one pass: image i is packed only while its packed end
+ * stays before image i + 1's raw start; from the first image where it
+ * would not (images that do not compress), the rest stay raw where they
+ * are. */
 struct dtf_dataset {
     char *images_path, *labels_path;
     uint8_t *images_buf, *labels_buf;   /* whole files: header + bytes */
-    const uint8_t *pixels;              /* (n, rows, cols) */
+    const uint8_t *pixels;              /* raw (n, rows, cols), images >= npacked */
+    uint32_t npacked;                   /* images [0, npacked) are packed */
+    uint32_t *offset;                   /* packed image i starts at pixels + offset[i] */
+    size_t packed_size;                 /* bytes of the packed images */
     const uint8_t *labels;              /* (n) */
     uint32_t n, rows, cols;
     float to_float[256];                /* byte / 255, correctly rounded */
@@ -282,7 +321,98 @@ void dtf_dataset_free(dtf_dataset *ds)
     free(ds->labels_path);
     free(ds->images_buf);
     free(ds->labels_buf);
+    free(ds->offset);
     free(ds);
+}
+
+/* Zero bytes at p, at most lim: eight at a time, the first non-zero one
+ * of a word found by counting its trailing zero bits (little-endian). */
+static size_t zero_run(const uint8_t *p, size_t lim)
+{
+    size_t z = 0;
+    while (z + 8 <= lim) {
+        uint64_t w;
+        memcpy(&w, p + z, 8);
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (w)
+            return z + ((size_t)__builtin_ctzll(w) >> 3);
+#else
+        if (w)
+            break;
+#endif
+        z += 8;
+    }
+    while (z < lim && p[z] == 0)
+        z++;
+    return z;
+}
+
+/* Packs one image of per bytes into out (NULL: only counts); returns the
+ * packed size, at most per + 2 * ceil(per / 255) * 2. A literal run ends
+ * at a zero byte: strnlen finds it (vectorised in libc). */
+static size_t pack_image(const uint8_t *px, size_t per, uint8_t *out)
+{
+    size_t pos = 0, k = 0;
+    while (pos < per) {
+        size_t left = per - pos;
+        size_t z = zero_run(px + pos, left < 255 ? left : 255);
+        left -= z;
+        size_t l = strnlen((const char *)px + pos + z, left < 255 ? left : 255);
+        if (out) {
+            out[k] = (uint8_t)z;
+            out[k + 1] = (uint8_t)l;
+            memcpy(out + k + 2, px + pos + z, l);
+        }
+        k += 2 + l;
+        pos += z + l;
+    }
+    return k;
+}
+
+/* Gives the whole pages of [p, p + n) back to the system (their contents
+ * are no longer needed; the block stays allocated). madvise rather than a
+ * shrinking realloc: no copy, whatever the allocator (a sanitizer's copies
+ * the 28 MB that stay). */
+static void release_tail(uint8_t *p, size_t n)
+{
+#ifdef MADV_DONTNEED
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (page > 0 && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Packs the images of ds->pixels in place, as far as that never overwrites
+ * an image not yet packed (see above). */
+static void pack_images(dtf_dataset *ds, uint8_t *pixels)
+{
+    size_t per = (size_t)ds->rows * ds->cols, end = 0;
+    uint32_t *offset = malloc((size_t)ds->n * sizeof *offset);
+    uint8_t *one = malloc(2 * per + 16); /* an image packed: at most 1.5 x its size */
+    if (!offset || !one) {
+        free(offset);
+        free(one);
+        return;
+    }
+    uint32_t i = 0;
+    for (; i < ds->n; i++) {
+        size_t k = pack_image(pixels + (size_t)i * per, per, one);
+        if (end + k > (size_t)(i + 1) * per || end + k > UINT32_MAX)
+            break; /* it would reach image i + 1: the rest stay raw */
+        offset[i] = (uint32_t)end;
+        memcpy(pixels + end, one, k);
+        end += k;
+    }
+    free(one);
+    ds->npacked = i;
+    ds->packed_size = end;
+    ds->offset = offset;
+    if (i == ds->n) /* all packed: the rest of the buffer's pages go back */
+        release_tail(pixels + end, (size_t)ds->n * per - end);
 }
 
 dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
@@ -293,15 +423,17 @@ dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
         return NULL;
     }
     ds->images_path = strdup(images);
-    ds->labels_path = strdup(labels);
-    if (!ds->images_path || !ds->labels_path) {
+    ds->labels_path = labels ? strdup(labels) : NULL;
+    if (!ds->images_path || (labels && !ds->labels_path)) {
         dtf_seterr("out of memory");
         goto fail;
     }
     dtf_idx im, lb;
     if (dtf_idx_read(images, DTF_IDX_IMAGES, &ds->images_buf, &im) < 0)
         goto fail;
-    if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
+    if (!labels)
+        lb = (dtf_idx){.n = im.n};
+    else if (dtf_idx_read(labels, DTF_IDX_LABELS, &ds->labels_buf, &lb) < 0)
         goto fail;
     if (im.n != lb.n) {
         dtf_seterr("%s holds %u labels but %s holds %u images: not a pair",
@@ -319,6 +451,7 @@ dtf_dataset *dtf_dataset_load(const char *images, const char *labels)
     ds->cols = im.cols;
     for (int i = 0; i < 256; i++)
         ds->to_float[i] = (float)i / 255.0f;
+    pack_images(ds, (uint8_t *)im.data);
     return ds;
 fail:
     dtf_dataset_free(ds);
@@ -330,8 +463,65 @@ uint32_t dtf_dataset_rows(const dtf_dataset *ds) { return ds->rows; }
 uint32_t dtf_dataset_cols(const dtf_dataset *ds) { return ds->cols; }
 const char *dtf_dataset_images_path(const dtf_dataset *ds) { return ds->images_path; }
 const char *dtf_dataset_labels_path(const dtf_dataset *ds) { return ds->labels_path; }
-const uint8_t *dtf_dataset_pixels(const dtf_dataset *ds) { return ds->pixels; }
 const uint8_t *dtf_dataset_labels(const dtf_dataset *ds) { return ds->labels; }
+size_t dtf_dataset_pixel_bytes(const dtf_dataset *ds)
+{
+    size_t per = (size_t)ds->rows * ds->cols;
+    if (ds->npacked == ds->n)
+        return ds->packed_size;
+    return per * ds->n; /* the raw images keep their places */
+}
+
+/* Image i (no range check) as floats through tf: raw or packed. */
+static void image_floats(const dtf_dataset *ds, uint32_t i, float *dst)
+{
+    size_t per = (size_t)ds->rows * ds->cols;
+    if (i >= ds->npacked) {
+        const uint8_t *src = ds->pixels + (size_t)i * per;
+        for (size_t k = 0; k < per; k++)
+            dst[k] = ds->to_float[src[k]];
+        return;
+    }
+    const uint8_t *s = ds->pixels + ds->offset[i];
+    float *end = dst + per;
+    while (dst < end) {
+        size_t z = s[0], l = s[1];
+        s += 2;
+        if (z > (size_t)(end - dst))
+            z = (size_t)(end - dst);
+        for (size_t k = 0; k < z; k++)
+            dst[k] = 0.0f;
+        dst += z;
+        if (l > (size_t)(end - dst))
+            l = (size_t)(end - dst);
+        for (size_t k = 0; k < l; k++)
+            dst[k] = ds->to_float[s[k]];
+        dst += l;
+        s += l;
+    }
+}
+
+int dtf_dataset_image(const dtf_dataset *ds, uint32_t i, uint8_t *out)
+{
+    if (i >= ds->n) {
+        dtf_seterr("%s: example %u out of range (the set holds %u)", ds->images_path, i, ds->n);
+        return -1;
+    }
+    size_t per = (size_t)ds->rows * ds->cols;
+    if (i >= ds->npacked) {
+        memcpy(out, ds->pixels + (size_t)i * per, per);
+        return 0;
+    }
+    const uint8_t *s = ds->pixels + ds->offset[i];
+    for (size_t pos = 0; pos < per;) {
+        size_t z = s[0], l = s[1];
+        memset(out + pos, 0, z);
+        memcpy(out + pos + z, s + 2, l);
+        pos += z + l;
+        s += 2 + l;
+    }
+    return 0;
+}
 
 int dtf_dataset_batch(const dtf_dataset *ds, const uint32_t *idx, size_t n,
                       float *x_out, float *y_out)
@@ -345,12 +535,9 @@ int dtf_dataset_batch(const dtf_dataset *ds, const uint32_t *idx, size_t n,
     }
     size_t per = (size_t)ds->rows * ds->cols;
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *src = ds->pixels + (size_t)idx[i] * per;
-        float *dst = x_out + i * per;
-        for (size_t k = 0; k < per; k++)
-            dst[k] = ds->to_float[src[k]];
+        image_floats(ds, idx[i], x_out + i * per);
         if (y_out)
-            y_out[i] = (float)ds->labels[idx[i]];
+            y_out[i] = ds->labels ? (float)ds->labels[idx[i]] : 0.0f;
     }
     return 0;
 }
@@ -398,6 +585,7 @@ int dtf_data_shard_range(uint32_t n, uint32_t s, uint32_t S,
 struct dtf_loader {
     const dtf_dataset *ds;
     dtf_loader_opts o;
+    uint32_t n;               /* examples it draws from: [0, n) of the dataset */
     uint32_t *order;          /* the epoch's permutation of [0, n) */
     uint32_t begin, end;      /* this shard's positions in order */
     uint32_t nbatches;        /* per epoch */
@@ -419,12 +607,12 @@ dtf_loader *dtf_loader_new(const dtf_dataset *ds, const dtf_loader_opts *o)
         dtf_seterr("batch size must be positive");
         return NULL;
     }
-    uint32_t begin, end;
-    if (dtf_data_shard_range(ds->n, o->shard, o->shards, &begin, &end) < 0)
+    uint32_t begin, end, n = o->limit && o->limit < ds->n ? o->limit : ds->n;
+    if (dtf_data_shard_range(n, o->shard, o->shards, &begin, &end) < 0)
         return NULL;
     uint32_t size = end - begin, nb;
     if (o->drop_last)
-        nb = (ds->n / o->shards) / o->batchsize;
+        nb = (n / o->shards) / o->batchsize;
     else
         nb = (size + o->batchsize - 1) / o->batchsize;
     if (nb == 0) {
@@ -433,19 +621,20 @@ dtf_loader *dtf_loader_new(const dtf_dataset *ds, const dtf_loader_opts *o)
         return NULL;
     }
     dtf_loader *l = calloc(1, sizeof *l);
-    if (!l || !(l->order = malloc((size_t)ds->n * sizeof *l->order))) {
+    if (!l || !(l->order = malloc((size_t)n * sizeof *l->order))) {
         free(l);
         dtf_seterr("out of memory");
         return NULL;
     }
     l->ds = ds;
+    l->n = n;
     l->o = *o;
     l->begin = begin;
     l->end = end;
     l->nbatches = nb;
     l->epoch = 1;
     l->pos = 0;
-    dtf_epoch_order(l->order, ds->n, o->seed, 1, o->shuffle);
+    dtf_epoch_order(l->order, n, o->seed, 1, o->shuffle);
     return l;
 }
 
@@ -454,7 +643,7 @@ int dtf_loader_next(dtf_loader *l, float *x, float *y)
     if (l->pos >= l->nbatches) {
         l->epoch++;
         l->pos = 0;
-        dtf_epoch_order(l->order, l->ds->n, l->o.seed, l->epoch, l->o.shuffle);
+        dtf_epoch_order(l->order, l->n, l->o.seed, l->epoch, l->o.shuffle);
     }
     uint32_t B = l->o.batchsize;
     uint32_t first = l->begin + l->pos * B;
@@ -485,7 +674,7 @@ int dtf_loader_seek(dtf_loader *l, uint64_t epoch, uint32_t batch)
         return -1;
     }
     if (epoch != l->epoch)
-        dtf_epoch_order(l->order, l->ds->n, l->o.seed, epoch, l->o.shuffle);
+        dtf_epoch_order(l->order, l->n, l->o.seed, epoch, l->o.shuffle);
     l->epoch = epoch;
     l->pos = batch;
     return 0;

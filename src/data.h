@@ -1,8 +1,9 @@
 /* data: IDX datasets (MNIST, Fashion-MNIST), shuffled batches, worker shards.
  *
- * A dataset keeps its pixels and labels as the uint8 bytes of the files; a
- * batch is converted to float32 (byte / 255, in [0, 1]) only when it is
- * handed out, so the whole set never exists as floats.
+ * A dataset keeps its labels as the bytes of the file and its pixels as
+ * bytes too, with runs of zero pixels packed (the background of MNIST-style
+ * images); a batch is converted to float32 (byte / 255, in [0, 1]) only when
+ * it is handed out, so the whole set never exists as floats.
  *
  * IDX (big-endian header): magic 0x00000803, then n, rows, cols for an
  * images file; magic 0x00000801, then n for a labels file; then the bytes.
@@ -59,7 +60,8 @@ int dtf_idx_read(const char *path, uint32_t want, uint8_t **bufp, dtf_idx *out);
 
 typedef struct dtf_dataset dtf_dataset;
 
-/* Loads an images file and its labels file; the counts must agree. */
+/* Loads an images file and its labels file; the counts must agree. labels
+ * NULL: images alone (labels read as 0, dtf_dataset_labels NULL). */
 dtf_dataset *dtf_dataset_load(const char *images, const char *labels);
 void dtf_dataset_free(dtf_dataset *ds);
 
@@ -68,9 +70,13 @@ uint32_t dtf_dataset_rows(const dtf_dataset *ds);
 uint32_t dtf_dataset_cols(const dtf_dataset *ds);
 const char *dtf_dataset_images_path(const dtf_dataset *ds);
 const char *dtf_dataset_labels_path(const dtf_dataset *ds);
-/* The raw bytes, row-major: pixels (count, rows, cols), labels (count). */
-const uint8_t *dtf_dataset_pixels(const dtf_dataset *ds);
+/* The labels (count). */
 const uint8_t *dtf_dataset_labels(const dtf_dataset *ds);
+/* Image i (0-based) as its rows*cols bytes into out; -1 out of range. */
+int dtf_dataset_image(const dtf_dataset *ds, uint32_t i, uint8_t *out);
+/* Bytes the pixels take in memory: images are kept packed (runs of zero
+ * pixels as one count) where that is smaller, raw otherwise. */
+size_t dtf_dataset_pixel_bytes(const dtf_dataset *ds);
 
 /* Converts examples idx[0..n) (0-based) into x_out (n, rows*cols), as
  * byte/255 floats, and y_out (n), the class as a float (0..255). y_out may
@@ -102,6 +108,8 @@ typedef struct dtf_loader_opts {
     uint32_t shard, shards;/* this worker's slice; shards >= 1 */
     int shuffle;           /* reshuffle every epoch */
     int drop_last;         /* drop a last partial batch */
+    uint32_t limit;        /* draw from examples [0, limit) only (the rest held
+                            * out for validation); 0: all of them */
 } dtf_loader_opts;
 
 typedef struct dtf_loader dtf_loader;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lmodules.h"
+#include "progress.h"
 #include "version.h"
 
 /* ---- module preloading (linit.c's loadedlibs) ---------------------------- */
@@ -20,6 +21,9 @@ static const luaL_Reg preloaded[] = {
     {"dtf.ps", luaopen_dtf_ps},
     {"dtf.ckpt", luaopen_dtf_ckpt},
     {"dtf.util", luaopen_dtf_util},
+    {"dtf.metrics", luaopen_dtf_metrics},   /* lwatch.c */
+    {"dtf.tfevents", luaopen_dtf_tfevents}, /* lwatch.c */
+    {"dtf.progress", luaopen_dtf_progress}, /* lwatch.c */
     {NULL, NULL},
 };
 
@@ -155,23 +159,25 @@ lua_State *dtf_host_new(const char *argv0, const dtf_cli *cli)
 
 /* ---- calling with tracebacks (lua.c's msghandler/docall/report) ---------- */
 
-/* A usage error (a table with field `usage`, raised by dtf.usage_error) goes
- * through untouched: it gets exit status 2 and no traceback. */
-static int is_usage_error(lua_State *L, int idx)
+/* An expected error (a table {exit=, msg=}, raised by dtf.usage_error with
+ * exit 2, dtf.fail with exit 1, dtf.stopped with 128 + the signal) goes through untouched: its message is one
+ * line, without a traceback. Returns its exit status, 0 for other errors. */
+static int expected_error(lua_State *L, int idx)
 {
     if (lua_type(L, idx) != LUA_TTABLE)
         return 0;
-    lua_getfield(L, idx, "usage");
-    int yes = lua_toboolean(L, -1);
+    lua_getfield(L, idx, "exit");
+    int code = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    return yes;
+    /* 1, 2, or 128 + a signal's number: stopped by it (dtf.stopped) */
+    return code == DTF_EXIT_FAIL || code == DTF_EXIT_USAGE || (code > 128 && code < 160) ? code : 0;
 }
 
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
-        if (is_usage_error(L, 1))
+        if (expected_error(L, 1))
             return 1;
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             return 1;
@@ -195,12 +201,13 @@ int dtf_host_report(lua_State *L, int status, const char *progname)
 {
     if (status == LUA_OK)
         return DTF_EXIT_OK;
-    int code = DTF_EXIT_FAIL;
-    if (is_usage_error(L, -1)) {
+    int code = expected_error(L, -1);
+    if (code)
         lua_getfield(L, -1, "msg");
-        code = DTF_EXIT_USAGE;
-    }
+    else
+        code = DTF_EXIT_FAIL;
     const char *msg = lua_tostring(L, -1);
+    dtf_status_end(1); /* a status line on the terminal stays above the error */
     fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error object is not a string)");
     fflush(stderr);
     lua_settop(L, 0);

@@ -7,6 +7,8 @@
 
 #include <lua.h>
 
+#include "cli.h"
+
 /* Where the task sits in the cluster, as given on the command line; the
  * Lua side (dtf.cluster) falls back to DTF_CLUSTER and TF_CONFIG. */
 typedef struct dtf_cli {
@@ -15,9 +17,8 @@ typedef struct dtf_cli {
     const char **set;          /* "KEY=VALUE" strings, in order */
 } dtf_cli;
 
-/* Exit statuses main() uses; a Lua error raised through dtf.usage_error()
+/* Exit statuses are cli.h's; a Lua error raised through dtf.usage_error()
  * maps to DTF_EXIT_USAGE. */
-enum { DTF_EXIT_OK = 0, DTF_EXIT_FAIL = 1, DTF_EXIT_USAGE = 2 };
 
 /* A new state with the standard libraries and dtf.* preloaded, package.path
  * set, and the table `dtf.cli` built from cli. NULL (and a message on

@@ -26,11 +26,13 @@
  * uint8 bytes only; floats exist one batch at a time. */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "data.h"
 #include "lmodules.h"
+#include "lopt.h"
 #include "ltensor.h"
 
 #define DATASET_MT "dtf.Dataset"
@@ -74,10 +76,11 @@ static int push_loaded(lua_State *L, const char *images, const char *labels)
     return 1;
 }
 
+/* data.load(images [, labels]): without labels, the images alone */
 static int d_load(lua_State *L)
 {
     const char *images = luaL_checkstring(L, 1);
-    const char *labels = luaL_checkstring(L, 2);
+    const char *labels = luaL_optstring(L, 2, NULL);
     return push_loaded(L, images, labels);
 }
 
@@ -95,25 +98,60 @@ static const char *find_file(lua_State *L, const char *dir, const char *name)
     return NULL;
 }
 
+/* The image and label files of a split of dir (pushed), or a message
+ * saying which one is missing and how to get them (pushed); 0 or -1. */
+static int mnist_files(lua_State *L, const char *dir, int split, const char **images,
+                       const char **labels)
+{
+    const char *prefix = split == 0 ? "train" : "t10k";
+    char iname[64], lname[64];
+    snprintf(iname, sizeof iname, "%s-images-idx3-ubyte", prefix);
+    snprintf(lname, sizeof lname, "%s-labels-idx1-ubyte", prefix);
+    *images = find_file(L, dir, iname);
+    *labels = *images ? find_file(L, dir, lname) : NULL;
+    if (*images && *labels)
+        return 0;
+    lua_pushfstring(L, "%s: no %s or %s.gz (the %s split of MNIST / Fashion-MNIST; "
+                    "`apt-get install dataset-fashion-mnist` puts it in %s, or set datadir=DIR)",
+                    dir, *images ? lname : iname, *images ? lname : iname,
+                    split == 0 ? "train" : "test", DEFAULT_DIR);
+    return -1;
+}
+
 static int d_mnist(lua_State *L)
 {
     const char *dir = luaL_optstring(L, 1, DEFAULT_DIR);
     static const char *const splits[] = {"train", "test", NULL};
     int split = luaL_checkoption(L, 2, "train", splits);
-    const char *prefix = split == 0 ? "train" : "t10k";
-    char iname[64], lname[64];
-    snprintf(iname, sizeof iname, "%s-images-idx3-ubyte", prefix);
-    snprintf(lname, sizeof lname, "%s-labels-idx1-ubyte", prefix);
-    const char *images = find_file(L, dir, iname);
-    const char *labels = images ? find_file(L, dir, lname) : NULL;
-    if (!images || !labels) {
+    const char *images, *labels;
+    if (mnist_files(L, dir, split, &images, &labels) < 0) {
         luaL_pushfail(L);
-        lua_pushfstring(L, "%s: no %s or %s.gz (the %s split of MNIST / Fashion-MNIST)",
-                        dir, images ? lname : iname, images ? lname : iname,
-                        split == 0 ? "train" : "test");
+        lua_insert(L, -2);
         return 2;
     }
     return push_loaded(L, images, labels);
+}
+
+/* data.mnist_count(dir, split) -> examples | nil, err: reads the labels
+ * alone (a ps needs the training's length, not its images). */
+static int d_mnist_count(lua_State *L)
+{
+    const char *dir = luaL_optstring(L, 1, DEFAULT_DIR);
+    static const char *const splits[] = {"train", "test", NULL};
+    int split = luaL_checkoption(L, 2, "train", splits);
+    const char *images, *labels;
+    if (mnist_files(L, dir, split, &images, &labels) < 0) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    uint8_t *buf;
+    dtf_idx idx;
+    if (dtf_idx_read(labels, DTF_IDX_LABELS, &buf, &idx) < 0)
+        return lopt_fail(L);
+    free(buf);
+    lua_pushinteger(L, idx.n);
+    return 1;
 }
 
 static int ds_count(lua_State *L)
@@ -143,7 +181,10 @@ static int ds_label(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, 1);
     uint32_t i = check_index(L, ds, 2);
-    lua_pushinteger(L, dtf_dataset_labels(ds)[i]);
+    if (!dtf_dataset_labels(ds))
+        luaL_pushfail(L); /* loaded without labels */
+    else
+        lua_pushinteger(L, dtf_dataset_labels(ds)[i]);
     return 1;
 }
 
@@ -198,36 +239,6 @@ static int ld_gc(lua_State *L)
     return 0;
 }
 
-static lua_Integer opt_int_field(lua_State *L, int t, const char *k, lua_Integer def,
-                                 lua_Integer lo, lua_Integer hi)
-{
-    int ty = lua_getfield(L, t, k);
-    lua_Integer v = def;
-    if (ty != LUA_TNIL) {
-        int isint;
-        v = lua_tointegerx(L, -1, &isint);
-        if (!isint)
-            luaL_error(L, "loader: %s must be an integer, got %s", k, luaL_typename(L, -1));
-        if (v < lo || v > hi)
-            luaL_error(L, "loader: %s = %I out of range %I..%I", k, (LUAI_UACINT)v,
-                       (LUAI_UACINT)lo, (LUAI_UACINT)hi);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static int opt_bool_field(lua_State *L, int t, const char *k, int def)
-{
-    int ty = lua_getfield(L, t, k), v = def;
-    if (ty != LUA_TNIL) {
-        if (ty != LUA_TBOOLEAN)
-            luaL_error(L, "loader: %s must be a boolean, got %s", k, luaL_typename(L, -1));
-        v = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static int ds_loader(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, 1);
@@ -237,25 +248,16 @@ static int ds_loader(lua_State *L)
     lua_settop(L, 2);
     /* A misspelt option (batch_size) is an error, not a silent default. */
     static const char *const known[] = {"batchsize", "seed", "shard", "shards", "shuffle",
-                                        "drop_last", NULL};
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        lua_pop(L, 1);
-        int ok = 0;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; known[i]; i++)
-                ok |= strcmp(lua_tostring(L, -1), known[i]) == 0;
-        if (!ok)
-            return luaL_error(L, "loader: unknown option '%s' (known: batchsize, seed, shard, "
-                                 "shards, shuffle, drop_last)", luaL_tolstring(L, -1, NULL));
-    }
+                                        "drop_last", "limit", NULL};
+    lopt_check_keys(L, 2, "loader", known);
     dtf_loader_opts o;
-    o.batchsize = (uint32_t)opt_int_field(L, 2, "batchsize", 64, 1, 1 << 24);
-    o.seed = (uint64_t)opt_int_field(L, 2, "seed", 1, LUA_MININTEGER, LUA_MAXINTEGER);
-    o.shards = (uint32_t)opt_int_field(L, 2, "shards", 1, 1, 1 << 24);
-    o.shard = (uint32_t)opt_int_field(L, 2, "shard", 0, 0, (lua_Integer)o.shards - 1);
-    o.shuffle = opt_bool_field(L, 2, "shuffle", 1);
-    o.drop_last = opt_bool_field(L, 2, "drop_last", 1);
+    o.batchsize = (uint32_t)lopt_int(L, 2, "loader", "batchsize", 64, 1, 1 << 24);
+    o.seed = (uint64_t)lopt_int(L, 2, "loader", "seed", 1, LUA_MININTEGER, LUA_MAXINTEGER);
+    o.shards = (uint32_t)lopt_int(L, 2, "loader", "shards", 1, 1, 1 << 24);
+    o.shard = (uint32_t)lopt_int(L, 2, "loader", "shard", 0, 0, (lua_Integer)o.shards - 1);
+    o.shuffle = lopt_bool(L, 2, "loader", "shuffle", 1);
+    o.drop_last = lopt_bool(L, 2, "loader", "drop_last", 1);
+    o.limit = (uint32_t)lopt_int(L, 2, "loader", "limit", 0, 0, dtf_dataset_count(ds));
 
     ldbox *b = lua_newuserdatauv(L, sizeof *b, 1);
     b->l = NULL;
@@ -372,7 +374,8 @@ static int ld_tostring(lua_State *L)
 
 /* ---- evaluation batches -------------------------------------------------- */
 
-/* upvalues: 1 dataset, 2 x (bs, P), 3 y (bs), 4 index buffer, 5 next 0-based */
+/* upvalues: 1 dataset, 2 x (bs, P), 3 y (bs), 4 index buffer, 5 next 0-based,
+ * 6 end (0-based, exclusive) */
 static int batches_iter(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, lua_upvalueindex(1));
@@ -380,7 +383,7 @@ static int batches_iter(lua_State *L)
     dtf_tensor *y = ltensor_check(L, lua_upvalueindex(3));
     uint32_t *idx = lua_touserdata(L, lua_upvalueindex(4));
     lua_Integer at = lua_tointeger(L, lua_upvalueindex(5));
-    lua_Integer n = dtf_dataset_count(ds), bs = x->shape[0];
+    lua_Integer n = lua_tointeger(L, lua_upvalueindex(6)), bs = x->shape[0];
     if (at >= n)
         return 0;
     lua_Integer m = n - at < bs ? n - at : bs;
@@ -404,20 +407,28 @@ static int batches_iter(lua_State *L)
     return 3;
 }
 
+/* ds:batches([bs [, first [, count]]]): examples first .. first+count-1
+ * (1-based; default all) in order, bs at a time. */
 static int ds_batches(lua_State *L)
 {
     dtf_dataset *ds = check_ds(L, 1);
     lua_Integer bs = luaL_optinteger(L, 2, 1000);
     luaL_argcheck(L, bs >= 1 && bs <= (1 << 24), 2, "batch size out of range 1..2^24");
-    if (bs > (lua_Integer)dtf_dataset_count(ds))
-        bs = dtf_dataset_count(ds);
+    lua_Integer total = dtf_dataset_count(ds);
+    lua_Integer first = luaL_optinteger(L, 3, 1);
+    luaL_argcheck(L, first >= 1 && first <= total + 1, 3, "first example out of range");
+    lua_Integer count = luaL_optinteger(L, 4, total - first + 1);
+    luaL_argcheck(L, count >= 0 && count <= total - first + 1, 4, "count out of range");
+    if (bs > count)
+        bs = count > 0 ? count : 1;
     int64_t xs[2] = {bs, (int64_t)dtf_dataset_rows(ds) * dtf_dataset_cols(ds)}, ys = bs;
     lua_settop(L, 1);
     ltensor_push_new(L, 2, xs);
     ltensor_push_new(L, 1, &ys);
     lua_newuserdatauv(L, (size_t)bs * sizeof(uint32_t), 0);
-    lua_pushinteger(L, 0);
-    lua_pushcclosure(L, batches_iter, 5);
+    lua_pushinteger(L, first - 1);
+    lua_pushinteger(L, first - 1 + count);
+    lua_pushcclosure(L, batches_iter, 6);
     return 1;
 }
 
@@ -449,24 +460,13 @@ static const luaL_Reg ld_meta[] = {
 };
 
 static const luaL_Reg funcs[] = {
-    {"load", d_load}, {"mnist", d_mnist}, {NULL, NULL},
+    {"load", d_load}, {"mnist", d_mnist}, {"mnist_count", d_mnist_count}, {NULL, NULL},
 };
-
-static void createmeta(lua_State *L, const char *name, const luaL_Reg *meta,
-                       const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
 
 int luaopen_dtf_data(lua_State *L)
 {
-    createmeta(L, DATASET_MT, ds_meta, ds_methods);
-    createmeta(L, LOADER_MT, ld_meta, ld_methods);
+    lopt_newclass(L, DATASET_MT, ds_meta, ds_methods);
+    lopt_newclass(L, LOADER_MT, ld_meta, ld_methods);
     luaL_newlib(L, funcs);
     lua_pushliteral(L, DEFAULT_DIR);
     lua_setfield(L, -2, "default_dir");

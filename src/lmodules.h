@@ -9,5 +9,9 @@ int luaopen_dtf_data(lua_State *L);   /* ldata.c */
 int luaopen_dtf_ps(lua_State *L);     /* lps.c: ps server and client */
 int luaopen_dtf_ckpt(lua_State *L);   /* lckpt.c: safetensors checkpoints */
 int luaopen_dtf_util(lua_State *L);   /* lutil.c: clocks, hashing, logging I/O */
+/* lwatch.c: watching a training */
+int luaopen_dtf_metrics(lua_State *L);  /* Prometheus metrics and their endpoint */
+int luaopen_dtf_tfevents(lua_State *L); /* TensorBoard event files */
+int luaopen_dtf_progress(lua_State *L); /* the status line, deploy.log's size */
 
 #endif

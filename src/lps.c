@@ -29,28 +29,30 @@
  * Misuse (a wrong option type, a tensor of the wrong size) raises; network
  * failures return nil and a message naming the ps. C resources live in
  * userdata with __gc, so a raise never leaks them. */
-#include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
 #include "lmodules.h"
 #include "log.h"
+#include "lopt.h"
 #include "ltensor.h"
 #include "net.h"
 #include "ps.h"
+#include "ps_ckpt.h"
+#include "pswatch.h"
 #include "util.h"
 #include "wire.h"
 
 #define CLIENT_MT "dtf.ps.Client"
 #define SERVE_MT "dtf.ps.Serve"
+#define MERGED_MT "dtf.ps.Merged"
+#define LOCAL_MT "dtf.ps.LocalShard"
 
 /* ======================================================================
  * Logging through a Lua function
@@ -121,90 +123,10 @@ static void sink_free(lua_State *L, lsink *s)
  * Options
  * ==================================================================== */
 
-/* Raises on keys the function does not know: a typo must not be silently
- * ignored (idle_timout = 5). known is NULL-terminated. */
-static void check_keys(lua_State *L, int t, const char *fn, const char *const *known)
-{
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            luaL_error(L, "%s: option keys must be strings", fn);
-        }
-        const char *k = lua_tostring(L, -1);
-        int ok = 0;
-        for (const char *const *p = known; *p && !ok; p++)
-            ok = strcmp(*p, k) == 0;
-        if (!ok)
-            luaL_error(L, "%s: unknown option '%s'", fn, k);
-    }
-}
-
-static double opt_number(lua_State *L, int t, const char *k, double def)
-{
-    lua_getfield(L, t, k);
-    double v = def;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1))
-            luaL_error(L, "option '%s' must be a number, got %s", k, luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer def,
-                           lua_Integer lo, lua_Integer hi)
-{
-    lua_getfield(L, t, k);
-    lua_Integer v = def;
-    if (!lua_isnil(L, -1)) {
-        int isint = 0;
-        v = lua_tointegerx(L, -1, &isint);
-        if (!isint)
-            luaL_error(L, "option '%s' must be an integer, got %s", k,
-                       lua_isnumber(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    if (v < lo || v > hi)
-        luaL_error(L, "option '%s' = %I out of range [%I, %I]", k, v, lo, hi);
-    return v;
-}
-
-static int opt_bool(lua_State *L, int t, const char *k, int def)
-{
-    lua_getfield(L, t, k);
-    int v = def;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isboolean(L, -1))
-            luaL_error(L, "option '%s' must be a boolean, got %s", k, luaL_typename(L, -1));
-        v = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-/* A string option, or def when nil. The string stays on the stack's table
- * (t holds it), so the pointer outlives the pop. */
-static const char *opt_string(lua_State *L, int t, const char *k, const char *def, size_t *len)
-{
-    lua_getfield(L, t, k);
-    const char *v = def;
-    if (len)
-        *len = def ? strlen(def) : 0;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "option '%s' must be a string, got %s", k, luaL_typename(L, -1));
-        v = lua_tolstring(L, -1, len);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* wire_dtype: "fp32" (the default) or "bf16". */
 static int opt_dtype(lua_State *L, int t, const char *fn)
 {
-    int d = dtf_wire_dtype_parse(opt_string(L, t, "wire_dtype", "fp32", NULL));
+    int d = dtf_wire_dtype_parse(lopt_string(L, t, fn, "wire_dtype", "fp32", NULL));
     if (d < 0)
         luaL_error(L, "%s: option %s", fn, dtf_error());
     return d;
@@ -240,7 +162,7 @@ static uint64_t opt_checksum(lua_State *L, int t)
 /* token: nil or a string; "" means none. */
 static const char *opt_token(lua_State *L, int t, size_t *len)
 {
-    const char *tok = opt_string(L, t, "token", NULL, len);
+    const char *tok = lopt_string(L, t, "ps", "token", NULL, len);
     if (tok && *len == 0)
         tok = NULL;
     if (tok && *len > DTF_WIRE_MAX_TOKEN)
@@ -327,15 +249,8 @@ static void push_stats(lua_State *L, const char *text)
 typedef struct serve_box {
     dtf_shard *shard;
     dtf_server *server;
+    dtf_ps_ckpt *ckpt;      /* NULL: no checkpoint_dir */
     lsink sink;
-    /* checkpoints (dtf.checkpoint), when dir is set */
-    const char *dir;        /* held by the options table */
-    double secs;            /* save when this long has passed since the last */
-    int64_t steps;          /* ... or this many steps */
-    double last_time;
-    int64_t last_step;
-    int layout_ref;         /* the layout table (for layout_json), or LUA_NOREF */
-    char checksum[17];      /* the layout checksum as 16 hex digits */
 } serve_box;
 
 static int serve_gc(lua_State *L)
@@ -343,442 +258,143 @@ static int serve_gc(lua_State *L)
     serve_box *b = luaL_checkudata(L, 1, SERVE_MT);
     dtf_server_free(b->server);
     b->server = NULL;
+    if (b->ckpt && b->shard)
+        dtf_ps_ckpt_close(b->ckpt, b->shard);
+    b->ckpt = NULL;
     dtf_shard_free(b->shard);
     b->shard = NULL;
     sink_free(L, &b->sink);
-    if (b->layout_ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, b->layout_ref);
-        b->layout_ref = LUA_NOREF;
-    }
     return 0;
 }
 
-/* ---- checkpoints --------------------------------------------------------------
- * The files are dtf.checkpoint's (lua/dtf/checkpoint.lua): the shard's
- * params and optimizer slots with its metadata. Both functions below run
- * under pcall with the box as a light userdata, so they may raise. */
-
-static void push_checkpoint_fn(lua_State *L, const char *name)
-{
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "dtf.checkpoint");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, name);
-    lua_remove(L, -2);
-}
-
-/* A new tensor holding a copy of n floats. */
-static void push_copy(lua_State *L, const float *src, uint64_t n)
-{
-    int64_t shape[1] = {(int64_t)n};
-    dtf_tensor *t = ltensor_push_new(L, 1, shape);
-    if (n)
-        memcpy(dtf_data(t), src, (size_t)n * sizeof(float));
-}
-
-/* Pushes the workers' latest async pushes (checkpoint metadata "pushes"). */
-static void push_pushes(lua_State *L, const dtf_shard *sh)
-{
-    char *str = dtf_shard_format_pushes(sh);
-    if (!str)
-        luaL_error(L, "out of memory");
-    lua_pushstring(L, str);
-    free(str);
-}
-
-/* checkpoint.save(dir, state) -> path */
-static int save_shard(lua_State *L)
-{
-    serve_box *b = lua_touserdata(L, 1);
-    dtf_shard *sh = b->shard;
-    push_checkpoint_fn(L, "save");
-    lua_pushstring(L, b->dir);
-    lua_createtable(L, 0, 14);
-    /* copies: the shard keeps changing, and a tensor must not outlive it */
-    push_copy(L, sh->params, sh->count);
-    lua_setfield(L, -2, "params");
-    if (sh->slot0) {
-        push_copy(L, sh->slot0, sh->count);
-        lua_setfield(L, -2, "slot0");
-    }
-    if (sh->slot1) {
-        push_copy(L, sh->slot1, sh->count);
-        lua_setfield(L, -2, "slot1");
-    }
-    lua_pushinteger(L, sh->step);
-    lua_setfield(L, -2, "step");
-    lua_pushinteger(L, sh->cfg.index);
-    lua_setfield(L, -2, "shard");
-    lua_pushinteger(L, sh->cfg.nps);
-    lua_setfield(L, -2, "nps");
-    lua_pushinteger(L, (lua_Integer)sh->offset);
-    lua_setfield(L, -2, "offset");
-    lua_pushinteger(L, (lua_Integer)sh->count);
-    lua_setfield(L, -2, "count");
-    lua_pushinteger(L, (lua_Integer)sh->cfg.P);
-    lua_setfield(L, -2, "P");
-    lua_pushstring(L, b->checksum);
-    lua_setfield(L, -2, "layout");
-    lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
-    lua_setfield(L, -2, "optimizer");
-    push_pushes(L, sh);
-    lua_setfield(L, -2, "pushes");
-    if (b->layout_ref != LUA_NOREF) {
-        push_checkpoint_fn(L, "layout_json");
-        lua_rawgeti(L, LUA_REGISTRYINDEX, b->layout_ref);
-        lua_call(L, 1, 1);
-        lua_setfield(L, -2, "layout_json");
-    }
-    lua_call(L, 2, 2);
-    if (lua_isnil(L, -2))
-        return luaL_error(L, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "failed");
-    lua_pop(L, 1);
-    return 1;
-}
-
-/* One float tensor field of the state table at idx with n elements, or
- * NULL when absent. */
-static const float *state_tensor(lua_State *L, int idx, const char *k, uint64_t n)
-{
-    lua_getfield(L, idx, k);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return NULL;
-    }
-    dtf_tensor *t = ltensor_check(L, -1);
-    if (!dtf_is_contiguous(t) || dtf_numel(t) != (int64_t)n)
-        luaL_error(L, "checkpoint tensor %s has %I elements, the shard %I", k,
-                   (lua_Integer)dtf_numel(t), (lua_Integer)n);
-    lua_pop(L, 1); /* the state table still holds it */
-    return dtf_data(t);
-}
-
-/* checkpoint.restore(dir, shard, expect) -> nil (none) | path, step; logs
- * the newer checkpoints it had to skip because they cannot be read. */
-static int restore_shard(lua_State *L)
-{
-    serve_box *b = lua_touserdata(L, 1);
-    dtf_shard *sh = b->shard;
-    push_checkpoint_fn(L, "restore");
-    lua_pushstring(L, b->dir);
-    lua_pushinteger(L, sh->cfg.index);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, b->checksum);
-    lua_setfield(L, -2, "layout");
-    lua_pushinteger(L, sh->cfg.nps);
-    lua_setfield(L, -2, "nps");
-    lua_pushinteger(L, sh->cfg.index);
-    lua_setfield(L, -2, "shard");
-    lua_pushstring(L, dtf_optim_kind_name(sh->cfg.optim.kind));
-    lua_setfield(L, -2, "optimizer");
-    lua_call(L, 3, 2);
-    if (lua_istable(L, -1)) { /* the skipped ones */
-        lua_Integer n = luaL_len(L, -1);
-        for (lua_Integer i = 1; i <= n; i++) {
-            char msg[1200];
-            lua_rawgeti(L, -1, i);
-            lua_getfield(L, -1, "err");
-            snprintf(msg, sizeof msg, "ps %d: skipping a checkpoint that cannot be read: %s",
-                     sh->cfg.index, lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
-            lua_pop(L, 2);
-            sink_log(&b->sink, DTF_LOG_WARNING, msg);
-        }
-    }
-    lua_pop(L, 1);
-    if (lua_isnil(L, -1))
-        return 0;
-    int st = lua_gettop(L);
-    lua_getfield(L, st, "offset");
-    lua_getfield(L, st, "count");
-    lua_getfield(L, st, "P");
-    if (lua_tointeger(L, -3) != (lua_Integer)sh->offset ||
-        lua_tointeger(L, -2) != (lua_Integer)sh->count ||
-        lua_tointeger(L, -1) != (lua_Integer)sh->cfg.P)
-        return luaL_error(L, "checkpoint holds [%I, +%I) of %I parameters, this shard is "
-                          "[%I, +%I) of %I", lua_tointeger(L, -3), lua_tointeger(L, -2),
-                          lua_tointeger(L, -1), (lua_Integer)sh->offset,
-                          (lua_Integer)sh->count, (lua_Integer)sh->cfg.P);
-    lua_pop(L, 3);
-    const float *p = state_tensor(L, st, "params", sh->count);
-    if (!p)
-        return luaL_error(L, "checkpoint has no params");
-    const float *s0 = sh->slot0 ? state_tensor(L, st, "slot0", sh->count) : NULL;
-    const float *s1 = sh->slot1 ? state_tensor(L, st, "slot1", sh->count) : NULL;
-    lua_getfield(L, st, "step");
-    int64_t step = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    dtf_shard_restore(sh, p, s0, s1, step);
-    lua_getfield(L, st, "pushes"); /* absent in older checkpoints */
-    if (lua_type(L, -1) == LUA_TSTRING && dtf_shard_parse_pushes(sh, lua_tostring(L, -1)) < 0)
-        return luaL_error(L, "%s", dtf_error());
-    lua_pop(L, 1);
-    lua_getfield(L, st, "path");
-    lua_pushinteger(L, step);
-    return 2;
-}
-
-/* mkdir -p; 0, or -1 with dtf_error(). */
-static int make_dirs(const char *dir)
-{
-    char path[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path) {
-        dtf_seterr("bad directory name");
-        return -1;
-    }
-    memcpy(path, dir, n + 1);
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-                dtf_seterr("cannot create %s: %s", path, strerror(errno));
-                return -1;
-            }
-            *p = c;
-            if (!c)
-                return 0;
-        }
-    }
-}
-
-/* Removes the temporary files (DIR/.ckpt-STEP-psI.safetensors.tmp.PID,
- * dtf.ckpt's names) that a ps of this shard killed while it wrote a
- * checkpoint left behind. Called before this ps writes any: one ps serves
- * a shard, so none of them is still being written (the PID may be this
- * process's own, in a container restarted with a fresh PID namespace).
- * Returns how many went; their names go to names (comma-separated,
- * truncated to n). */
-static int remove_stale_temps(const char *dir, int shard, char *names, size_t n)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    char suffix[64], path[4352];
-    snprintf(suffix, sizeof suffix, "-ps%d.safetensors.tmp.", shard);
-    int removed = 0;
-    size_t len = 0;
-    names[0] = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *name = e->d_name;
-        if (strncmp(name, ".ckpt-", 6) != 0)
-            continue;
-        size_t digits = strspn(name + 6, "0123456789");
-        if (digits == 0 || strncmp(name + 6 + digits, suffix, strlen(suffix)) != 0)
-            continue;
-        const char *p = name + 6 + digits;
-        const char *pid = p + strlen(suffix);
-        size_t pl = strlen(pid);
-        if (pl == 0 || strspn(pid, "0123456789") != pl)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (unlink(path) == 0) {
-            removed++;
-            if (len < n)
-                len += (size_t)snprintf(names + len, n - len, "%s%s", len ? ", " : "", name);
-        }
-    }
-    closedir(d);
-    return removed;
-}
-
-/* Runs fn(box) under pcall; 0, or -1 with the message on the stack. */
-static int call_boxed(lua_State *L, lua_CFunction fn, serve_box *b, int nres)
-{
-    lua_checkstack(L, 8);
-    lua_pushcfunction(L, fn);
-    lua_pushlightuserdata(L, b);
-    return lua_pcall(L, 1, nres, 0) == LUA_OK ? 0 : -1;
-}
-
-static void checkpoint_now(serve_box *b)
-{
-    lua_State *L = b->sink.L;
-    dtf_shard *sh = b->shard;
-    char msg[1200];
-    b->last_time = dtf_now();
-    b->last_step = sh->step;
-    if (call_boxed(L, save_shard, b, 1) < 0) {
-        snprintf(msg, sizeof msg, "ps %d: checkpoint at step %lld failed: %s", sh->cfg.index,
-                 (long long)sh->step, lua_tostring(L, -1));
-        sink_log(&b->sink, DTF_LOG_WARNING, msg);
-    } else {
-        snprintf(msg, sizeof msg, "ps %d: checkpoint at step %lld: %s", sh->cfg.index,
-                 (long long)sh->step, lua_tostring(L, -1));
-        sink_log(&b->sink, DTF_LOG_INFO, msg);
-    }
-    lua_pop(L, 1);
-}
-
-/* The server's on_step hook: a checkpoint every `steps` steps or `secs`
- * seconds, whichever comes first. */
+/* The server's on_step hook: a checkpoint when one is due (and its step
+ * and time to the ps's metrics). */
 static void on_step(void *ud, dtf_shard *sh)
 {
     serve_box *b = ud;
-    if (!b->dir)
+    if (!b->ckpt)
         return;
-    if ((b->steps > 0 && sh->step - b->last_step >= b->steps) ||
-        (b->secs > 0 && dtf_now() - b->last_time >= b->secs))
-        checkpoint_now(b);
+    int64_t before = dtf_ps_ckpt_last_step(b->ckpt);
+    dtf_ps_ckpt_on_step(b->ckpt, sh);
+    if (dtf_ps_ckpt_last_step(b->ckpt) != before)
+        dtf_pswatch_checkpoint(dtf_pswatch_current(), dtf_ps_ckpt_last_step(b->ckpt),
+                               dtf_ps_ckpt_last_seconds(b->ckpt));
 }
 
-static void parse_optimizer(lua_State *L, int t, dtf_optim *o)
+/* The shard's settings from the options table at 1. */
+static dtf_tensor *shard_options(lua_State *L, dtf_shard_config *sc)
 {
-    lua_getfield(L, t, "optimizer");
-    int ot = lua_gettop(L);
-    if (lua_isnil(L, ot)) {
-        dtf_optim_defaults(o, DTF_ADAM);
-        lua_pop(L, 1);
-        return;
-    }
-    if (lua_isstring(L, ot)) { /* optimizer = "sgd" */
-        int kind = dtf_optim_kind_from_name(lua_tostring(L, ot));
-        if (kind < 0)
-            luaL_error(L, "ps.serve: %s", dtf_error());
-        dtf_optim_defaults(o, (dtf_optim_kind)kind);
-        lua_pop(L, 1);
-        return;
-    }
-    luaL_argexpected(L, lua_istable(L, ot), 1, "optimizer table");
-    static const char *const keys[] = {"kind", "lr", "momentum", "nesterov", "beta1", "beta2",
-                                       "eps", "weight_decay", NULL};
-    check_keys(L, ot, "ps.serve optimizer", keys);
-    const char *name = opt_string(L, ot, "kind", "adam", NULL);
-    int kind = dtf_optim_kind_from_name(name);
-    if (kind < 0)
-        luaL_error(L, "ps.serve: %s", dtf_error());
-    dtf_optim_defaults(o, (dtf_optim_kind)kind);
-    o->lr = (float)opt_number(L, ot, "lr", o->lr);
-    o->momentum = (float)opt_number(L, ot, "momentum", o->momentum);
-    o->nesterov = opt_bool(L, ot, "nesterov", o->nesterov);
-    o->beta1 = (float)opt_number(L, ot, "beta1", o->beta1);
-    o->beta2 = (float)opt_number(L, ot, "beta2", o->beta2);
-    o->eps = (float)opt_number(L, ot, "eps", o->eps);
-    o->weight_decay = (float)opt_number(L, ot, "weight_decay", o->weight_decay);
-    lua_pop(L, 1);
-}
-
-static int l_serve(lua_State *L)
-{
-    static const char *const keys[] = {
-        "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
-        "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
-        "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame", "handle_signals",
-        "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout", "keepalive",
-        "wire_dtype", NULL,
-    };
-    luaL_checktype(L, 1, LUA_TTABLE);
-    check_keys(L, 1, "ps.serve", keys);
-
-    dtf_shard_config sc;
-    memset(&sc, 0, sizeof sc);
+    memset(sc, 0, sizeof *sc);
     lua_getfield(L, 1, "params");
     if (lua_isnil(L, -1))
         luaL_error(L, "ps.serve: option 'params' (the whole flat parameter tensor) is required");
     dtf_tensor *params = check_flat(L, -1, -1, "ps.serve: params");
     lua_pop(L, 1); /* params stays referenced by the options table */
-    sc.P = (uint64_t)dtf_numel(params);
-    sc.nps = (int)opt_int(L, 1, "nps", 1, 1, 65536);
-    sc.index = (int)opt_int(L, 1, "index", 0, 0, sc.nps - 1);
-    sc.workers = (int)opt_int(L, 1, "workers", 1, 1, 65536);
-    sc.sync = opt_bool(L, 1, "sync", 0);
-    sc.replicas = (int)opt_int(L, 1, "replicas_to_aggregate", 0, 0, sc.workers);
-    parse_optimizer(L, 1, &sc.optim);
+    sc->P = (uint64_t)dtf_numel(params);
+    sc->nps = (int)lopt_int(L, 1, "ps.serve", "nps", 1, 1, 65536);
+    sc->index = (int)lopt_int(L, 1, "ps.serve", "index", 0, 0, sc->nps - 1);
+    sc->workers = (int)lopt_int(L, 1, "ps.serve", "workers", 1, 1, 65536);
+    sc->sync = lopt_bool(L, 1, "ps.serve", "sync", 0);
+    sc->replicas = (int)lopt_int(L, 1, "ps.serve", "replicas_to_aggregate", 0, 0, sc->workers);
+    lua_getfield(L, 1, "optimizer");
+    lopt_optim(L, -1, "ps.serve optimizer", DTF_ADAM, &sc->optim, &sc->sched);
+    lua_pop(L, 1);
+    return params;
+}
 
+/* The server's settings from the options table at 1. */
+static void server_options(lua_State *L, dtf_server_config *cfg)
+{
+    static const char fn[] = "ps.serve";
+    memset(cfg, 0, sizeof *cfg);
+    cfg->host = lopt_string(L, 1, fn, "host", NULL, NULL);
+    cfg->port = (int)lopt_int(L, 1, fn, "port", 8000, 0, 65535);
+    cfg->checksum = opt_checksum(L, 1);
+    cfg->token = opt_token(L, 1, &cfg->token_len);
+    cfg->idle_timeout = lopt_number(L, 1, fn, "idle_timeout", 0, 0, HUGE_VAL);
+    cfg->hello_timeout = lopt_number(L, 1, fn, "hello_timeout", 10, 0, HUGE_VAL);
+    cfg->sync_timeout = lopt_number(L, 1, fn, "sync_timeout", DTF_DEFAULT_SYNC_TIMEOUT, 0, HUGE_VAL);
+    cfg->done_timeout = lopt_number(L, 1, fn, "done_timeout", DTF_DEFAULT_DONE_TIMEOUT, 0, HUGE_VAL);
+    cfg->keepalive = lopt_number(L, 1, fn, "keepalive", DTF_DEFAULT_KEEPALIVE, 0, HUGE_VAL);
+    cfg->max_connections = (int)lopt_int(L, 1, fn, "max_connections", 256, 1, 1 << 20);
+    cfg->max_payload = (size_t)lopt_int(L, 1, fn, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
+                                        (lua_Integer)UINT32_MAX);
+    cfg->handle_signals = lopt_bool(L, 1, fn, "handle_signals", 1);
+    cfg->wire_dtype = opt_dtype(L, 1, fn);
+}
+
+/* The checkpointer's settings from the options table at 1; 0 when there is
+ * no checkpoint_dir. */
+static int ckpt_options(lua_State *L, dtf_ps_ckpt_config *k, uint64_t layout, const char *fn)
+{
+    memset(k, 0, sizeof *k);
+    k->dir = lopt_string(L, 1, fn, "checkpoint_dir", NULL, NULL);
+    k->secs = lopt_number(L, 1, fn, "checkpoint_secs", DTF_DEFAULT_CHECKPOINT_SECS, 0, HUGE_VAL);
+    k->steps = lopt_int(L, 1, fn, "checkpoint_steps", 0, 0, INT64_MAX);
+    k->layout_json = lopt_string(L, 1, fn, "layout_json", NULL, NULL);
+    k->layout = layout;
+    return k->dir && *k->dir;
+}
+
+/* ps.serve{...} -> stats | nil, err: runs the ps until every worker is
+ * done or a signal stops it. */
+static int l_serve(lua_State *L)
+{
+    static const char *const keys[] = {
+        "port", "host", "index", "params", "nps", "workers", "optimizer", "sync",
+        "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
+        "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame",
+        "handle_signals", "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout_json",
+        "keepalive", "on_ready", "wire_dtype", NULL,
+    };
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lopt_check_keys(L, 1, "ps.serve", keys);
+    dtf_shard_config sc;
     dtf_server_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.host = opt_string(L, 1, "host", NULL, NULL);
-    cfg.port = (int)opt_int(L, 1, "port", 8000, 0, 65535);
-    cfg.checksum = opt_checksum(L, 1);
-    cfg.token = opt_token(L, 1, &cfg.token_len);
-    cfg.idle_timeout = opt_number(L, 1, "idle_timeout", 0);
-    cfg.hello_timeout = opt_number(L, 1, "hello_timeout", 10);
-    cfg.sync_timeout = opt_number(L, 1, "sync_timeout", 0);
-    cfg.done_timeout = opt_number(L, 1, "done_timeout", 0);
-    cfg.keepalive = opt_number(L, 1, "keepalive", 0);
-    cfg.max_connections = (int)opt_int(L, 1, "max_connections", 256, 1, 1 << 20);
-    cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
-                                      (lua_Integer)UINT32_MAX);
-    cfg.handle_signals = opt_bool(L, 1, "handle_signals", 1);
-    cfg.wire_dtype = opt_dtype(L, 1, "ps.serve");
-    const char *dir = opt_string(L, 1, "checkpoint_dir", NULL, NULL);
-    if (dir && !*dir)
-        dir = NULL;
-    double secs = opt_number(L, 1, "checkpoint_secs", 30);
-    int64_t steps = opt_int(L, 1, "checkpoint_steps", 0, 0, INT64_MAX);
-    lua_getfield(L, 1, "layout");
-    luaL_argexpected(L, lua_isnil(L, -1) || lua_istable(L, -1), 1, "layout table or nil");
+    dtf_ps_ckpt_config kc;
+    dtf_tensor *params = shard_options(L, &sc);
+    server_options(L, &cfg);
+    int checkpoints = ckpt_options(L, &kc, cfg.checksum, "ps.serve");
 
     serve_box *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     b->sink.ref = LUA_NOREF;
-    b->layout_ref = LUA_NOREF;
     luaL_setmetatable(L, SERVE_MT);
     int box = lua_gettop(L);
-    lua_pushvalue(L, box - 1); /* the layout */
-    if (lua_isnil(L, -1))
-        lua_pop(L, 1);
-    else
-        b->layout_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     sink_init(L, &b->sink, 1);
-    cfg.log = sink_log;
-    cfg.log_ud = &b->sink;
+    cfg.log = kc.log = sink_log;
+    cfg.log_ud = kc.log_ud = &b->sink;
     cfg.on_step = on_step;
     cfg.on_step_ud = b;
-    b->dir = dir;
-    b->secs = secs;
-    b->steps = steps;
-    snprintf(b->checksum, sizeof b->checksum, "%016" PRIx64, cfg.checksum);
+    cfg.watch = dtf_pswatch_current(); /* dtf.watch's for this ps, or NULL */
 
     b->shard = dtf_shard_new(&sc, dtf_data(params));
     if (!b->shard)
         return luaL_error(L, "ps.serve: %s", dtf_error());
-    if (dir) {
-        /* Resume from the newest checkpoint of this shard, if there is one;
-         * one from another model or sharding stops the ps. */
-        char msg[1200];
-        if (make_dirs(dir) < 0) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "ps %d: checkpoint_dir: %s", sc.index, dtf_error());
-            return 2;
-        }
-        char names[600];
-        int stale = remove_stale_temps(dir, sc.index, names, sizeof names);
-        if (stale > 0) {
-            snprintf(msg, sizeof msg, "ps %d: removed %d unfinished checkpoint file%s that a "
-                     "killed ps left in %s: %s", sc.index, stale, stale > 1 ? "s" : "", dir,
-                     names);
-            sink_log(&b->sink, DTF_LOG_INFO, msg);
-        }
-        if (call_boxed(L, restore_shard, b, 2) < 0) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "ps %d: cannot restore from %s: %s", sc.index, dir,
-                            lua_tostring(L, -2));
-            return 2;
-        }
-        if (lua_isnil(L, -2))
-            snprintf(msg, sizeof msg, "ps %d: no checkpoint in %s yet; starting from the "
-                     "initial parameters", sc.index, dir);
-        else
-            snprintf(msg, sizeof msg, "ps %d: restored step %lld from %s", sc.index,
-                     (long long)lua_tointeger(L, -1), lua_tostring(L, -2));
-        lua_pop(L, 2);
-        sink_log(&b->sink, DTF_LOG_INFO, msg);
-        b->last_step = b->shard->step;
-        b->last_time = dtf_now();
+    if (checkpoints && !(b->ckpt = dtf_ps_ckpt_open(&kc, b->shard))) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());
+        return 2;
     }
+    dtf_pswatch_step(cfg.watch, b->shard); /* a restored step shows at once */
     b->server = dtf_server_new(&cfg, b->shard);
     if (!b->server) {
         lua_pushnil(L);
         lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());
         return 2;
     }
-    b->sink.L = L;
+    /* on_ready(port): it listens (and has restored); a supervisor hears it */
+    if (lua_getfield(L, 1, "on_ready") != LUA_TNIL) {
+        lua_pushinteger(L, dtf_server_port(b->server));
+        lua_call(L, 1, 0);
+    } else {
+        lua_pop(L, 1);
+    }
     int rc = dtf_server_run(b->server);
-    b->sink.L = L;
-    if (b->dir && b->shard->step != b->last_step)
-        checkpoint_now(b); /* the last state, whether done or stopped by a signal */
+    if (b->ckpt) {
+        dtf_ps_ckpt_close(b->ckpt, b->shard); /* the last state, done or stopped by a signal */
+        b->ckpt = NULL;
+    }
     if (rc < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "ps %d: %s", sc.index, dtf_error());
@@ -793,6 +409,122 @@ static int l_serve(lua_State *L)
     lua_pushcfunction(L, serve_gc);
     lua_pushvalue(L, box);
     lua_call(L, 1, 0);
+    return 1;
+}
+
+/* ======================================================================
+ * ps.local_shard: one process trains through a shard of its own
+ * ==================================================================== */
+
+/* The whole flat buffer as shard 0 of 1, updated in place, with the ps's
+ * optimizer, schedule and checkpoints: one process resumes and reshards
+ * exactly as a ps does (its files are ps checkpoints of one shard). */
+typedef struct local_box {
+    dtf_shard *shard;
+    dtf_ps_ckpt *ckpt;
+    lsink sink;
+    uint32_t next_id;
+    int64_t restored;    /* the step restored at the start; 0: none */
+} local_box;
+
+static local_box *check_local(lua_State *L)
+{
+    local_box *b = luaL_checkudata(L, 1, LOCAL_MT);
+    if (!b->shard)
+        luaL_error(L, "the local shard is closed");
+    b->sink.L = L;
+    return b;
+}
+
+static int local_close(lua_State *L)
+{
+    local_box *b = luaL_checkudata(L, 1, LOCAL_MT);
+    b->sink.L = L;
+    if (b->ckpt && b->shard)
+        dtf_ps_ckpt_close(b->ckpt, b->shard); /* the last state */
+    b->ckpt = NULL;
+    dtf_shard_free(b->shard);
+    b->shard = NULL;
+    sink_free(L, &b->sink);
+    return 0;
+}
+
+/* shard:apply(grads) -> step: one optimizer update (and a checkpoint when
+ * one is due). */
+static int local_apply(lua_State *L)
+{
+    local_box *b = check_local(L);
+    dtf_tensor *g = check_flat(L, 2, (int64_t)b->shard->cfg.P, "apply: grads");
+    dtf_push_outcome o;
+    if (dtf_shard_push(b->shard, 0, ++b->next_id, b->shard->step, dtf_data(g), &o) < 0)
+        return luaL_error(L, "apply: %s", dtf_error());
+    if (b->ckpt)
+        dtf_ps_ckpt_on_step(b->ckpt, b->shard);
+    lua_pushinteger(L, b->shard->step);
+    return 1;
+}
+
+static int local_step(lua_State *L)
+{
+    lua_pushinteger(L, check_local(L)->shard->step);
+    return 1;
+}
+
+/* shard:lr() -> the rate the next update applies */
+static int local_lr(lua_State *L)
+{
+    lua_pushnumber(L, dtf_shard_lr(check_local(L)->shard));
+    return 1;
+}
+
+static int local_restored(lua_State *L)
+{
+    lua_pushinteger(L, check_local(L)->restored);
+    return 1;
+}
+
+/* ps.local_shard{params=, optimizer=, layout_checksum=, layout_json=,
+ * checkpoint_dir=, checkpoint_secs=, checkpoint_steps=, log=} -> shard |
+ * nil, err. With a checkpoint_dir it restores first (params are
+ * overwritten with what the newest checkpoints hold). */
+static int l_local_shard(lua_State *L)
+{
+    static const char *const keys[] = {"params", "optimizer", "layout_checksum", "layout_json",
+                                       "checkpoint_dir", "checkpoint_secs", "checkpoint_steps",
+                                       "log", NULL};
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lopt_check_keys(L, 1, "ps.local_shard", keys);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "params");
+    if (lua_isnil(L, -1))
+        luaL_error(L, "ps.local_shard: option 'params' (the whole flat parameter tensor) is required");
+    dtf_tensor *params = check_flat(L, -1, -1, "ps.local_shard: params");
+    dtf_shard_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.P = (uint64_t)dtf_numel(params);
+    sc.nps = sc.workers = 1;
+    lua_getfield(L, 1, "optimizer");
+    lopt_optim(L, -1, "ps.local_shard optimizer", DTF_ADAM, &sc.optim, &sc.sched);
+    lua_pop(L, 1);
+    dtf_ps_ckpt_config kc;
+    int checkpoints = ckpt_options(L, &kc, opt_checksum(L, 1), "ps.local_shard");
+    kc.name = "one process";
+
+    local_box *b = lua_newuserdatauv(L, sizeof *b, 1);
+    memset(b, 0, sizeof *b);
+    b->sink.ref = LUA_NOREF;
+    luaL_setmetatable(L, LOCAL_MT);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1); /* the params tensor lives as long as the shard */
+    sink_init(L, &b->sink, 1);
+    kc.log = sink_log;
+    kc.log_ud = &b->sink;
+    b->shard = dtf_shard_wrap(&sc, dtf_data(params));
+    if (!b->shard)
+        return luaL_error(L, "ps.local_shard: %s", dtf_error());
+    if (checkpoints && !(b->ckpt = dtf_ps_ckpt_open(&kc, b->shard)))
+        return lopt_fail(L);
+    b->restored = b->shard->step;
     return 1;
 }
 
@@ -816,14 +548,7 @@ static lclient *check_client(lua_State *L)
     return c;
 }
 
-static int fail(lua_State *L)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, dtf_error());
-    return 2;
-}
-
-static int c_gc(lua_State *L)
+static int client_gc(lua_State *L)
 {
     lclient *c = luaL_checkudata(L, 1, CLIENT_MT);
     c->sink.L = L;
@@ -833,19 +558,19 @@ static int c_gc(lua_State *L)
     return 0;
 }
 
-static int c_pull(lua_State *L)
+static int client_pull(lua_State *L)
 {
     lclient *c = check_client(L);
     dtf_tensor *p = check_flat(L, 2, c->P, "pull: params");
     lua_Integer min_step = luaL_optinteger(L, 3, 0);
     int64_t gs;
     if (dtf_client_pull(c->c, dtf_data(p), min_step, &gs) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_pushinteger(L, gs);
     return 1;
 }
 
-static int c_push(lua_State *L)
+static int client_push(lua_State *L)
 {
     lclient *c = check_client(L);
     dtf_tensor *g = check_flat(L, 2, c->P, "push: grads");
@@ -853,12 +578,12 @@ static int c_push(lua_State *L)
     int64_t gs;
     c->last_step = step;
     if (dtf_client_push(c->c, dtf_data(g), g->st, step, &gs) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_pushinteger(L, gs);
     return 1;
 }
 
-static int c_push_pull(lua_State *L)
+static int client_push_pull(lua_State *L)
 {
     lclient *c = check_client(L);
     dtf_tensor *g = check_flat(L, 2, c->P, "push_pull: grads");
@@ -870,32 +595,32 @@ static int c_push_pull(lua_State *L)
     int64_t gs;
     c->last_step = step;
     if (dtf_client_push_pull(c->c, gd, g->st, pd, step, &gs) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_pushinteger(L, gs);
     return 1;
 }
 
-static int c_global_step(lua_State *L)
+static int client_global_step(lua_State *L)
 {
     lclient *c = check_client(L);
     int64_t gs;
     if (dtf_client_get_step(c->c, &gs) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_pushinteger(L, gs);
     return 1;
 }
 
-static int c_done(lua_State *L)
+static int client_done(lua_State *L)
 {
     lclient *c = check_client(L);
     lua_Integer step = luaL_optinteger(L, 2, c->last_step);
     if (dtf_client_done(c->c, step) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int c_stats(lua_State *L)
+static int client_stats(lua_State *L)
 {
     lclient *c = check_client(L);
     int n = dtf_client_nps(c->c);
@@ -903,7 +628,7 @@ static int c_stats(lua_State *L)
     char **texts = lua_newuserdatauv(L, sizeof(char *) * (size_t)n, 0);
     memset(texts, 0, sizeof(char *) * (size_t)n);
     if (dtf_client_stats(c->c, texts) < 0)
-        return fail(L);
+        return lopt_fail(L);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         /* Copy into a Lua string, free the C text, then parse. */
@@ -919,7 +644,7 @@ static int c_stats(lua_State *L)
     return 1;
 }
 
-static int c_ranges(lua_State *L)
+static int client_ranges(lua_State *L)
 {
     lclient *c = check_client(L);
     int n = dtf_client_nps(c->c);
@@ -937,19 +662,19 @@ static int c_ranges(lua_State *L)
     return 1;
 }
 
-static int c_is_sync(lua_State *L)
+static int client_is_sync(lua_State *L)
 {
     lclient *c = check_client(L);
     lua_pushboolean(L, dtf_client_sync(c->c));
     return 1;
 }
 
-static int c_close(lua_State *L)
+static int client_close(lua_State *L)
 {
-    return c_gc(L);
+    return client_gc(L);
 }
 
-static int c_tostring(lua_State *L)
+static int client_tostring(lua_State *L)
 {
     lclient *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (!c->c)
@@ -993,11 +718,10 @@ static int get_addrs(lua_State *L, int t, const char ***out)
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "ps.connect: addrs[%d] must be a string", i + 1);
         addrs[i] = lua_tostring(L, -1);
-        const char *colon = strrchr(addrs[i], ':');
-        size_t pl = colon ? strlen(colon + 1) : 0;
-        if (!colon || colon == addrs[i] || pl == 0 || pl > 5 ||
-            strspn(colon + 1, "0123456789") != pl)
-            luaL_error(L, "ps.connect: addrs[%d] = '%s' is not host:port", i + 1, addrs[i]);
+        char host[256];
+        int port;
+        if (dtf_parse_hostport(addrs[i], host, sizeof host, &port) < 0)
+            luaL_error(L, "ps.connect: addrs[%d]: %s", i + 1, dtf_error());
         lua_pop(L, 1);
     }
     *out = addrs;
@@ -1012,28 +736,32 @@ static int l_connect(lua_State *L)
         "keepalive", "wire_dtype", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
-    check_keys(L, 1, "ps.connect", keys);
+    lopt_check_keys(L, 1, "ps.connect", keys);
     dtf_client_config cfg;
     memset(&cfg, 0, sizeof cfg);
     const char **addrs;
     cfg.naddrs = get_addrs(L, 1, &addrs); /* leaves the table and the array on the stack */
     cfg.addrs = addrs;
-    cfg.role = role_of(L, opt_string(L, 1, "role", "worker", NULL));
-    cfg.index = (int)opt_int(L, 1, "index", 0, 0, INT32_MAX);
-    cfg.P = (uint64_t)opt_int(L, 1, "P", -1, -1, INT64_MAX);
+    static const char fn[] = "ps.connect";
+    cfg.role = role_of(L, lopt_string(L, 1, fn, "role", "worker", NULL));
+    cfg.index = (int)lopt_int(L, 1, fn, "index", 0, 0, INT32_MAX);
+    cfg.P = (uint64_t)lopt_int(L, 1, fn, "P", -1, -1, INT64_MAX);
     if ((int64_t)cfg.P < 1)
         luaL_error(L, "ps.connect: option 'P' (the number of parameters) is required");
     cfg.checksum = opt_checksum(L, 1);
     cfg.token = opt_token(L, 1, &cfg.token_len);
-    cfg.connect_timeout = opt_number(L, 1, "connect_timeout", 60);
-    cfg.timeout = opt_number(L, 1, "timeout", 30);
-    cfg.wait_timeout = opt_number(L, 1, "wait_timeout", 600);
-    cfg.reconnect_timeout = opt_number(L, 1, "reconnect_timeout", 30);
-    cfg.keepalive = opt_number(L, 1, "keepalive", 0);
-    cfg.max_payload = (size_t)opt_int(L, 1, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
-                                      (lua_Integer)UINT32_MAX);
-    cfg.copy_sends = opt_bool(L, 1, "copy_sends", 0);
-    cfg.wire_dtype = opt_dtype(L, 1, "ps.connect");
+    cfg.connect_timeout = lopt_number(L, 1, fn, "connect_timeout", DTF_DEFAULT_CONNECT_TIMEOUT,
+                                      0, HUGE_VAL);
+    cfg.timeout = lopt_number(L, 1, fn, "timeout", DTF_DEFAULT_TIMEOUT, 0, HUGE_VAL);
+    cfg.wait_timeout = lopt_number(L, 1, fn, "wait_timeout",
+                                   DTF_DEFAULT_TIMEOUT + 2 * DTF_DEFAULT_SYNC_TIMEOUT, 0, HUGE_VAL);
+    cfg.reconnect_timeout = lopt_number(L, 1, fn, "reconnect_timeout",
+                                        DTF_DEFAULT_RECONNECT_TIMEOUT, 0, HUGE_VAL);
+    cfg.keepalive = lopt_number(L, 1, fn, "keepalive", DTF_DEFAULT_KEEPALIVE, 0, HUGE_VAL);
+    cfg.max_payload = (size_t)lopt_int(L, 1, fn, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
+                                       (lua_Integer)UINT32_MAX);
+    cfg.copy_sends = lopt_bool(L, 1, fn, "copy_sends", 0);
+    cfg.wire_dtype = opt_dtype(L, 1, fn);
 
     lclient *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
@@ -1045,7 +773,7 @@ static int l_connect(lua_State *L)
     cfg.log_ud = &c->sink; /* the userdata does not move */
     c->c = dtf_client_connect(&cfg);
     if (!c->c)
-        return fail(L);
+        return lopt_fail(L);
     return 1;
 }
 
@@ -1065,45 +793,135 @@ static int l_shard_range(lua_State *L)
 }
 
 static const luaL_Reg client_methods[] = {
-    {"pull", c_pull},
-    {"push", c_push},
-    {"push_pull", c_push_pull},
-    {"global_step", c_global_step},
-    {"done", c_done},
-    {"stats", c_stats},
-    {"ranges", c_ranges},
-    {"is_sync", c_is_sync},
-    {"close", c_close},
+    {"pull", client_pull},
+    {"push", client_push},
+    {"push_pull", client_push_pull},
+    {"global_step", client_global_step},
+    {"done", client_done},
+    {"stats", client_stats},
+    {"ranges", client_ranges},
+    {"is_sync", client_is_sync},
+    {"close", client_close},
     {NULL, NULL},
 };
 
 static const luaL_Reg client_meta[] = {
-    {"__gc", c_gc},
-    {"__close", c_gc},
-    {"__tostring", c_tostring},
+    {"__gc", client_gc},
+    {"__close", client_gc},
+    {"__tostring", client_tostring},
     {NULL, NULL},
 };
 
+/* ps.merge_checkpoints(dir [, layout]) -> params, info | nil, err: the
+ * newest restorable set of ps checkpoints in dir (of the model with that
+ * layout checksum, or of the newest) as one flat tensor, and {P=, nps=,
+ * step=, layout=, layout_json=, shards="ps0@S ps1@S"} (dtf export). */
+static int l_merge_checkpoints(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    uint64_t layout = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_settop(L, 2);
+        lua_createtable(L, 0, 1);
+        lua_pushvalue(L, 2);
+        lua_setfield(L, -2, "layout_checksum");
+        layout = opt_checksum(L, lua_gettop(L));
+    }
+    /* In a box, so that a raise below (out of memory) frees it. */
+    dtf_ps_merged *box = lua_newuserdatauv(L, sizeof *box, 0);
+    memset(box, 0, sizeof *box);
+    luaL_setmetatable(L, MERGED_MT);
+    if (dtf_ps_ckpt_merge(dir, layout, box) < 0)
+        return lopt_fail(L);
+    dtf_ps_merged m = *box;
+    int64_t shape[1] = {(int64_t)m.P};
+    dtf_tensor *t = ltensor_push_new(L, 1, shape);
+    if (m.P)
+        memcpy(dtf_data(t), m.params, (size_t)m.P * sizeof(float));
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, m.layout);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, (lua_Integer)m.P);
+    lua_setfield(L, -2, "P");
+    lua_pushinteger(L, m.nps);
+    lua_setfield(L, -2, "nps");
+    lua_pushinteger(L, m.step);
+    lua_setfield(L, -2, "step");
+    lua_pushstring(L, hex);
+    lua_setfield(L, -2, "layout");
+    lua_pushstring(L, m.shards);
+    lua_setfield(L, -2, "shards");
+    if (m.layout_json) {
+        lua_pushstring(L, m.layout_json);
+        lua_setfield(L, -2, "layout_json");
+    }
+    dtf_ps_merged_free(box);
+    return 2;
+}
+
+static int merged_gc(lua_State *L)
+{
+    dtf_ps_merged_free(luaL_checkudata(L, 1, MERGED_MT));
+    return 0;
+}
+
+/* ps.lr_at(optimizer, step) -> the learning rate of the step-th update
+ * (0-based) under the optimizer table's schedule (optim.config's). */
+static int l_lr_at(lua_State *L)
+{
+    dtf_optim o;
+    dtf_lr_schedule sched;
+    lopt_optim(L, 1, "ps.lr_at", DTF_ADAM, &o, &sched);
+    lua_Integer step = luaL_checkinteger(L, 2);
+    lua_pushnumber(L, dtf_lr_at(&sched, o.lr, step));
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
     {"serve", l_serve},
+    {"lr_at", l_lr_at},
+    {"merge_checkpoints", l_merge_checkpoints},
+    {"local_shard", l_local_shard},
     {"connect", l_connect},
     {"shard_range", l_shard_range},
     {NULL, NULL},
 };
 
+/* ps.defaults: the timeouts serve and connect default to (net.h), so that
+ * train.lua's hyperparameters state them nowhere else. */
+static void push_defaults(lua_State *L)
+{
+    static const struct { const char *k; double v; } d[] = {
+        {"connect_timeout", DTF_DEFAULT_CONNECT_TIMEOUT}, {"timeout", DTF_DEFAULT_TIMEOUT},
+        {"reconnect_timeout", DTF_DEFAULT_RECONNECT_TIMEOUT},
+        {"sync_timeout", DTF_DEFAULT_SYNC_TIMEOUT}, {"done_timeout", DTF_DEFAULT_DONE_TIMEOUT},
+        {"keepalive", DTF_DEFAULT_KEEPALIVE}, {"checkpoint_secs", DTF_DEFAULT_CHECKPOINT_SECS},
+    };
+    lua_createtable(L, 0, (int)(sizeof d / sizeof d[0]));
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+        if (d[i].v == (double)(lua_Integer)d[i].v)
+            lua_pushinteger(L, (lua_Integer)d[i].v); /* help prints 120, not 120.0 */
+        else
+            lua_pushnumber(L, d[i].v);
+        lua_setfield(L, -2, d[i].k);
+    }
+}
+
 int luaopen_dtf_ps(lua_State *L)
 {
-    if (luaL_newmetatable(L, CLIENT_MT)) {
-        luaL_setfuncs(L, client_meta, 0);
-        luaL_newlib(L, client_methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, SERVE_MT)) {
-        lua_pushcfunction(L, serve_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg serve_meta[] = {{"__gc", serve_gc}, {NULL, NULL}};
+    lopt_newclass(L, CLIENT_MT, client_meta, client_methods);
+    static const luaL_Reg merged_meta[] = {{"__gc", merged_gc}, {NULL, NULL}};
+    lopt_newclass(L, SERVE_MT, serve_meta, NULL);
+    lopt_newclass(L, MERGED_MT, merged_meta, NULL);
+    static const luaL_Reg local_meta[] = {{"__gc", local_close}, {"__close", local_close},
+                                          {NULL, NULL}};
+    static const luaL_Reg local_methods[] = {{"apply", local_apply}, {"step", local_step},
+                                             {"lr", local_lr}, {"restored", local_restored},
+                                             {"close", local_close}, {NULL, NULL}};
+    lopt_newclass(L, LOCAL_MT, local_meta, local_methods);
     luaL_newlib(L, functions);
+    push_defaults(L);
+    lua_setfield(L, -2, "defaults");
     return 1;
 }

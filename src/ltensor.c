@@ -16,7 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blas.h"
+#include "cpu.h"
 #include "lmodules.h"
+#include "lopt.h"
 #include "optim.h"
 
 #define RNG_MT "dtf.Rng"
@@ -772,164 +775,6 @@ static int t_argmax(lua_State *L)
 }
 
 /* ======================================================================
- * __tostring
- * ==================================================================== */
-
-typedef struct {
-    luaL_Buffer *b;
-    const dtf_tensor *t;
-    int style; /* 0 integers, 1 fixed, 2 exponent */
-    int width, abbrev;
-} printer;
-
-/* Along a dim of size n: how many entries are shown, and which index the
- * j-th one is (all, or the first 3, an ellipsis marked -1, the last 3). */
-static int64_t nshown(int64_t n, int abbrev)
-{
-    return abbrev && n > 6 ? 7 : n;
-}
-
-static int64_t shown_at(int64_t n, int abbrev, int64_t j)
-{
-    if (!(abbrev && n > 6))
-        return j;
-    return j < 3 ? j : j == 3 ? -1 : n - (7 - j);
-}
-
-static void put_num(printer *p, float v)
-{
-    char s[64];
-    if (!isfinite(v))
-        snprintf(s, sizeof s, "%*s", p->width, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
-    else if (p->style == 0)
-        snprintf(s, sizeof s, "%*.0f", p->width, (double)v);
-    else if (p->style == 1)
-        snprintf(s, sizeof s, "%*.4f", p->width, (double)v);
-    else
-        snprintf(s, sizeof s, "%*.4e", p->width, (double)v);
-    luaL_addstring(p->b, s);
-}
-
-/* One row (the last dim) starting at off. */
-static void put_row(printer *p, size_t off)
-{
-    const dtf_tensor *t = p->t;
-    int64_t n = t->shape[t->ndim - 1], st = t->stride[t->ndim - 1];
-    for (int64_t j = 0, k = nshown(n, p->abbrev); j < k; j++) {
-        int64_t i = shown_at(n, p->abbrev, j);
-        if (j)
-            luaL_addchar(p->b, ' ');
-        if (i < 0) {
-            char s[64];
-            snprintf(s, sizeof s, "%*s", p->width, "...");
-            luaL_addstring(p->b, s);
-        } else {
-            put_num(p, t->st->data[off + (size_t)(i * st)]);
-        }
-    }
-    luaL_addchar(p->b, '\n');
-}
-
-/* The dims above the last two as "(i,j,.,.) =" headers, then matrices. */
-static void put_slices(printer *p, int d, size_t off, int64_t *prefix)
-{
-    const dtf_tensor *t = p->t;
-    if (d < t->ndim - 2) {
-        int64_t n = t->shape[d];
-        for (int64_t j = 0, k = nshown(n, p->abbrev); j < k; j++) {
-            int64_t i = shown_at(n, p->abbrev, j);
-            if (i < 0) {
-                luaL_addstring(p->b, "...\n\n");
-                continue;
-            }
-            prefix[d] = i;
-            put_slices(p, d + 1, off + (size_t)(i * t->stride[d]), prefix);
-        }
-        return;
-    }
-    if (t->ndim == 1) {
-        put_row(p, off);
-        return;
-    }
-    if (t->ndim > 2) {
-        luaL_addchar(p->b, '(');
-        for (int k = 0; k < t->ndim - 2; k++) {
-            char s[32];
-            snprintf(s, sizeof s, "%lld,", (long long)prefix[k] + 1);
-            luaL_addstring(p->b, s);
-        }
-        luaL_addstring(p->b, ".,.) =\n");
-    }
-    int64_t R = t->shape[t->ndim - 2];
-    for (int64_t j = 0, k = nshown(R, p->abbrev); j < k; j++) {
-        int64_t i = shown_at(R, p->abbrev, j);
-        if (i < 0)
-            luaL_addstring(p->b, "...\n");
-        else
-            put_row(p, off + (size_t)(i * t->stride[t->ndim - 2]));
-    }
-    if (t->ndim > 2)
-        luaL_addchar(p->b, '\n');
-}
-
-static int t_tostring(lua_State *L)
-{
-    dtf_tensor *t = luaL_checkudata(L, 1, LTENSOR_MT);
-    char sb[96];
-    if (!t->st) {
-        lua_pushliteral(L, "[dtf.Tensor released]");
-        return 1;
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    int64_t n = dtf_numel(t);
-    if (t->ndim == 0) {
-        char s[64];
-        snprintf(s, sizeof s, "%g\n", (double)dtf_data(t)[0]);
-        luaL_addstring(&b, s);
-    } else if (n > 0) {
-        /* one format for every element: integers, fixed or exponent */
-        double amax = 0, amin = INFINITY;
-        int integral = 1, finite = 1;
-        for (int64_t i = 0; i < n && i < 100000; i++) {
-            int64_t idx[DTF_MAXDIM], k = i;
-            for (int d = t->ndim - 1; d >= 0; d--) {
-                idx[d] = k % t->shape[d];
-                k /= t->shape[d];
-            }
-            double v = *dtf_at(t, idx);
-            if (!isfinite(v)) {
-                finite = 0;
-                continue;
-            }
-            double a = fabs(v);
-            if (a > amax) amax = a;
-            if (a > 0 && a < amin) amin = a;
-            if (v != floor(v)) integral = 0;
-        }
-        printer p = {&b, t, 1, 0, n > 1000};
-        if (integral && amax < 1e9) {
-            p.style = 0;
-            p.width = (int)(amax >= 1 ? floor(log10(amax)) + 1 : 1) + 1;
-        } else if (amax >= 1e5 || (amax > 0 && amax < 1e-3)) {
-            p.style = 2;
-            p.width = 11;
-        } else {
-            p.width = (int)(amax >= 1 ? floor(log10(amax)) + 1 : 1) + 6;
-        }
-        if (!finite && p.width < 4)
-            p.width = 4;
-        int64_t prefix[DTF_MAXDIM] = {0};
-        put_slices(&p, 0, t->off, prefix);
-    }
-    luaL_addstring(&b, "[dtf.Tensor ");
-    luaL_addstring(&b, shape_of(t, sb));
-    luaL_addstring(&b, "]");
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* ======================================================================
  * Kernels (output first; nil allocates)
  * ==================================================================== */
 
@@ -1101,6 +946,89 @@ static int l_conv2d_backward(lua_State *L)
     return 3;
 }
 
+/* linear(y, x, w, b [, relu]) -> y: y = x w^T + b (ReLU'd if relu); y nil
+ * allocates it. */
+static int l_linear(lua_State *L)
+{
+    dtf_tensor *x = ltensor_check(L, 2), *w = ltensor_check(L, 3), *b = opt_tensor(L, 4);
+    int relu = lua_toboolean(L, 5);
+    int64_t s[2] = {x->ndim == 2 ? x->shape[0] : 0, w->ndim == 2 ? w->shape[0] : 0};
+    dtf_tensor *y = out_or_new(L, 1, 2, s);
+    if (dtf_linear(y, x, w, b, relu) < 0)
+        raise_core(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* linear_backward(dx, dw, db, dy, x, w [, y, dym]) -> dx: dx, dw, db nil or
+ * false skip them; y (the ReLU output) and dym (its masked gradient's
+ * workspace) for a linear layer with ReLU. */
+static int l_linear_backward(lua_State *L)
+{
+    dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
+    dtf_tensor *dw = lua_toboolean(L, 2) ? ltensor_check(L, 2) : NULL;
+    dtf_tensor *db = lua_toboolean(L, 3) ? ltensor_check(L, 3) : NULL;
+    dtf_tensor *dy = ltensor_check(L, 4), *x = ltensor_check(L, 5), *w = ltensor_check(L, 6);
+    dtf_tensor *y = opt_tensor(L, 7), *dym = opt_tensor(L, 8);
+    if (dtf_linear_backward(dx, dw, db, dy, x, w, y, dym) < 0)
+        raise_core(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* conv2d_relu_pool(y, x, w, b, stride, pad [, idx [, ws]]) -> y, idx: the
+ * fused block; idx nil computes no indices (inference). */
+static int l_conv2d_relu_pool(lua_State *L)
+{
+    dtf_tensor *x = ltensor_check(L, 2), *w = ltensor_check(L, 3);
+    dtf_tensor *b = opt_tensor(L, 4), *idx = opt_tensor(L, 7);
+    int stride = conv_int(L, 5, 1), pad = conv_int(L, 6, 0);
+    size_t need = dtf_conv2d_workspace(x, w, stride, pad);
+    dtf_tensor dummy = {0}, *y = &dummy;
+    if (x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1]
+        && x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3]) {
+        int64_t s[4] = {x->shape[0], w->shape[0],
+                        ((x->shape[2] + 2 * pad - w->shape[2]) / stride + 1) / 2,
+                        ((x->shape[3] + 2 * pad - w->shape[3]) / stride + 1) / 2};
+        y = out_or_new(L, 1, 4, s);
+    }
+    size_t have = 0;
+    float *ws = y == &dummy ? NULL : workspace(L, 8, need, &have);
+    if (dtf_conv2d_relu_pool(y, idx, x, w, b, stride, pad, ws, have) < 0)
+        raise_core(L);
+    lua_settop(L, 7); /* y and idx (nil when not asked for) */
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 7);
+    return 2;
+}
+
+/* conv2d_relu_pool_backward(dx, dw, db, dy, y, idx, x, w, stride, pad [, ws])
+ * -> dx, dw, db; dx nil or false skips it, dw and db false skip them. */
+static int l_conv2d_relu_pool_backward(lua_State *L)
+{
+    dtf_tensor *dy = ltensor_check(L, 4), *y = ltensor_check(L, 5), *idx = ltensor_check(L, 6);
+    dtf_tensor *x = ltensor_check(L, 7), *w = ltensor_check(L, 8);
+    int stride = conv_int(L, 9, 1), pad = conv_int(L, 10, 0);
+    dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
+    dtf_tensor *dw = NULL, *db = NULL;
+    if (lua_isnil(L, 2) || lua_isnone(L, 2))
+        dw = out_or_new(L, 2, w->ndim, w->shape);
+    else if (lua_toboolean(L, 2))
+        dw = ltensor_check(L, 2);
+    if (lua_isnil(L, 3) || lua_isnone(L, 3)) {
+        int64_t o = w->ndim ? w->shape[0] : 0;
+        db = out_or_new(L, 3, 1, &o);
+    } else if (lua_toboolean(L, 3)) {
+        db = ltensor_check(L, 3);
+    }
+    size_t have = 0;
+    float *ws = workspace(L, 11, dtf_conv2d_workspace(x, w, stride, pad), &have);
+    if (dtf_conv2d_relu_pool_backward(dx, dw, db, dy, y, idx, x, w, stride, pad, ws, have) < 0)
+        raise_core(L);
+    lua_settop(L, 3);
+    return 3;
+}
+
 static int l_maxpool2d(lua_State *L)
 {
     dtf_tensor *x = ltensor_check(L, 2);
@@ -1137,22 +1065,6 @@ static int l_maxpool2d_backward(lua_State *L)
  * Optimizer step, misc
  * ==================================================================== */
 
-static float cfg_num(lua_State *L, int cfg, const char *k, float dflt)
-{
-    if (cfg == 0)
-        return dflt;
-    lua_getfield(L, cfg, k);
-    float v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = (float)lua_tonumberx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "optim_step: cfg.%s must be a number", k);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 static dtf_tensor *flat_arg(lua_State *L, int arg, const char *name, int64_t n)
 {
     dtf_tensor *t = ltensor_check(L, arg);
@@ -1181,30 +1093,22 @@ static int l_optim_step(lua_State *L)
     int64_t n = dtf_numel(p);
     dtf_tensor *g = flat_arg(L, 3, "grad", n);
     lua_Integer step = luaL_checkinteger(L, 6);
-    int cfg = 0;
-    if (!lua_isnoneornil(L, 7)) {
+    if (!lua_isnoneornil(L, 7))
         luaL_checktype(L, 7, LUA_TTABLE);
-        cfg = 7;
-    }
     dtf_optim o;
-    dtf_optim_defaults(&o, (dtf_optim_kind)kind);
-    o.lr = cfg_num(L, cfg, "lr", o.lr);
-    o.momentum = cfg_num(L, cfg, "momentum", o.momentum);
-    o.beta1 = cfg_num(L, cfg, "beta1", o.beta1);
-    o.beta2 = cfg_num(L, cfg, "beta2", o.beta2);
-    o.eps = cfg_num(L, cfg, "eps", o.eps);
-    o.weight_decay = cfg_num(L, cfg, "weight_decay", o.weight_decay);
-    if (cfg) {
-        lua_getfield(L, cfg, "nesterov");
-        o.nesterov = lua_isnumber(L, -1) ? lua_tonumber(L, -1) != 0 : lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    lopt_optim(L, 7, "optim_step", (dtf_optim_kind)kind, &o, NULL);
+    if (o.kind != (dtf_optim_kind)kind)
+        return luaL_error(L, "optim_step: the settings are for %s, the step for %s",
+                          dtf_optim_kind_name(o.kind), name);
     int ns = dtf_optim_nslots(&o);
     float *s0 = ns > 0 ? dtf_data(flat_arg(L, 4, "slot0", n)) : NULL;
     float *s1 = ns > 1 ? dtf_data(flat_arg(L, 5, "slot1", n)) : NULL;
     if (ns > 1 && s0 == s1)
         return luaL_error(L, "optim_step: %s needs two distinct slots", name);
-    dtf_optim_apply(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
+    if (lua_toboolean(L, 8)) /* zero_grad: grad cleared in the same pass */
+        dtf_optim_apply_zero(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
+    else
+        dtf_optim_apply(&o, dtf_data(p), dtf_data(g), s0, s1, (size_t)n, (int64_t)step);
     lua_settop(L, 2);
     return 1;
 }
@@ -1224,6 +1128,83 @@ static int l_set_num_threads(lua_State *L)
     luaL_argcheck(L, n >= 1 && n <= 1024, 1, "must be in 1..1024");
     dtf_set_num_threads((int)n);
     return 0;
+}
+
+/* A recorded run of sgemm calls (bench/step.lua's matmul-only bound). */
+typedef struct gemm_trace {
+    size_t n;
+    dtf_gemm_call calls[];
+} gemm_trace;
+
+#define TRACE_CAP 65536
+#define TRACE_MT "dtf.GemmTrace"
+
+/* gemm_trace(fn, ...) -> trace, n: runs fn(...) and records every sgemm
+ * the kernels call meanwhile; gemm_replay(trace) runs those alone. */
+static int l_gemm_trace(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    gemm_trace *t = lua_newuserdatauv(L, sizeof *t + TRACE_CAP * sizeof t->calls[0], 1);
+    t->n = 0;
+    luaL_newmetatable(L, TRACE_MT);
+    lua_setmetatable(L, -2);
+    lua_insert(L, 1); /* trace below fn and its arguments */
+    dtf_gemm_record(t->calls, TRACE_CAP);
+    int rc = lua_pcall(L, nargs, 0, 0);
+    t->n = dtf_gemm_recorded();
+    dtf_gemm_record(NULL, 0);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    if (t->n > TRACE_CAP)
+        return luaL_error(L, "gemm_trace: %d sgemm calls, more than %d", (int)t->n, TRACE_CAP);
+    lua_pushinteger(L, (lua_Integer)t->n);
+    return 2;
+}
+
+static int l_gemm_replay(lua_State *L)
+{
+    gemm_trace *t = luaL_checkudata(L, 1, TRACE_MT);
+    lua_getiuservalue(L, 1, 1);
+    dtf_tensor *scratch = ltensor_test(L, -1);
+    if (!scratch) { /* first replay: its operands, kept with the trace */
+        int64_t n = (int64_t)dtf_gemm_replay_scratch(t->calls, t->n) + 1;
+        scratch = ltensor_push_new(L, 1, &n);
+        dtf_fill_uniform(scratch, &(dtf_rng){{1, 2, 3, 4}}, -1, 1);
+        lua_setiuservalue(L, 1, 1);
+    }
+    if (dtf_gemm_replay(t->calls, t->n, dtf_data(scratch), (size_t)dtf_numel(scratch)) < 0)
+        raise_core(L);
+    return 0;
+}
+
+/* "OpenBLAS 0.3.21, core SkylakeX (OpenBLAS picked Prescott)" and the core. */
+static int l_blas_info(lua_State *L)
+{
+    lua_pushstring(L, dtf_blas_info());
+    lua_pushstring(L, dtf_blas_core());
+    return 2;
+}
+
+/* denormals(['flush'|'keep']) sets this thread's mode when given; returns
+ * the mode in force ('flush' or 'keep'). */
+static int l_denormals(lua_State *L)
+{
+    static const char *const modes[] = {"keep", "flush", NULL};
+    if (!lua_isnoneornil(L, 1)) {
+        int on = luaL_checkoption(L, 1, NULL, modes);
+        if (dtf_fp_flush_denormals(on) < 0)
+            return luaL_error(L, "denormals: %s", dtf_error());
+    }
+    lua_pushstring(L, modes[dtf_fp_flushing()]);
+    return 1;
+}
+
+/* The cores this process may keep busy (affinity mask, cgroup quota). */
+static int l_usable_cores(lua_State *L)
+{
+    lua_pushinteger(L, dtf_cpu_usable());
+    return 1;
 }
 
 static int l_is_tensor(lua_State *L)
@@ -1250,7 +1231,7 @@ static const luaL_Reg methods[] = {
     {NULL, NULL}};
 
 static const luaL_Reg metamethods[] = {
-    {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", t_tostring}, {"__len", t_len},
+    {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", ltensor_tostring}, {"__len", t_len},
     {"__newindex", t_newindex}, {"__add", m_add}, {"__sub", m_sub}, {"__mul", m_mul},
     {"__div", m_div}, {"__unm", m_unm},
     {NULL, NULL}};
@@ -1264,6 +1245,9 @@ static const luaL_Reg functions[] = {
     {"maxpool2d", l_maxpool2d}, {"maxpool2d_backward", l_maxpool2d_backward},
     {"optim_step", l_optim_step}, {"checksum", l_checksum},
     {"set_num_threads", l_set_num_threads}, {"is_tensor", l_is_tensor},
+    {"linear", l_linear}, {"linear_backward", l_linear_backward},
+    {"gemm_trace", l_gemm_trace}, {"gemm_replay", l_gemm_replay},
+    {"blas_info", l_blas_info}, {"denormals", l_denormals}, {"usable_cores", l_usable_cores},
     {NULL, NULL}};
 
 static const luaL_Reg rng_methods[] = {
@@ -1271,14 +1255,8 @@ static const luaL_Reg rng_methods[] = {
 
 int luaopen_dtf_tensor(lua_State *L)
 {
-    /* dtf.Rng */
-    if (luaL_newmetatable(L, RNG_MT)) {
-        luaL_newlib(L, rng_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, rng_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg rng_meta[] = {{"__tostring", rng_tostring}, {NULL, NULL}};
+    lopt_newclass(L, RNG_MT, rng_meta, rng_methods);
 
     /* dtf.Tensor: __index looks numbers up itself and methods in upvalue 1 */
     luaL_newmetatable(L, LTENSOR_MT);
@@ -1296,8 +1274,14 @@ int luaopen_dtf_tensor(lua_State *L)
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_conv2d, 1);
     lua_setfield(L, -3, "conv2d");
+    lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_conv2d_backward, 1);
-    lua_setfield(L, -2, "conv2d_backward");
+    lua_setfield(L, -3, "conv2d_backward");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_conv2d_relu_pool, 1);
+    lua_setfield(L, -3, "conv2d_relu_pool");
+    lua_pushcclosure(L, l_conv2d_relu_pool_backward, 1);
+    lua_setfield(L, -2, "conv2d_relu_pool_backward");
     /* the methods, so Lua code can extend them */
     luaL_getmetatable(L, LTENSOR_MT);
     lua_getfield(L, -1, "methods");

@@ -19,5 +19,7 @@ dtf_tensor *ltensor_test(lua_State *L, int idx);
 dtf_tensor *ltensor_push_new(lua_State *L, int ndim, const int64_t *shape);
 /* Pushes a new userdata with t's header sharing t's storage (retained). */
 void ltensor_push_view(lua_State *L, const dtf_tensor *t);
+/* __tostring of a tensor (ltensor_print.c). */
+int ltensor_tostring(lua_State *L);
 
 #endif

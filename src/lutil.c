@@ -2,14 +2,17 @@
  * seed's log lines, hashing, sleeping, the process's identity. */
 #include <errno.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lmodules.h"
 #include "log.h"
+#include "lopt.h"
 #include "util.h"
 
 static int l_now(lua_State *L)
@@ -104,11 +107,82 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
+/* util.ready(): tells the supervisor that started this task (dtf local,
+ * through the pipe whose fd is $DTF_READY_FD) that the task is up: a ps
+ * serves, a worker has trained a step. A task that fails before it is
+ * ready is not restarted: its next try would fail the same way. Once; a
+ * no-op without a supervisor. */
+static int l_ready(lua_State *L)
+{
+    const char *v = getenv("DTF_READY_FD");
+    char *end;
+    long fd = v && *v ? strtol(v, &end, 10) : -1;
+    if (fd >= 3 && *end == 0) {
+        ssize_t w = write((int)fd, "1", 1);
+        (void)w; /* the supervisor may be gone: nothing to tell then */
+        close((int)fd);
+        unsetenv("DTF_READY_FD");
+    }
+    (void)L;
+    return 0;
+}
+
+/* ---- stopping between steps ------------------------------------------------
+ * A worker or one process asked to stop (SIGTERM: a pod deleted, an
+ * upgrade; SIGINT: Ctrl-C) ends at a step boundary: its training loop polls
+ * util.stop_signal() once a step, so nothing is cut mid-update and one
+ * process can write its last checkpoint. Without a handler, PID 1 of a
+ * container would ignore SIGTERM until the kubelet's SIGKILL. */
+static volatile sig_atomic_t stop_sig;
+
+static void on_stop_signal(int sig)
+{
+    stop_sig = sig;
+}
+
+/* util.trap_signals(): SIGTERM and SIGINT from now on only set the flag. */
+static int l_trap_signals(lua_State *L)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    (void)L;
+    return 0;
+}
+
+/* util.stop_signal() -> the signal's number and name, or nil */
+static int l_stop_signal(lua_State *L)
+{
+    int sig = stop_sig;
+    if (!sig)
+        return 0;
+    lua_pushinteger(L, sig);
+    lua_pushstring(L, sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal");
+    return 2;
+}
+
+/* util.split_address("host:port" | "[v6]:port") -> host, port | nil, err */
+static int l_split_address(lua_State *L)
+{
+    char host[256];
+    int port;
+    if (dtf_parse_hostport(luaL_checkstring(L, 1), host, sizeof host, &port) < 0)
+        return lopt_fail(L);
+    lua_pushstring(L, host);
+    lua_pushinteger(L, port);
+    return 2;
+}
+
 static const luaL_Reg funcs[] = {
     {"now", l_now},           {"wallclock", l_wallclock}, {"log", l_log},
     {"log_open", l_log_open}, {"log_close", l_log_close}, {"fnv1a", l_fnv1a},
     {"sleep", l_sleep},       {"getpid", l_getpid},       {"hostname", l_hostname},
-    {"isatty", l_isatty},     {NULL, NULL},
+    {"isatty", l_isatty},     {"split_address", l_split_address}, {"ready", l_ready},
+    {"trap_signals", l_trap_signals}, {"stop_signal", l_stop_signal}, {NULL, NULL},
 };
 
 int luaopen_dtf_util(lua_State *L)

@@ -1,12 +1,14 @@
 /* main: the dtf command. Parses subcommands and flags, runs the host, and is
  * the only place that picks an exit status (0 ok, 1 failure, 2 usage). */
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "blas.h"
+#include "cli.h"
+#include "cpu.h"
 #include "host.h"
 #include "local.h"
 #include "repl.h"
@@ -28,6 +30,9 @@ static void usage_main(FILE *f)
           "  repl [--ps=HOST:PORT,...]      interactive Lua with every dtf module loaded\n"
           "  export CKPT_DIR OUT.safetensors\n"
           "                                 merge the ps shards of a checkpoint into one file\n"
+          "  predict MODEL.safetensors IMAGES [--labels LABELS]\n"
+          "                                 classify images with a saved model\n"
+          "  plot LOGDIR [-o FILE.svg]      draw a training's TensorBoard scalars as an SVG\n"
           "  version                        print the version\n"
           "  help [COMMAND]                 this text, or a command's flags\n"
           "\n"
@@ -64,11 +69,13 @@ static void usage_run(FILE *f)
 
 static void usage_repl(FILE *f)
 {
-    fputs("usage: dtf repl [--ps=H:P,...] [--workers=H:P,...] [--token-file=FILE] [--set KEY=VALUE]...\n"
+    fputs("usage: dtf repl [--ps=H:P,...] [--token-file=FILE] [--config FILE] [--set KEY=VALUE]...\n"
           "\n"
           "An interactive Lua 5.4 prompt with tensor, nn, optim, data, ps, ckpt loaded as\n"
-          "globals. With --ps it can reach a running cluster: cluster.step(),\n"
-          "cluster.stats(), cluster.pull(), cluster.evaluate() (see README).\n"
+          "globals; help() lists them, help(x) says what x is. With --ps it can reach a\n"
+          "running cluster: cluster.step(), cluster.stats(), cluster.pull(),\n"
+          "cluster.evaluate() (see README); --config (the file the tasks were given) and\n"
+          "--set give the training's hyperparameters, so it builds the same model.\n"
           "Ctrl-C interrupts a running statement; Ctrl-D exits.\n",
           f);
 }
@@ -82,154 +89,99 @@ static void usage_export(FILE *f)
           f);
 }
 
-static int usage_error(const char *cmd, const char *fmt, ...) DTF_PRINTF(2, 3);
-
-/* Prints "dtf CMD: MESSAGE (see `dtf help CMD`)" and returns exit status 2. */
-static int usage_error(const char *cmd, const char *fmt, ...)
+static void usage_plot(FILE *f)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "dtf %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see `dtf help %s`)\n", cmd);
-    va_end(ap);
-    return DTF_EXIT_USAGE;
+    fputs("usage: dtf plot LOGDIR [-o FILE.svg]\n"
+          "\n"
+          "Reads the TensorBoard event files under LOGDIR (LOGDIR/tensorboard/TASK/)\n"
+          "and draws loss, accuracy and the ps tasks' updates per second against the\n"
+          "global step, one line per task, as one SVG (default LOGDIR/plot.svg).\n",
+          f);
 }
 
-/* Parses the flags `run` and `repl` share. Non-flag words go to *rest (the
- * script first); everything after `--` too. Returns 0, or an exit status. */
+/* The flags `run` and `repl` share, parsed into a dtf_cli for the host. */
 typedef struct parsed {
     dtf_cli cli;
     const char *set[MAX_SET];
-    char *rest[256];
-    int nrest;
-    int ndash; /* index in rest where `--` arguments start, -1 if none */
+    dtf_strlist sets;
+    char index[16];
+    int idx;
+    dtf_args args;
 } parsed;
-
-static int take_value(const char *cmd, int argc, char **argv, int *i, const char *name,
-                      const char **out)
-{
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (a[n] == '=') {
-        *out = a + n + 1;
-    } else if (*i + 1 < argc) {
-        *out = argv[++*i];
-    } else {
-        return usage_error(cmd, "flag %s needs a value", name);
-    }
-    if (!**out)
-        return usage_error(cmd, "flag %s has an empty value", name);
-    return 0;
-}
 
 static int parse_flags(const char *cmd, int argc, char **argv, parsed *p)
 {
-    static const char *const valued[] = {"--role", "--index", "--ps", "--workers",
-                                         "--token-file", "--config", "--set"};
+    static const char *const roles[] = {"ps", "worker", NULL};
     memset(p, 0, sizeof *p);
+    p->idx = -1;
+    p->sets = (dtf_strlist){p->set, 0, MAX_SET};
+    const dtf_flag flags[] = {
+        {"--role", DTF_FLAG_CHOICE, &p->cli.role, 0, 0, roles, "ps or worker"},
+        {"--index", DTF_FLAG_INT, &p->idx, 0, 100000, NULL, "a task index"},
+        {"--ps", DTF_FLAG_STRING, &p->cli.ps, 0, 0, NULL, NULL},
+        {"--workers", DTF_FLAG_STRING, &p->cli.workers, 0, 0, NULL, NULL},
+        {"--token-file", DTF_FLAG_STRING, &p->cli.token_file, 0, 0, NULL, NULL},
+        {"--config", DTF_FLAG_STRING, &p->cli.config, 0, 0, NULL, NULL},
+        {"--set", DTF_FLAG_KV, &p->sets, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    int rc = dtf_cli_parse(cmd, flags, argc, argv, &p->args);
     p->cli.set = p->set;
-    p->ndash = -1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            p->ndash = p->nrest;
-            for (i++; i < argc; i++) {
-                if (p->nrest >= (int)(sizeof p->rest / sizeof p->rest[0]))
-                    return usage_error(cmd, "too many arguments");
-                p->rest[p->nrest++] = argv[i];
-            }
-            break;
-        }
-        if (a[0] != '-' || a[1] == '\0') {
-            if (p->nrest >= (int)(sizeof p->rest / sizeof p->rest[0]))
-                return usage_error(cmd, "too many arguments");
-            p->rest[p->nrest++] = argv[i];
-            continue;
-        }
-        const char *name = NULL;
-        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) {
-            size_t n = strlen(valued[k]);
-            if (strncmp(a, valued[k], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
-                name = valued[k];
-                break;
-            }
-        }
-        if (!name)
-            return usage_error(cmd, "unknown flag '%s'", a);
-        const char *v = NULL;
-        int rc = take_value(cmd, argc, argv, &i, name, &v);
-        if (rc)
-            return rc;
-        if (strcmp(name, "--set") == 0) {
-            const char *eq = strchr(v, '=');
-            if (!eq || eq == v)
-                return usage_error(cmd, "--set '%s' is not KEY=VALUE", v);
-            if (p->cli.nset >= MAX_SET)
-                return usage_error(cmd, "too many --set flags");
-            p->set[p->cli.nset++] = v;
-        } else if (strcmp(name, "--role") == 0) {
-            if (strcmp(v, "ps") != 0 && strcmp(v, "worker") != 0)
-                return usage_error(cmd, "--role '%s' is neither ps nor worker", v);
-            p->cli.role = v;
-        } else if (strcmp(name, "--index") == 0) {
-            char *end;
-            long idx = strtol(v, &end, 10);
-            if (*end || idx < 0 || idx > 100000)
-                return usage_error(cmd, "--index '%s' is not a non-negative integer", v);
-            p->cli.index = v;
-        } else if (strcmp(name, "--ps") == 0) {
-            p->cli.ps = v;
-        } else if (strcmp(name, "--workers") == 0) {
-            p->cli.workers = v;
-        } else if (strcmp(name, "--token-file") == 0) {
-            p->cli.token_file = v;
-        } else {
-            p->cli.config = v;
-        }
+    p->cli.nset = p->sets.n;
+    if (p->idx >= 0) {
+        snprintf(p->index, sizeof p->index, "%d", p->idx);
+        p->cli.index = p->index;
     }
-    return 0;
+    return rc;
 }
 
 static int cmd_run(const char *argv0, int argc, char **argv)
 {
-    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage_run(stdout);
-            return DTF_EXIT_OK;
-        }
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_run(stdout);
+        return DTF_EXIT_OK;
+    }
     parsed p;
     int rc = parse_flags("run", argc, argv, &p);
-    if (rc)
-        return rc;
-    if (p.nrest == 0 || p.ndash == 0)
-        return usage_error("run", "needs a SCRIPT");
-    const char *script = p.rest[0];
-    if (access(script, R_OK) != 0) {
-        fprintf(stderr, "dtf run: cannot read script '%s'\n", script);
-        return DTF_EXIT_USAGE;
+    if (rc == 0 && p.args.nwords == 0)
+        rc = dtf_usage_error("run", "needs a SCRIPT");
+    if (rc == 0 && access(p.args.words[0], R_OK) != 0) {
+        fprintf(stderr, "dtf run: cannot read script '%s'\n", p.args.words[0]);
+        rc = DTF_EXIT_USAGE;
     }
-    lua_State *L = dtf_host_new(argv0, &p.cli);
-    if (!L)
-        return DTF_EXIT_FAIL;
-    rc = dtf_host_run_file(L, script, p.nrest - 1, p.rest + 1);
-    lua_close(L);
+    lua_State *L = rc == 0 ? dtf_host_new(argv0, &p.cli) : NULL;
+    if (rc == 0 && !L)
+        rc = DTF_EXIT_FAIL;
+    if (L) {
+        /* the script's arguments: the words after it, then those after `--` */
+        char **sargs = calloc((size_t)argc + 1, sizeof *sargs);
+        int n = 0;
+        for (int i = 1; sargs && i < p.args.nwords; i++)
+            sargs[n++] = p.args.words[i];
+        for (int i = 0; sargs && i < p.args.nafter; i++)
+            sargs[n++] = p.args.after[i];
+        rc = sargs ? dtf_host_run_file(L, p.args.words[0], n, sargs) : DTF_EXIT_FAIL;
+        free(sargs);
+        lua_close(L);
+    }
+    free(p.args.words);
     return rc;
 }
 
 static int cmd_repl(const char *argv0, int argc, char **argv)
 {
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage_repl(stdout);
-            return DTF_EXIT_OK;
-        }
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_repl(stdout);
+        return DTF_EXIT_OK;
+    }
     parsed p;
     int rc = parse_flags("repl", argc, argv, &p);
+    if (rc == 0 && (p.args.nwords > 0 || p.args.after))
+        rc = dtf_usage_error("repl", "unexpected argument '%s'",
+                             p.args.nwords ? p.args.words[0] : "--");
+    free(p.args.words);
     if (rc)
         return rc;
-    if (p.nrest > 0)
-        return usage_error("repl", "unexpected argument '%s'", p.rest[0]);
     lua_State *L = dtf_host_new(argv0, &p.cli);
     if (!L)
         return DTF_EXIT_FAIL;
@@ -250,7 +202,7 @@ static int cmd_export(const char *argv0, int argc, char **argv)
         return DTF_EXIT_OK;
     }
     if (argc != 2)
-        return usage_error("export", "needs CKPT_DIR and OUT.safetensors");
+        return dtf_usage_error("export", "needs CKPT_DIR and OUT.safetensors");
     lua_State *L = dtf_host_new(argv0, NULL);
     if (!L)
         return DTF_EXIT_FAIL;
@@ -264,6 +216,95 @@ static int cmd_export(const char *argv0, int argc, char **argv)
     }
     int rc = dtf_host_report(L, status, "dtf export");
     lua_close(L);
+    return rc;
+}
+
+static void usage_predict(FILE *f)
+{
+    fputs("usage: dtf predict MODEL.safetensors IMAGES [--labels LABELS] [--modelfile F]\n"
+          "\n"
+          "Rebuilds the network MODEL records (train.lua's save=: the model file's source\n"
+          "and the hyperparameters; --modelfile gives another model file), classifies\n"
+          "every image of the IDX file IMAGES (plain or gzip) and prints one line per\n"
+          "image, \"INDEX CLASS\", both 0-based as the labels are. With --labels (an IDX\n"
+          "labels file) a last line says \"accuracy A (N images)\".\n",
+          f);
+}
+
+static int cmd_predict(const char *argv0, int argc, char **argv)
+{
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_predict(stdout);
+        return DTF_EXIT_OK;
+    }
+    const char *labels = NULL, *modelfile = NULL;
+    const dtf_flag flags[] = {
+        {"--labels", DTF_FLAG_STRING, &labels, 0, 0, NULL, NULL},
+        {"--modelfile", DTF_FLAG_STRING, &modelfile, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    dtf_args a;
+    int rc = dtf_cli_parse("predict", flags, argc, argv, &a);
+    if (rc)
+        return rc;
+    if (a.nwords != 2 || a.after)
+        rc = dtf_usage_error("predict", "needs MODEL.safetensors and IMAGES");
+    lua_State *L = rc == 0 ? dtf_host_new(argv0, NULL) : NULL;
+    if (L) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "dtf.predict");
+        int status = dtf_host_docall(L, 1, 1);
+        if (status == LUA_OK) {
+            lua_pushstring(L, a.words[0]);
+            lua_pushstring(L, a.words[1]);
+            lua_pushstring(L, labels);
+            lua_pushstring(L, modelfile);
+            status = dtf_host_docall(L, 4, 0);
+        }
+        rc = dtf_host_report(L, status, "dtf predict");
+        lua_close(L);
+    } else if (rc == 0) {
+        rc = DTF_EXIT_FAIL;
+    }
+    free(a.words);
+    return rc;
+}
+
+static int cmd_plot(const char *argv0, int argc, char **argv)
+{
+    if (dtf_cli_wants_help(argc, argv)) {
+        usage_plot(stdout);
+        return DTF_EXIT_OK;
+    }
+    const char *out = NULL;
+    const dtf_flag flags[] = {
+        {"-o", DTF_FLAG_STRING, &out, 0, 0, NULL, NULL},
+        {"--output", DTF_FLAG_STRING, &out, 0, 0, NULL, NULL},
+        {NULL, 0, NULL, 0, 0, NULL, NULL},
+    };
+    dtf_args a;
+    int rc = dtf_cli_parse("plot", flags, argc, argv, &a);
+    if (rc)
+        return rc;
+    if (a.nwords != 1 || a.after)
+        rc = dtf_usage_error("plot", a.nwords ? "unexpected argument '%s'" : "needs a LOGDIR%s",
+                             a.nwords > 1 ? a.words[1] : "");
+    lua_State *L = rc == 0 ? dtf_host_new(argv0, NULL) : NULL;
+    if (L) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "dtf.plot");
+        int status = dtf_host_docall(L, 1, 1);
+        if (status == LUA_OK) {
+            lua_pushstring(L, a.words[0]);
+            lua_pushstring(L, out);
+            status = dtf_host_docall(L, 2, 0);
+        }
+        rc = dtf_host_report(L, status, "dtf plot");
+        lua_close(L);
+    } else if (rc == 0) {
+        rc = DTF_EXIT_FAIL;
+    }
+    free(a.words);
     return rc;
 }
 
@@ -282,15 +323,25 @@ static int cmd_help(int argc, char **argv)
         usage_repl(stdout);
     else if (strcmp(c, "export") == 0)
         usage_export(stdout);
+    else if (strcmp(c, "predict") == 0)
+        usage_predict(stdout);
+    else if (strcmp(c, "plot") == 0)
+        usage_plot(stdout);
     else if (strcmp(c, "version") == 0 || strcmp(c, "help") == 0)
         usage_main(stdout);
     else
-        return usage_error("help", "unknown command '%s'", c);
+        return dtf_usage_error("help", "unknown command '%s'", c);
     return DTF_EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
+    /* Before anything else: the BLAS core (may re-exec this program, see
+     * blas.h) and flushed subnormals (train.lua's denormals=keep undoes it). */
+    const char *blas_warning = dtf_blas_setup(argv);
+    if (blas_warning)
+        fprintf(stderr, "dtf: warning: %s\n", blas_warning);
+    dtf_fp_flush_denormals(1);
     const char *argv0 = argv[0];
     if (argc < 2) {
         if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
@@ -309,8 +360,12 @@ int main(int argc, char **argv)
         return cmd_repl(argv0, n, rest);
     if (strcmp(cmd, "export") == 0)
         return cmd_export(argv0, n, rest);
+    if (strcmp(cmd, "predict") == 0)
+        return cmd_predict(argv0, n, rest);
+    if (strcmp(cmd, "plot") == 0)
+        return cmd_plot(argv0, n, rest);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("dtf %s (%s)\n", DTF_VERSION, LUA_RELEASE);
+        printf("dtf %s (%s)\nBLAS: %s\n", DTF_VERSION, LUA_RELEASE, dtf_blas_info());
         return DTF_EXIT_OK;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)

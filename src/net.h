@@ -15,9 +15,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "log.h"    /* dtf_log_fn and the levels only: the core never prints */
 #include "ps.h"
 #include "tensor.h"
+
+/* The defaults of the timeouts (seconds), in one place: ps.serve and
+ * ps.connect take them when an option is not given, and train.lua's
+ * hyperparameters read them from dtf.ps.defaults. */
+#define DTF_DEFAULT_CONNECT_TIMEOUT 120.0   /* a worker waits this long for the ps tasks */
+#define DTF_DEFAULT_TIMEOUT 60.0            /* one request */
+#define DTF_DEFAULT_RECONNECT_TIMEOUT 60.0  /* getting a lost ps back (a restarting pod) */
+#define DTF_DEFAULT_SYNC_TIMEOUT 30.0       /* sync: a silent worker is dropped from a step */
+#define DTF_DEFAULT_DONE_TIMEOUT 600.0      /* once a worker is done, one with no connection */
+#define DTF_DEFAULT_KEEPALIVE 25.0          /* a half-open connection is dropped */
+#define DTF_DEFAULT_CHECKPOINT_SECS 30.0    /* between ps checkpoints */
 
 /* ---- server ------------------------------------------------------------------ */
 
@@ -47,6 +57,9 @@ typedef struct dtf_server_config {
      * periodic snapshots. NULL: none. */
     void (*on_step)(void *ud, dtf_shard *shard);
     void *on_step_ud;
+    /* What the ps shows of itself (metrics, TensorBoard scalars): fed after
+     * every push and once a second. NULL: nothing. */
+    struct dtf_pswatch *watch;
 } dtf_server_config;
 
 /* Memory stays bounded whatever peers send. Per connection: the input

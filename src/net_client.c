@@ -198,14 +198,16 @@ static void send_req(cconn *cc, creq *r)
     if (len && dt == DTF_DTYPE_BF16) {
         uint8_t *b = cl->wire_buf + 2 * r->off;
         dtf_wire_put_body(b, r->src, (size_t)r->count, dt);
-        net_send_direct(cc->bev, hb, b, len, 0, !cl->cfg.copy_sends, NULL);
+        net_send_direct(cc->bev, hb, b, len,
+                        cl->cfg.copy_sends ? NET_BODY_BYTES : NET_BODY_BYTES_REF, NULL);
         return;
     }
     /* A gradient goes from the worker's tensor to the socket without a
      * copy. What the socket does not take at once stays referenced: the
      * call blocks until the reply, so the memory stays put, and keep
      * guards against the tensor being collected meanwhile. */
-    net_send_direct(cc->bev, hb, r->src, len, 1, !cl->cfg.copy_sends, r->keep);
+    net_send_direct(cc->bev, hb, r->src, len,
+                    cl->cfg.copy_sends ? NET_BODY_FLOATS : NET_BODY_FLOATS_REF, r->keep);
 }
 
 static void send_hello(cconn *cc)
@@ -222,14 +224,14 @@ static void send_hello(cconn *cc)
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, cc->hello_id, 0, 0, 0, (uint32_t)n);
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_encode_hdr(hb, &h);
-    net_send_direct(cc->bev, hb, p, n, 0, 0, NULL);
+    net_send_direct(cc->bev, hb, p, n, NET_BODY_BYTES, NULL);
 }
 
 static creq *find_req(cconn *cc, uint32_t id, int reply_type)
 {
     for (int k = 0; k < CC_MAXREQ; k++) {
         creq *r = &cc->req[k];
-        if (r->used && !r->done && r->id == id && r->type + 1 == reply_type)
+        if (r->used && !r->done && r->id == id && dtf_msg_reply_type(r->type) == reply_type)
             return r;
     }
     return NULL;
@@ -263,6 +265,12 @@ static int handle_hello_reply(cconn *cc)
                 h->offset + h->count, m.P, cc->i, cl->n, cl->cfg.P, off, off + count);
         return -1;
     }
+    if (cl->cfg.token_len && !(h->aux & DTF_HELLO_TOKEN)) {
+        cc_fail(cc, "it does not ask for a token and this %s has one: a ps of another cluster, "
+                "or one started without the token; refusing it",
+                cl->cfg.role == DTF_ROLE_WORKER ? "worker" : "client");
+        return -1;
+    }
     cc->off = h->offset;
     cc->count = h->count;
     cc->have_range = 1;
@@ -271,7 +279,7 @@ static int handle_hello_reply(cconn *cc)
         return -1;
     }
     cc->step = h->step;
-    cl->sync = dtf_wire_hello_reply_sync(h->aux);
+    cl->sync = (h->aux & DTF_HELLO_SYNC) != 0;
     cc->state = CC_READY;
     int resend = 0;
     /* A gradient this call pushed and the lost ps acknowledged is gone too
@@ -397,14 +405,11 @@ static void c_read(struct bufferevent *bev, void *arg)
             if (cc_start_frame(cc) < 0)
                 return;
         }
-        int r = net_read_body(cc->bev, &cc->fs);
-        if (r == 0)
+        net_read r = net_read_body(cc->bev, &cc->fs);
+        if (r == NET_READ_MORE)
             return;
-        if (r < 0) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", strcmp(dtf_error(), "closed") == 0
-                     ? "connection closed" : dtf_error());
-            cc_lost(cc, why);
+        if (r != NET_READ_DONE) {
+            cc_lost(cc, r == NET_READ_CLOSED ? "connection closed" : dtf_error());
             return;
         }
         net_fstate_next(&cc->fs);
@@ -627,35 +632,6 @@ static creq *add_req(cconn *cc, int type, uint64_t off, uint64_t count, int64_t 
     return r;
 }
 
-static int split_addr(const char *addr, char *host, size_t nh, char *port, size_t np)
-{
-    const char *colon;
-    size_t hl;
-    if (addr[0] == '[') {
-        const char *end = strchr(addr, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        hl = (size_t)(end - addr - 1);
-        memcpy(host, addr + 1, hl < nh ? hl : 0);
-        colon = end + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon)
-            return -1;
-        hl = (size_t)(colon - addr);
-        if (hl < nh)
-            memcpy(host, addr, hl);
-    }
-    if (hl == 0 || hl >= nh)
-        return -1;
-    host[hl] = 0;
-    size_t pl = strlen(colon + 1);
-    if (pl == 0 || pl >= np || strspn(colon + 1, "0123456789") != pl)
-        return -1;
-    memcpy(port, colon + 1, pl + 1);
-    return 0;
-}
-
 dtf_client *dtf_client_connect(const dtf_client_config *cfg)
 {
     if (cfg->naddrs < 1) {
@@ -698,11 +674,13 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
         cc->last_push = -1;
         cc->pulled_step = -1;
         snprintf(cc->addr, sizeof cc->addr, "%s", cfg->addrs[i]);
-        if (split_addr(cfg->addrs[i], cc->host, sizeof cc->host, cc->port, sizeof cc->port) < 0) {
-            dtf_seterr("ps address '%s' is not host:port", cfg->addrs[i]);
+        int port;
+        if (dtf_parse_hostport(cfg->addrs[i], cc->host, sizeof cc->host, &port) < 0) {
+            dtf_seterr("ps %d address %s", i, dtf_error());
             dtf_client_free(cl);
             return NULL;
         }
+        snprintf(cc->port, sizeof cc->port, "%d", port);
         uint64_t off, count;
         dtf_shard_range(cfg->P, cl->n, i, &off, &count);
         if (count * 4 > cl->max_payload) {

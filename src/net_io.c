@@ -2,6 +2,8 @@
  * and the worker's client (net_io.h says how frames are read and sent). */
 #include "net_io.h"
 
+#include "net.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,7 +48,7 @@ void net_tune_socket(evutil_socket_t fd, double keepalive)
     /* Small frames (headers, replies) must not wait for Nagle. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (keepalive <= 0)
-        keepalive = KEEPALIVE_DEFAULT;
+        keepalive = DTF_DEFAULT_KEEPALIVE;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 #ifdef TCP_KEEPIDLE
     int idle = (int)(keepalive * 0.4), intvl = (int)(keepalive * 0.2), cnt = 3;
@@ -119,10 +121,8 @@ int net_read_hdr(struct bufferevent *bev, net_fstate *fs, size_t max_payload)
  * there: first what the bufferevent already read, then recv() on the
  * socket until it would block (libevent 2.1 reads 4 KiB per callback; a
  * 160 KB gradient would cost 40 trips through the loop and a copy). Small
- * bodies wait in the input buffer (read low watermark). 1: the body is
- * complete; 0: need more; -1: the peer closed or the socket failed
- * (dtf_error() says which). */
-int net_read_body(struct bufferevent *bev, net_fstate *fs)
+ * bodies wait in the input buffer (read low watermark). */
+net_read net_read_body(struct bufferevent *bev, net_fstate *fs)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = fs->h.len;
@@ -130,13 +130,13 @@ int net_read_body(struct bufferevent *bev, net_fstate *fs)
         if (evbuffer_get_length(in) < len) {
             bufferevent_setwatermark(bev, EV_READ, len, fs->high);
             fs->low_set = 1;
-            return 0;
+            return NET_READ_MORE;
         }
         if (fs->low_set) {
             bufferevent_setwatermark(bev, EV_READ, 0, fs->high);
             fs->low_set = 0;
         }
-        return 1;
+        return NET_READ_DONE;
     }
     size_t have = evbuffer_get_length(in);
     if (have && fs->got < len) {
@@ -150,16 +150,15 @@ int net_read_body(struct bufferevent *bev, net_fstate *fs)
         if (k > 0) {
             fs->got += (size_t)k;
         } else if (k == 0) {
-            dtf_seterr("closed");
-            return -1;
+            return NET_READ_CLOSED;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return 0;
+            return NET_READ_MORE;
         } else if (errno != EINTR) {
             dtf_seterr("%s", evutil_socket_error_to_string(errno));
-            return -1;
+            return NET_READ_ERROR;
         }
     }
-    return 1;
+    return NET_READ_DONE;
 }
 
 /* Adds n floats as little-endian bytes to out (a copy). */
@@ -186,14 +185,14 @@ static void unref_storage(const void *data, size_t len, void *extra)
     dtf_storage_release(extra);
 }
 
-/* Sends a frame: its header hb and a body of len bytes (float32s when
- * floats, else raw bytes). When nothing is queued before it, one sendmsg
- * sends it straight from the caller's memory, which the socket usually
- * takes whole; the rest goes through the output buffer, by reference when
- * by_ref (keep, if not NULL, is retained until it is sent) or copied. */
+/* Sends a frame: its header hb and a body of len bytes. When nothing is
+ * queued before it, one sendmsg sends it straight from the caller's
+ * memory, which the socket usually takes whole; the rest goes through the
+ * output buffer as kind says. */
 void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *body, size_t len,
-                     int floats, int by_ref, dtf_storage *keep)
+                     net_body kind, dtf_storage *keep)
 {
+    int floats = kind == NET_BODY_FLOATS || kind == NET_BODY_FLOATS_REF;
     struct evbuffer *out = bufferevent_get_output(bev);
     size_t sent = 0;
     int le = dtf_wire_host_is_le();
@@ -218,7 +217,7 @@ void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *bod
     const uint8_t *rest = (const uint8_t *)body + bsent;
     if (floats && !le) {
         add_floats(out, body, len / 4); /* nothing was sent directly */
-    } else if (by_ref) {
+    } else if (kind == NET_BODY_FLOATS_REF || kind == NET_BODY_BYTES_REF) {
         if (keep)
             dtf_storage_retain(keep);
         if (evbuffer_add_reference(out, rest, len - bsent, unref_storage, keep) < 0 && keep)

@@ -28,13 +28,11 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
-#include "log.h"
 #include "tensor.h"
 #include "util.h"
 #include "wire.h"
 
 #define IO_CHUNK (1u << 20)    /* largest single write per callback (both sides), read (client) */
-#define KEEPALIVE_DEFAULT 25.0 /* s: a peer gone without a FIN is noticed */
 
 /* The parse state of one connection. */
 typedef struct net_fstate {
@@ -57,11 +55,29 @@ void net_tune_bev(struct bufferevent *bev, net_fstate *fs, size_t text_max, size
 void net_fstate_next(net_fstate *fs);
 /* 1: a header is decoded into fs->h; 0: need more bytes; -1: not a valid frame. */
 int net_read_hdr(struct bufferevent *bev, net_fstate *fs, size_t max_payload);
-/* 1: fs->h's body is complete; 0: need more; -1: the peer closed or failed. */
-int net_read_body(struct bufferevent *bev, net_fstate *fs);
-/* Sends header hb and a body of len bytes (float32s when floats). */
+/* What net_read_body found. */
+typedef enum net_read {
+    NET_READ_ERROR = -2,   /* the socket failed (dtf_error() says how) */
+    NET_READ_CLOSED = -1,  /* the peer closed the connection mid-body */
+    NET_READ_MORE = 0,     /* need more bytes */
+    NET_READ_DONE = 1      /* fs->h's body is complete */
+} net_read;
+net_read net_read_body(struct bufferevent *bev, net_fstate *fs);
+
+/* A body net_send_direct sends: what it is, and what becomes of the part
+ * the socket does not take at once. */
+typedef enum net_body {
+    NET_BODY_BYTES,        /* raw bytes, the rest copied */
+    NET_BODY_FLOATS,       /* float32s (little-endian on the wire), the rest copied:
+                            * the memory may change before it has left (parameters) */
+    NET_BODY_FLOATS_REF,   /* float32s, the rest referenced until sent, keep retained
+                            * meanwhile (a worker's gradients: no copy) */
+    NET_BODY_BYTES_REF     /* raw bytes, the rest referenced until sent: the caller
+                            * keeps them put (a worker's gradients narrowed to bf16) */
+} net_body;
+/* Sends header hb and a body of len bytes. */
 void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *body, size_t len,
-                     int floats, int by_ref, dtf_storage *keep);
+                     net_body kind, dtf_storage *keep);
 /* Reads a text body of len bytes (keeping at most cap-1, control bytes as '?'). */
 void net_remove_text(struct evbuffer *in, uint32_t len, char *buf, size_t cap);
 /* Formats a log line and hands it to fn (NULL: nothing). */

@@ -23,6 +23,7 @@
 #include <event2/util.h>
 
 #include "net_io.h"
+#include "pswatch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -120,7 +121,7 @@ struct dtf_server {
     parked *parked, **parked_tail;
     int finishing;
     char reason[32];
-    double started, step_started, last_wait_log;
+    double started, last_wait_log;
     uint64_t accepted, refused, bad_peers, bytes_in, bytes_out, frames_in, frames_out;
     uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
     double first_done;   /* when the first worker said WORKER_DONE; 0: none yet */
@@ -190,7 +191,7 @@ static void send_frame(sconn *c, dtf_wire_hdr *h, const void *payload, uint32_t 
     uint8_t hb[DTF_WIRE_HDR];
     h->len = len;
     dtf_wire_encode_hdr(hb, h);
-    net_send_direct(c->bev, hb, payload, len, 0, 0, NULL);
+    net_send_direct(c->bev, hb, payload, len, NET_BODY_BYTES, NULL);
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + (uint64_t)len;
 }
@@ -238,9 +239,9 @@ static void reply_pull(sconn *c, uint32_t id, uint64_t off, uint64_t count)
     const float *src = sh->params + (off - sh->offset);
     if (dt == DTF_DTYPE_BF16) {
         dtf_wire_put_body(s->wire_buf, src, (size_t)count, dt);
-        net_send_direct(c->bev, hb, s->wire_buf, len, 0, 0, NULL);
+        net_send_direct(c->bev, hb, s->wire_buf, len, NET_BODY_BYTES, NULL);
     } else {
-        net_send_direct(c->bev, hb, src, len, 1, 0, NULL);
+        net_send_direct(c->bev, hb, src, len, NET_BODY_FLOATS, NULL);
     }
     s->frames_out++;
     s->bytes_out += DTF_WIRE_HDR + len;
@@ -267,10 +268,8 @@ static void answer_parked(dtf_server *s, int force)
 
 static void stepped(dtf_server *s)
 {
-    if (s->shard->have == 0) {
-        s->step_started = 0;
+    if (s->shard->have == 0)
         s->last_wait_log = 0;
-    }
     answer_parked(s, 0);
     if (s->cfg.on_step)
         s->cfg.on_step(s->cfg.on_step_ud, s->shard);
@@ -329,8 +328,8 @@ static int handle_hello(sconn *c)
     c->hello = 1;
     c->role = m.role;
     c->index = (int)m.index;
-    if (m.role == DTF_ROLE_WORKER && m.index < (uint32_t)sh->cfg.workers)
-        sh->w[m.index].joined = 1;
+    if (m.role == DTF_ROLE_WORKER)
+        dtf_shard_join(sh, c->index); /* the admission checked the index */
     struct timeval tv = net_tv(s->cfg.idle_timeout);
     bufferevent_set_timeouts(c->bev, s->cfg.idle_timeout > 0 ? &tv : NULL, NULL);
 
@@ -342,7 +341,7 @@ static int handle_hello(sconn *c)
     dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
     dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_HELLO_REPLY, h->id, sh->offset, sh->count,
                                     sh->step, 0);
-    rh.aux = dtf_wire_hello_reply_aux(sh->cfg.sync, s->cfg.wire_dtype);
+    rh.aux = dtf_wire_hello_reply_aux(sh->cfg.sync, s->token != NULL, s->cfg.wire_dtype);
     send_frame(c, &rh, rb, sizeof rb);
     slog(s, DTF_LOG_INFO, "ps %d: %s joined at step %" PRId64, sh->cfg.index, c->who, sh->step);
     return 0;
@@ -363,9 +362,13 @@ static int start_frame(sconn *c)
         return -1;
     }
     switch (h->type) {
-    case DTF_MSG_HELLO: case DTF_MSG_PULL: case DTF_MSG_GET_STEP:
-    case DTF_MSG_WORKER_DONE: case DTF_MSG_STATS:
-        return 0; /* no body, or a short one (HELLO); checked in handle_frame */
+    case DTF_MSG_HELLO: case DTF_MSG_PULL: case DTF_MSG_GET_STEP: case DTF_MSG_STATS:
+        return 0; /* no body, or a short one (HELLO); checked by its handler */
+    case DTF_MSG_WORKER_DONE:
+        if (c->role == DTF_ROLE_WORKER)
+            return 0;
+        conn_fail(c, h->id, "WORKER_DONE from an observer");
+        return -1;
     case DTF_MSG_ERROR:
         if (h->len <= SRV_TEXT_MAX)
             return 0;
@@ -405,165 +408,141 @@ static int start_frame(sconn *c)
     return 0;
 }
 
-/* Handles the frame in c->fs.h whose body is buffered. 0, or -1 when the
- * connection is closing or gone (do not touch c). */
-static int handle_frame(sconn *c)
+/* ---- requests (start_frame has checked the type and the sender) --------------
+ * Each returns 0, or -1 when the connection is closing or gone (do not
+ * touch c). The shard's rules are ps.c's; these only frame and reply. */
+
+static int handle_pull(sconn *c)
+{
+    dtf_server *s = c->srv;
+    dtf_wire_hdr *h = &c->fs.h;
+    int64_t wait_for;
+    int ready = dtf_shard_pull(s->shard, h->offset, h->count, h->step, c->push_step, &wait_for);
+    if (ready < 0) {
+        conn_fail(c, h->id, dtf_error());
+        return -1;
+    }
+    c->push_step = -1;
+    if (ready) {
+        reply_pull(c, h->id, h->offset, h->count);
+        return 0;
+    }
+    /* A worker has one pull in flight per call; a peer that parks more
+     * is flooding (each would become a whole shard of output). */
+    if (c->nparked >= MAX_PARKED) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "more than %d PULLs waiting for a step", MAX_PARKED);
+        conn_fail(c, h->id, msg);
+        return -1;
+    }
+    parked *p = calloc(1, sizeof *p);
+    if (!p) {
+        conn_free(c, DTF_LOG_ERROR, "out of memory");
+        return -1;
+    }
+    *p = (parked){.c = c, .id = h->id, .off = h->offset, .count = h->count, .min_step = wait_for};
+    c->nparked++;
+    *s->parked_tail = p;
+    s->parked_tail = &p->next;
+    return 0;
+}
+
+static int handle_push(sconn *c)
 {
     dtf_server *s = c->srv;
     dtf_shard *sh = s->shard;
     dtf_wire_hdr *h = &c->fs.h;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    char msg[512];
-
-    if (!c->hello && h->type != DTF_MSG_HELLO) {
-        snprintf(msg, sizeof msg, "%s before HELLO", dtf_msg_name(h->type));
-        conn_fail(c, h->id, msg);
+    dtf_push_outcome o;
+    dtf_wire_body_to_host(c->body, h->count, h->aux); /* start_frame streamed it here */
+    if (dtf_shard_push(sh, c->index, h->id, h->step, c->body, &o) < 0) {
+        conn_fail(c, h->id, dtf_error());
         return -1;
     }
-    switch (h->type) {
-    case DTF_MSG_HELLO:
-        return handle_hello(c);
+    if (o.result == DTF_PUSH_APPLIED || o.result == DTF_PUSH_PENDING)
+        dtf_pswatch_applied(s->cfg.watch, o.behind);
+    dtf_pswatch_step(s->cfg.watch, sh); /* step, updates, stale, duplicates */
+    c->push_step = o.includes;
+    dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_PUSH_REPLY, h->id, 0, 0, sh->step, 0);
+    rh.aux = (uint8_t)o.result;
+    send_frame(c, &rh, NULL, 0);
+    if (o.advanced)
+        stepped(s);
+    return 0;
+}
 
-    case DTF_MSG_PULL: {
-        if (h->count > sh->count || h->offset < sh->offset ||
-            h->offset - sh->offset > sh->count - h->count) {
-            snprintf(msg, sizeof msg,
-                     "PULL of [%" PRIu64 ", %" PRIu64 ") is outside this shard's range [%"
-                     PRIu64 ", %" PRIu64 ")", h->offset, h->offset + h->count, sh->offset,
-                     sh->offset + sh->count);
-            conn_fail(c, h->id, msg);
-            return -1;
-        }
-        sh->pulls++;
-        /* The step to wait for: what the worker asked, but never past the
-         * step that includes its latest push (after a ps restart its push
-         * tagged 671 may have gone into step 601), nor past the next step:
-         * a worker ahead of a restarted ps must not hang. */
-        int64_t want = h->step;
-        if (c->push_step >= 0 && want > c->push_step)
-            want = c->push_step;
-        if (want > sh->step + 1)
-            want = sh->step + 1;
-        c->push_step = -1;
-        if (want <= sh->step) {
-            reply_pull(c, h->id, h->offset, h->count);
-            return 0;
-        }
-        /* A worker has one pull in flight per call; a peer that parks more
-         * is flooding (each would become a whole shard of output). */
-        if (c->nparked >= MAX_PARKED) {
-            snprintf(msg, sizeof msg, "more than %d PULLs waiting for a step", MAX_PARKED);
-            conn_fail(c, h->id, msg);
-            return -1;
-        }
-        parked *p = calloc(1, sizeof *p);
-        if (!p) {
-            conn_free(c, DTF_LOG_ERROR, "out of memory");
-            return -1;
-        }
-        p->c = c;
-        p->id = h->id;
-        p->off = h->offset;
-        p->count = h->count;
-        p->min_step = want;
-        c->nparked++;
-        *s->parked_tail = p;
-        s->parked_tail = &p->next;
-        return 0;
-    }
+static int handle_get_step(sconn *c)
+{
+    dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STEP_REPLY, c->fs.h.id, 0, 0, c->srv->shard->step, 0);
+    send_frame(c, &rh, NULL, 0);
+    return 0;
+}
 
-    case DTF_MSG_PUSH: {
-        /* checked by start_frame; the body is in c->body */
-        dtf_wire_body_to_host(c->body, h->count, h->aux);
-        int advanced = 0, r;
-        dtf_worker_state *lp = &sh->w[c->index];
-        if (!sh->cfg.sync && lp->push_seen && lp->push_id == h->id && lp->push_tag == h->step) {
-            /* A client re-sends what was in flight after reconnecting: this
-             * gradient was applied, only its reply was lost. (Sync mode
-             * knows its duplicates by step.) */
-            sh->w[c->index].duplicates++;
-            sh->duplicates++;
-            r = DTF_PUSH_DUPLICATE;
-        } else {
-            r = dtf_shard_push(sh, c->index, h->step, c->body, &advanced);
-            lp->push_seen = 1;
-            lp->push_id = h->id;
-            lp->push_tag = h->step;
-        }
-        if (r < 0) {
-            conn_fail(c, h->id, dtf_error());
-            return -1;
-        }
-        /* The step whose parameters include this gradient: a pending or
-         * duplicate one is in the next step, an applied one in this step. */
-        c->push_step = r == DTF_PUSH_PENDING || r == DTF_PUSH_DUPLICATE ? sh->step + 1 : sh->step;
-        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_PUSH_REPLY, h->id, 0, 0, sh->step, 0);
-        rh.aux = (uint8_t)r;
-        send_frame(c, &rh, NULL, 0);
-        if (r == DTF_PUSH_PENDING && sh->have == 1)
-            s->step_started = dtf_now();
-        if (advanced)
-            stepped(s);
-        return 0;
-    }
-
-    case DTF_MSG_GET_STEP: {
-        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STEP_REPLY, h->id, 0, 0, sh->step, 0);
-        send_frame(c, &rh, NULL, 0);
-        return 0;
-    }
-
-    case DTF_MSG_WORKER_DONE: {
-        if (c->role != DTF_ROLE_WORKER) {
-            conn_fail(c, h->id, "WORKER_DONE from an observer");
-            return -1;
-        }
-        int was_done = sh->w[c->index].done;
-        int advanced = dtf_shard_worker_done(sh, c->index);
-        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_DONE_REPLY, h->id, 0, 0, sh->step, 0);
-        send_frame(c, &rh, NULL, 0);
-        if (s->first_done == 0)
-            s->first_done = dtf_now();
-        if (!was_done)
-            slog(s, DTF_LOG_INFO, "ps %d: worker %d is done at its step %" PRId64
-                 " (%d of %d workers done, global step %" PRId64 ")", sh->cfg.index,
-                 c->index, h->step, sh->ndone, sh->cfg.workers, sh->step);
-        if (advanced > 0)
-            stepped(s);
-        if (sh->ndone == sh->cfg.workers) {
-            slog(s, DTF_LOG_INFO, "ps %d: all %d workers are done; stopping at step %" PRId64,
-                 sh->cfg.index, sh->cfg.workers, sh->step);
-            start_finish(s, "done");
-        }
-        return 0;
-    }
-
-    case DTF_MSG_STATS: {
-        size_t n = dtf_server_stats(s, NULL, 0) + 1;
-        char *text = malloc(n);
-        if (!text) {
-            conn_free(c, DTF_LOG_ERROR, "out of memory");
-            return -1;
-        }
-        dtf_server_stats(s, text, n);
-        dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STATS_REPLY, h->id, 0, 0, sh->step, 0);
-        send_frame(c, &rh, text, (uint32_t)strlen(text));
-        free(text);
-        return 0;
-    }
-
-    case DTF_MSG_ERROR: {
-        char text[400];
-        net_remove_text(in, h->len, text, sizeof text);
-        snprintf(msg, sizeof msg, "it sent an error: %s", text);
-        conn_free(c, DTF_LOG_WARNING, msg);
+static int handle_done(sconn *c)
+{
+    dtf_server *s = c->srv;
+    dtf_shard *sh = s->shard;
+    dtf_wire_hdr *h = &c->fs.h;
+    int newly;
+    int advanced = dtf_shard_worker_done(sh, c->index, &newly);
+    if (advanced < 0) {
+        conn_fail(c, h->id, dtf_error());
         return -1;
     }
+    dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_DONE_REPLY, h->id, 0, 0, sh->step, 0);
+    send_frame(c, &rh, NULL, 0);
+    if (s->first_done == 0)
+        s->first_done = dtf_now();
+    if (newly)
+        slog(s, DTF_LOG_INFO, "ps %d: worker %d is done at its step %" PRId64
+             " (%d of %d workers done, global step %" PRId64 ")", sh->cfg.index,
+             c->index, h->step, sh->ndone, sh->cfg.workers, sh->step);
+    if (advanced)
+        stepped(s);
+    if (dtf_shard_all_done(sh)) {
+        slog(s, DTF_LOG_INFO, "ps %d: all %d workers are done; stopping at step %" PRId64,
+             sh->cfg.index, sh->cfg.workers, sh->step);
+        start_finish(s, "done");
+    }
+    return 0;
+}
 
-    default:
-        snprintf(msg, sizeof msg, "unexpected %s from a client", dtf_msg_name(h->type));
-        conn_fail(c, h->id, msg);
+static int handle_stats(sconn *c)
+{
+    dtf_server *s = c->srv;
+    size_t n = dtf_server_stats(s, NULL, 0) + 1;
+    char *text = malloc(n);
+    if (!text) {
+        conn_free(c, DTF_LOG_ERROR, "out of memory");
         return -1;
+    }
+    dtf_server_stats(s, text, n);
+    dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_STATS_REPLY, c->fs.h.id, 0, 0, s->shard->step, 0);
+    send_frame(c, &rh, text, (uint32_t)strlen(text));
+    free(text);
+    return 0;
+}
+
+static int handle_error(sconn *c)
+{
+    char text[400], msg[512];
+    net_remove_text(bufferevent_get_input(c->bev), c->fs.h.len, text, sizeof text);
+    snprintf(msg, sizeof msg, "it sent an error: %s", text);
+    conn_free(c, DTF_LOG_WARNING, msg);
+    return -1;
+}
+
+/* The frame in c->fs.h, its body buffered, to its handler. start_frame let
+ * through only these types, and nothing but HELLO before HELLO. */
+static int dispatch(sconn *c)
+{
+    switch (c->fs.h.type) {
+    case DTF_MSG_HELLO: return handle_hello(c);
+    case DTF_MSG_PULL: return handle_pull(c);
+    case DTF_MSG_PUSH: return handle_push(c);
+    case DTF_MSG_GET_STEP: return handle_get_step(c);
+    case DTF_MSG_WORKER_DONE: return handle_done(c);
+    case DTF_MSG_STATS: return handle_stats(c);
+    default: return handle_error(c); /* DTF_MSG_ERROR */
     }
 }
 
@@ -598,12 +577,12 @@ static void s_read(struct bufferevent *bev, void *arg)
             if (start_frame(c) < 0)
                 return;
         }
-        int r = net_read_body(bev, &c->fs);
-        if (r == 0)
+        net_read r = net_read_body(bev, &c->fs);
+        if (r == NET_READ_MORE)
             return;
-        if (r < 0) {
+        if (r != NET_READ_DONE) {
             char why[256];
-            if (strcmp(dtf_error(), "closed") == 0)
+            if (r == NET_READ_CLOSED)
                 snprintf(why, sizeof why, "disconnected mid-frame (%s body: %zu of %" PRIu32
                          " bytes)", dtf_msg_name(c->fs.h.type), c->fs.got, c->fs.h.len);
             else
@@ -613,7 +592,7 @@ static void s_read(struct bufferevent *bev, void *arg)
             return;
         }
         net_fstate_next(&c->fs);
-        if (handle_frame(c) < 0)
+        if (dispatch(c) < 0)
             return;
     }
 }
@@ -765,13 +744,13 @@ static void on_finish_timer(evutil_socket_t fd, short ev, void *arg)
 static void sync_tick(dtf_server *s)
 {
     dtf_shard *sh = s->shard;
-    if (!sh->cfg.sync || sh->have == 0 || s->step_started == 0)
+    if (!sh->cfg.sync || sh->have == 0 || sh->pending_since == 0)
         return;
     int ids[64];
     int k = dtf_shard_waiting(sh, ids, 64);
     if (k == 0)
         return;
-    double now = dtf_now(), waited = now - s->step_started;
+    double now = dtf_now(), waited = now - sh->pending_since;
     char list[512];
     size_t len = 0;
     list[0] = 0;
@@ -845,6 +824,10 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     (void)ev;
     if (s->finishing)
         return;
+    int workers = 0;
+    for (sconn *c = s->conns; c; c = c->next)
+        workers += c->hello && !c->closing && c->role == DTF_ROLE_WORKER;
+    dtf_pswatch_traffic(s->cfg.watch, s->bytes_in, s->bytes_out, workers);
     sync_tick(s);
     done_tick(s);
 }
@@ -1031,6 +1014,10 @@ int dtf_server_run(dtf_server *s)
          " (%s) on port %d, %s", sh->cfg.index, sh->offset, sh->offset + sh->count,
          sh->cfg.P, size, s->port,
          sh->cfg.sync ? "sync" : "async");
+    if (!s->token)
+        slog(s, DTF_LOG_WARNING, "ps %d: no token: any peer that reaches port %d can join and push "
+             "gradients (give the cluster one with $DTF_TOKEN or --token-file)", sh->cfg.index,
+             s->port);
     if (sh->cfg.sync)
         slog(s, DTF_LOG_INFO, "ps %d: sync: each step averages %d of %d workers' gradients%s",
              sh->cfg.index, sh->cfg.replicas, sh->cfg.workers,

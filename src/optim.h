@@ -31,4 +31,11 @@ int dtf_optim_nslots(const dtf_optim *o);
 void dtf_optim_apply(const dtf_optim *o, float *param, const float *grad,
                      float *slot0, float *slot1, size_t n, int64_t step);
 
+/* dtf_optim_apply, and grad zeroed behind it block by block while the
+ * block is in cache: in one process the next step's backward accumulates
+ * into zeros without a separate pass over the gradients. The same bits as
+ * dtf_optim_apply (no element depends on where a block starts). */
+void dtf_optim_apply_zero(const dtf_optim *o, float *param, float *grad, float *slot0,
+                          float *slot1, size_t n, int64_t step);
+
 #endif

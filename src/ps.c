@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +33,8 @@ static float *zalloc(uint64_t n)
     return calloc(n ? (size_t)n : 1, sizeof(float));
 }
 
-dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
+/* A shard with its slots; params are the caller's (NULL: allocated). */
+static dtf_shard *shard_alloc(const dtf_shard_config *cfg, float *own)
 {
     if (cfg->nps < 1 || cfg->index < 0 || cfg->index >= cfg->nps) {
         dtf_seterr("ps index %d out of range for %d ps tasks", cfg->index, cfg->nps);
@@ -58,8 +58,13 @@ dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
     if (s->cfg.replicas == 0)
         s->cfg.replicas = cfg->workers;
     dtf_shard_range(cfg->P, cfg->nps, cfg->index, &s->offset, &s->count);
+    if (dtf_lr_check(&cfg->sched) < 0) {
+        free(s);
+        return NULL;
+    }
     int nslots = dtf_optim_nslots(&cfg->optim);
-    s->params = zalloc(s->count);
+    s->owns_params = own == NULL;
+    s->params = own ? own : zalloc(s->count);
     s->slot0 = nslots >= 1 ? zalloc(s->count) : NULL;
     s->slot1 = nslots >= 2 ? zalloc(s->count) : NULL;
     s->acc = cfg->sync ? zalloc(s->count) : NULL;
@@ -72,16 +77,33 @@ dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
     }
     for (int i = 0; i < cfg->workers; i++)
         s->w[i].last_step = -1;
-    if (params && s->count)
+    return s;
+}
+
+dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params)
+{
+    dtf_shard *s = shard_alloc(cfg, NULL);
+    if (s && params && s->count)
         memcpy(s->params, params + s->offset, (size_t)s->count * sizeof(float));
     return s;
+}
+
+dtf_shard *dtf_shard_wrap(const dtf_shard_config *cfg, float *params)
+{
+    return shard_alloc(cfg, params);
+}
+
+float dtf_shard_lr(const dtf_shard *s)
+{
+    return dtf_lr_at(&s->cfg.sched, s->cfg.optim.lr, s->step);
 }
 
 void dtf_shard_free(dtf_shard *s)
 {
     if (!s)
         return;
-    free(s->params);
+    if (s->owns_params)
+        free(s->params);
     free(s->slot0);
     free(s->slot1);
     free(s->acc);
@@ -91,12 +113,14 @@ void dtf_shard_free(dtf_shard *s)
 
 /* ---- applying gradients ----------------------------------------------------- */
 
+/* One optimizer update, at the rate the schedule gives this step. */
 static void apply(dtf_shard *s, const float *g)
 {
+    dtf_optim o = s->cfg.optim;
+    o.lr = dtf_shard_lr(s);
     s->step++;
     s->updates++;
-    dtf_optim_apply(&s->cfg.optim, s->params, g, s->slot0, s->slot1,
-                    (size_t)s->count, s->step);
+    dtf_optim_apply(&o, s->params, g, s->slot0, s->slot1, (size_t)s->count, s->step);
 }
 
 int dtf_shard_needed(const dtf_shard *s)
@@ -125,6 +149,7 @@ static int maybe_complete(dtf_shard *s)
     apply(s, a);
     memset(a, 0, (size_t)s->count * sizeof(float));
     s->have = 0;
+    s->pending_since = 0;
     for (int i = 0; i < s->cfg.workers; i++)
         s->w[i].contributed = 0;
     return 1;
@@ -140,28 +165,19 @@ static int check_worker(const dtf_shard *s, int worker)
     return 0;
 }
 
-int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
-                   int *advanced)
+int dtf_shard_join(dtf_shard *s, int worker)
 {
-    *advanced = 0;
     if (check_worker(s, worker) < 0)
         return -1;
-    dtf_worker_state *w = &s->w[worker];
-    w->pushes++;
-    w->last_push = dtf_now();
-    if (wstep > w->last_step)
-        w->last_step = wstep;
-    if (w->done) { /* pushing again (a restarted worker): back in the game */
-        w->done = 0;
-        s->ndone--;
-    }
-    if (!s->cfg.sync) {
-        s->gradients++;
-        apply(s, grad);
-        *advanced = 1;
-        return DTF_PUSH_APPLIED;
-    }
-    if (wstep < s->step) {
+    s->w[worker].joined = 1;
+    return 0;
+}
+
+/* Sync: sums grad into the current step (or drops it as stale/duplicate). */
+static int sync_push(dtf_shard *s, dtf_worker_state *w, int64_t tag, const float *grad,
+                     int *advanced)
+{
+    if (tag < s->step) {
         w->stale++;
         s->stale++;
         return DTF_PUSH_STALE;
@@ -171,16 +187,16 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
         s->duplicates++;
         return DTF_PUSH_DUPLICATE;
     }
-    /* wstep >= step: a step from the future (only after a ps restart) is
+    /* tag >= step: a step from the future (only after a ps restart) is
      * summed into the current one rather than waited for. */
     w->dropped = 0;
     w->contributed = 1;
     s->gradients++;
     float *a = s->acc;
-    const float *g = grad;
     for (uint64_t i = 0; i < s->count; i++)
-        a[i] += g[i];
-    s->have++;
+        a[i] += grad[i];
+    if (s->have++ == 0)
+        s->pending_since = dtf_now();
     if (maybe_complete(s)) {
         *advanced = 1;
         return DTF_PUSH_APPLIED;
@@ -188,15 +204,83 @@ int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
     return DTF_PUSH_PENDING;
 }
 
-int dtf_shard_worker_done(dtf_shard *s, int worker)
+/* Async: applies grad unless it repeats the worker's latest push (a client
+ * re-sends what was in flight after reconnecting: this gradient was
+ * applied, only its reply was lost). Sync mode knows its duplicates by step. */
+static int async_push(dtf_shard *s, dtf_worker_state *w, uint32_t id, int64_t tag,
+                      const float *grad, int *advanced)
 {
+    if (w->push_seen && w->push_id == id && w->push_tag == tag) {
+        w->duplicates++;
+        s->duplicates++;
+        return DTF_PUSH_DUPLICATE;
+    }
+    w->push_seen = 1;
+    w->push_id = id;
+    w->push_tag = tag;
+    s->gradients++;
+    apply(s, grad);
+    *advanced = 1;
+    return DTF_PUSH_APPLIED;
+}
+
+int dtf_shard_push(dtf_shard *s, int worker, uint32_t id, int64_t tag, const float *grad,
+                   dtf_push_outcome *out)
+{
+    out->advanced = 0;
+    if (check_worker(s, worker) < 0)
+        return -1;
+    dtf_worker_state *w = &s->w[worker];
+    out->behind = s->step > tag ? s->step - tag : 0;
+    w->pushes++;
+    w->last_push = dtf_now();
+    if (tag > w->last_step)
+        w->last_step = tag;
+    if (w->done) { /* pushing again (a restarted worker): back in the game */
+        w->done = 0;
+        s->ndone--;
+    }
+    out->result = s->cfg.sync ? sync_push(s, w, tag, grad, &out->advanced)
+                              : async_push(s, w, id, tag, grad, &out->advanced);
+    out->includes = out->result == DTF_PUSH_PENDING || out->result == DTF_PUSH_DUPLICATE
+                        ? s->step + 1 : s->step;
+    return 0;
+}
+
+int dtf_shard_pull(dtf_shard *s, uint64_t offset, uint64_t count, int64_t want,
+                   int64_t includes, int64_t *wait_for)
+{
+    if (count > s->count || offset < s->offset || offset - s->offset > s->count - count) {
+        dtf_seterr("PULL of [%" PRIu64 ", %" PRIu64 ") is outside this shard's range [%"
+                   PRIu64 ", %" PRIu64 ")", offset, offset + count, s->offset,
+                   s->offset + s->count);
+        return -1;
+    }
+    s->pulls++;
+    if (includes >= 0 && want > includes)
+        want = includes;
+    if (want > s->step + 1)
+        want = s->step + 1;
+    *wait_for = want;
+    return want <= s->step;
+}
+
+int dtf_shard_worker_done(dtf_shard *s, int worker, int *newly)
+{
+    *newly = 0;
     if (check_worker(s, worker) < 0)
         return -1;
     if (!s->w[worker].done) {
         s->w[worker].done = 1;
         s->ndone++;
+        *newly = 1;
     }
     return s->cfg.sync ? maybe_complete(s) : 0;
+}
+
+int dtf_shard_all_done(const dtf_shard *s)
+{
+    return s->ndone == s->cfg.workers;
 }
 
 int dtf_shard_drop_worker(dtf_shard *s, int worker)
@@ -240,6 +324,7 @@ void dtf_shard_restore(dtf_shard *s, const float *params, const float *slot0,
     if (s->acc)
         memset(s->acc, 0, bytes);
     s->have = 0;
+    s->pending_since = 0;
     for (int i = 0; i < s->cfg.workers; i++) {
         s->w[i].contributed = 0;
         s->w[i].push_seen = 0; /* the caller sets what the checkpoint kept */
@@ -311,47 +396,34 @@ int dtf_shard_parse_pushes(dtf_shard *s, const char *str)
 
 /* ---- stats ------------------------------------------------------------------- */
 
-typedef struct { char *buf; size_t n, len; } sbuf;
-
-static void DTF_PRINTF(2, 3) sb_printf(sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = b->len < b->n ? b->n - b->len : 0;
-    int k = vsnprintf(room ? b->buf + b->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        b->len += (size_t)k;
-}
-
 size_t dtf_shard_stats(const dtf_shard *s, char *buf, size_t n)
 {
-    sbuf b = {buf, n, 0};
-    if (n)
-        buf[0] = 0;
-    sb_printf(&b, "index=%d\nnps=%d\nmode=%s\nstep=%" PRId64 "\n", s->cfg.index,
+    dtf_strbuf b = {0};
+    dtf_sb_printf(&b, "index=%d\nnps=%d\nmode=%s\nstep=%" PRId64 "\n", s->cfg.index,
               s->cfg.nps, s->cfg.sync ? "sync" : "async", s->step);
-    sb_printf(&b, "P=%" PRIu64 "\noffset=%" PRIu64 "\ncount=%" PRIu64 "\n", s->cfg.P,
+    dtf_sb_printf(&b, "P=%" PRIu64 "\noffset=%" PRIu64 "\ncount=%" PRIu64 "\n", s->cfg.P,
               s->offset, s->count);
-    sb_printf(&b, "optimizer=%s\nworkers=%d\n", dtf_optim_kind_name(s->cfg.optim.kind),
+    dtf_sb_printf(&b, "optimizer=%s\nworkers=%d\n", dtf_optim_kind_name(s->cfg.optim.kind),
               s->cfg.workers);
     if (s->cfg.sync)
-        sb_printf(&b, "replicas_to_aggregate=%d\npending=%d\n", s->cfg.replicas, s->have);
-    sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
+        dtf_sb_printf(&b, "replicas_to_aggregate=%d\npending=%d\n", s->cfg.replicas, s->have);
+    dtf_sb_printf(&b, "gradients=%" PRIu64 "\nupdates=%" PRIu64 "\nstale=%" PRIu64
               "\nduplicates=%" PRIu64 "\npulls=%" PRIu64 "\nworkers_done=%d\n",
               s->gradients, s->updates, s->stale, s->duplicates, s->pulls, s->ndone);
     int joined = 0;
     for (int i = 0; i < s->cfg.workers; i++)
         joined += s->w[i].joined;
-    sb_printf(&b, "workers_joined=%d\n", joined);
+    dtf_sb_printf(&b, "workers_joined=%d\n", joined);
     for (int i = 0; i < s->cfg.workers; i++) {
         const dtf_worker_state *w = &s->w[i];
-        sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64
+        dtf_sb_printf(&b, "worker.%d.step=%" PRId64 "\nworker.%d.pushes=%" PRIu64
                   "\nworker.%d.stale=%" PRIu64 "\nworker.%d.duplicates=%" PRIu64
                   "\nworker.%d.done=%d\n",
                   i, w->last_step, i, w->pushes, i, w->stale, i, w->duplicates, i, w->done);
         if (s->cfg.sync)
-            sb_printf(&b, "worker.%d.dropped=%d\n", i, w->dropped);
+            dtf_sb_printf(&b, "worker.%d.dropped=%d\n", i, w->dropped);
     }
-    return b.len;
+    size_t len = dtf_sb_copyout(&b, buf, n);
+    free(b.p);
+    return len;
 }

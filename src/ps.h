@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "optim.h"
+#include "schedule.h"
 #include "wire.h"
 
 /* The range of shard i of n over P floats: offset and count (0-based). */
@@ -31,6 +32,7 @@ typedef struct dtf_shard_config {
     int replicas;      /* sync: distinct gradients averaged per step,
                         * 1 .. workers; 0 means workers */
     dtf_optim optim;
+    dtf_lr_schedule sched; /* the rate at each update (zeros: constant) */
 } dtf_shard_config;
 
 typedef struct dtf_worker_state {
@@ -38,13 +40,13 @@ typedef struct dtf_worker_state {
     uint64_t pushes;       /* gradients received (any outcome) */
     uint64_t stale, duplicates;
     double last_push;      /* dtf_now() of its latest push; 0 before any */
-    int joined;            /* said HELLO at least once (set by the server) */
+    int joined;            /* said HELLO at least once (dtf_shard_join) */
     int done;              /* sent WORKER_DONE */
     int dropped;           /* sync: left out of the replicas (timeout) */
     int contributed;       /* sync: summed into the current step */
     /* async: its latest PUSH's request id and step tag, so that one re-sent
      * over a new connection (only its reply was lost) is not applied twice.
-     * Set by the server; kept in checkpoints, so a re-send to a restarted
+     * Kept in checkpoints, so a re-send to a restarted
      * ps whose checkpoint already holds that gradient is still caught. */
     int push_seen;
     uint32_t push_id;
@@ -54,11 +56,14 @@ typedef struct dtf_worker_state {
 typedef struct dtf_shard {
     dtf_shard_config cfg;
     uint64_t offset, count;   /* this shard's range */
-    float *params;            /* count floats */
+    float *params;            /* count floats (the caller's for dtf_shard_wrap) */
+    int owns_params;
     float *slot0, *slot1;     /* optimizer slots (NULL when unused) */
     float *acc;               /* sync: sum of this step's gradients */
     int64_t step;             /* updates applied (the shard's step) */
     int have;                 /* sync: gradients summed into acc */
+    double pending_since;     /* sync: dtf_now() of the current step's first
+                               * gradient; 0 while none is in */
     dtf_worker_state *w;      /* cfg.workers entries */
     int ndone;                /* workers that sent WORKER_DONE */
     /* counters */
@@ -74,20 +79,62 @@ typedef struct dtf_shard {
 dtf_shard *dtf_shard_new(const dtf_shard_config *cfg, const float *params);
 void dtf_shard_free(dtf_shard *s);
 
+/* A shard whose parameters are the caller's count floats (updated in
+ * place; they must outlive the shard): one process trains through the same
+ * shard as a ps would, with its checkpoints and schedules. */
+dtf_shard *dtf_shard_wrap(const dtf_shard_config *cfg, float *params);
+
+/* The learning rate the next update applies. */
+float dtf_shard_lr(const dtf_shard *s);
+
 /* Number of gradients the current sync step waits for. */
 int dtf_shard_needed(const dtf_shard *s);
 
-/* Applies or sums grad (count floats: the whole range) from worker with
- * its step. Returns a dtf_push_result, or -1 with
- * dtf_error() for a worker index out of range. *advanced is set to 1 when
- * the step moved (so parked pulls may be answered). */
-int dtf_shard_push(dtf_shard *s, int worker, int64_t wstep, const float *grad,
-                   int *advanced);
+/* A worker said HELLO (its index was checked against cfg.workers by the
+ * admission); -1 with dtf_error() for an index out of range. */
+int dtf_shard_join(dtf_shard *s, int worker);
+
+/* What a PUSH did: its dtf_push_result, whether the shard's step moved (so
+ * parked pulls may be answered), and the step whose parameters include the
+ * gradient (a pending or duplicate one: the next step; an applied one: this
+ * step), which caps the step the worker's next PULL may wait for. */
+typedef struct dtf_push_outcome {
+    int result;
+    int advanced;
+    int64_t includes;
+    int64_t behind;  /* steps the shard moved since the worker pulled what it
+                      * computed the gradient from (its step at arrival - the
+                      * tag; 0 or more): the staleness of an applied gradient */
+} dtf_push_outcome;
+
+/* A gradient (count floats: the whole range) from `worker`, sent as request
+ * `id` and tagged with the worker's step `tag`. Async: applied on arrival,
+ * unless it repeats the worker's latest push (same id and tag: a re-send
+ * after a reconnect whose reply was lost), which is a duplicate. Sync:
+ * summed into the current step (see above). 0 and *out, or -1 with
+ * dtf_error() for a worker index out of range. */
+int dtf_shard_push(dtf_shard *s, int worker, uint32_t id, int64_t tag, const float *grad,
+                   dtf_push_outcome *out);
+
+/* A PULL of [offset, offset + count) that asks for step `want` at least.
+ * `includes` is dtf_push_outcome.includes of the same connection's latest
+ * push, or -1. Sets *wait_for to the step the reply must wait for: the
+ * asked step, but never past the step that includes the worker's latest
+ * push (after a ps restart a push tagged 671 may have gone into step 601),
+ * nor past the next step (a worker ahead of a restarted ps must not hang).
+ * Returns 1 when the reply can go now (the step is reached), 0 when it
+ * must wait, -1 with dtf_error() when the range is not inside the shard. */
+int dtf_shard_pull(dtf_shard *s, uint64_t offset, uint64_t count, int64_t want,
+                   int64_t includes, int64_t *wait_for);
 
 /* The worker finished (WORKER_DONE); in sync mode the step may now
- * complete with fewer replicas. Returns 1 when the step advanced, 0 when
- * not, -1 for a bad index. */
-int dtf_shard_worker_done(dtf_shard *s, int worker);
+ * complete with fewer replicas. *newly is set to 1 the first time a worker
+ * says it. Returns 1 when the step advanced, 0 when not, -1 with
+ * dtf_error() for a bad index. */
+int dtf_shard_worker_done(dtf_shard *s, int worker, int *newly);
+
+/* 1 once every worker has said done. */
+int dtf_shard_all_done(const dtf_shard *s);
 
 /* Sync: stop waiting for this worker (sync_timeout). It rejoins when it
  * pushes for the current step. Returns 1 when the step advanced. */

@@ -30,10 +30,6 @@
 #include "host.h"
 #include "version.h"
 
-#ifndef DTF_VERSION
-#define DTF_VERSION "dev"
-#endif
-
 #define PROMPT1     "dtf> "
 #define PROMPT2     ">> "
 #define HISTORY_MAX 1000
@@ -159,8 +155,11 @@ static void report(lua_State *L, int status)
 /* ---- completion ------------------------------------------------------------- */
 
 /* Tab completes names: globals, keywords, and the fields of tables (and of
- * a value's __index tables) after `a.b.` or `obj:`. The Lua side runs under
- * pcall (an __index may raise) and returns the sorted candidates. */
+ * a value's __index tables) after `a.b.` or `obj:`; a userdata whose
+ * __index is a function (dtf.Tensor) completes from its metatable's
+ * `methods` table, so `x:nu` gives `x:numel`. Metamethods (`__index`) show
+ * only when asked for with `__`. The Lua side runs under pcall (an __index
+ * may raise) and returns the sorted candidates. */
 static const char complete_lua[] =
     "local text = ...\n"
     "local path, sep, last = text:match('^([%w_.:]-)([.:])([%w_]*)$')\n"
@@ -176,7 +175,8 @@ static const char complete_lua[] =
     "local out, seen = {}, {}\n"
     "local function add(k, v)\n"
     "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not seen[k]\n"
-    "     and k:sub(1, #last) == last and (sep ~= ':' or type(v) == 'function') then\n"
+    "     and k:sub(1, #last) == last and (sep ~= ':' or type(v) == 'function')\n"
+    "     and (k:sub(1, 2) ~= '__' or last:sub(1, 2) == '__') then\n"
     "    seen[k] = true\n"
     "    out[#out + 1] = path .. sep .. k\n"
     "  end\n"
@@ -200,8 +200,11 @@ static const char complete_lua[] =
     "    for k, v in pairs(t) do add(k, v) end\n"
     "  end\n"
     "  local mt = getmetatable(t)\n"
-    "  if type(mt) ~= 'table' or type(rawget(mt, '__index')) ~= 'table' then break end\n"
-    "  t = rawget(mt, '__index')\n"
+    "  if type(mt) ~= 'table' then break end\n"
+    "  local idx = rawget(mt, '__index')\n"
+    "  if type(idx) ~= 'table' then idx = rawget(mt, 'methods') end\n"
+    "  if type(idx) ~= 'table' then break end\n"
+    "  t = idx\n"
     "end\n"
     "table.sort(out)\n"
     "return out\n";
@@ -418,14 +421,31 @@ static int loadline(lua_State *L)
     return status;
 }
 
-/* Prints what the statement returned through the global `print`. */
+/* Pushes the function that prints a statement's values: dtf.repl's show
+ * (tables nested, layers with their shapes: dtf.pretty), or the global
+ * `print` if dtf.repl has none. */
+static void push_printer(lua_State *L)
+{
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "dtf.repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "show") == LUA_TFUNCTION) {
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return;
+    }
+    lua_settop(L, top);
+    lua_getglobal(L, "print");
+}
+
+/* Prints what the statement returned. */
 static void l_print(lua_State *L)
 {
     int n = lua_gettop(L);
     if (n > 0) {
         int status;
         luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-        lua_getglobal(L, "print");
+        push_printer(L);
         lua_insert(L, 1);
         status = docall(L, n, 0);
         report(L, status);
@@ -434,22 +454,6 @@ static void l_print(lua_State *L)
 
 /* ---- the loop --------------------------------------------------------------- */
 
-/* A global `dtf` whose fields load the dtf.* modules on first use, so that
- * `dtf.tensor.zeros(2, 2)` works at the prompt without a require. */
-static const char lazy_dtf[] =
-    "local t = rawget(_G, 'dtf')\n"
-    "if t == nil then t = {}; rawset(_G, 'dtf', t) end\n"
-    "if type(t) ~= 'table' or getmetatable(t) ~= nil then return end\n"
-    "setmetatable(t, {__index = function(self, k)\n"
-    "  if type(k) ~= 'string' then return nil end\n"
-    "  local name = 'dtf.' .. k\n"
-    "  if package.loaded[name] == nil and package.preload[name] == nil\n"
-    "     and not package.searchpath(name, package.path) then return nil end\n"
-    "  local m = require(name)\n"
-    "  rawset(self, k, m)\n"
-    "  return m\n"
-    "end})\n";
-
 int dtf_repl(lua_State *L)
 {
     int status;
@@ -457,11 +461,6 @@ int dtf_repl(lua_State *L)
 
     globalL = L;
     interactive = isatty(STDIN_FILENO);
-    if (luaL_loadbuffer(L, lazy_dtf, sizeof lazy_dtf - 1, "=repl") == LUA_OK)
-        status = docall(L, 0, 0);
-    else
-        status = LUA_ERRSYNTAX;
-    report(L, status);
     lua_settop(L, 0);
 
     if (interactive) {

@@ -4,8 +4,10 @@
  * $DTF_HISTORY), prompts "dtf> " and ">> " for a continued chunk, and
  * Ctrl-C interrupts a running statement or clears the line at the
  * prompt. When stdin is not a terminal it reads plain lines with no
- * prompt, so input can be piped in. `expr` prints expr's values; Tab
- * completes globals, keywords and fields (`string.fo`, `s:up`). */
+ * prompt, so input can be piped in. `expr` prints expr's values through
+ * dtf.repl's show (dtf.pretty: tables nested, layers with their shapes);
+ * Tab completes globals, keywords, fields and methods (`string.fo`,
+ * `s:up`, a tensor's `x:nu`). */
 #ifndef DTF_REPL_H
 #define DTF_REPL_H
 

@@ -647,7 +647,8 @@ int dtf_matmul(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
         return 0;
     }
 
-    dtf_tensor ta = {0}, tb = {0}, tc = {0};
+    dtf_tensor ta, tb, tc; /* copies, only where an operand fits no layout */
+    ta.st = tb.st = tc.st = NULL;
     const dtf_tensor *A = a, *B = b;
     dtf_tensor *C = c;
     CBLAS_TRANSPOSE tra, trb, trc;
@@ -672,13 +673,13 @@ int dtf_matmul(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
         gemm_layout(C, &trc, &ldc);
     }
     if (trc == CblasNoTrans)
-        cblas_sgemm(CblasRowMajor, tra, trb, (int)M, (int)N, (int)K, alpha,
-                    dtf_data(A), (int)lda, dtf_data(B), (int)ldb, beta,
-                    dtf_data(C), (int)ldc);
+        dtf_sgemm(tra == CblasTrans, trb == CblasTrans, (int)M, (int)N, (int)K, alpha,
+                  dtf_data(A), (int)lda, dtf_data(B), (int)ldb, beta, dtf_data(C), (int)ldc);
     else /* C column-major: C^T = op(B)^T op(A)^T, row-major */
-        cblas_sgemm(CblasRowMajor, flip(trb), flip(tra), (int)N, (int)M, (int)K, alpha,
-                    dtf_data(B), (int)ldb, dtf_data(A), (int)lda, beta,
-                    dtf_data(C), (int)ldc);
+        dtf_sgemm(flip(trb) == CblasTrans, flip(tra) == CblasTrans, (int)N, (int)M, (int)K, alpha,
+                  dtf_data(B), (int)ldb, dtf_data(A), (int)lda, beta, dtf_data(C), (int)ldc);
+    if (C != &tc && A == a && B == b)
+        return 0; /* the common case: nothing was copied */
     if (C == &tc)
         dtf_copy(c, &tc);
     rc = 0;
@@ -687,6 +688,208 @@ done:
     dtf_tensor_release(&tb);
     dtf_tensor_release(&tc);
     return rc;
+}
+
+/* ======================================================================
+ * Linear layers: one call each way
+ * ==================================================================== */
+
+/* x (N,in), w (out,in), y (N,out) contiguous, b (out) or NULL. */
+static int check_linear(const char *what, const dtf_tensor *y, const dtf_tensor *x,
+                        const dtf_tensor *w, const dtf_tensor *b)
+{
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1]) {
+        /* the weight is (out, in): say which side is which */
+        shapes2 s = sh2(x, w);
+        dtf_seterr("%s: input (%s) and weight (%s, out x in) do not match", what, s.a, s.b);
+        return -1;
+    }
+    if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != w->shape[0]
+        || !dtf_is_contiguous(y)) {
+        char b1[96], b2[96], b3[96];
+        dtf_seterr("%s: (%s) must be a contiguous (%lldx%lld) for (%s) and (%s)", what,
+                   sh(y, b1), (long long)x->shape[0], (long long)w->shape[0], sh(x, b2),
+                   sh(w, b3));
+        return -1;
+    }
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0])) {
+        MISMATCH(what, b, w);
+        return -1;
+    }
+    return 0;
+}
+
+int dtf_linear(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *b,
+               int relu)
+{
+    if (check_linear("linear", y, x, w, b) < 0)
+        return -1;
+    dtf_tensor wt;
+    dtf_transpose(&wt, w, 0, 1);
+    if (dtf_matmul(y, x, &wt, 1.0f, 0.0f) < 0)
+        return -1;
+    /* bias and ReLU in one pass over the product, while it is in cache */
+    int64_t N = y->shape[0], D = y->shape[1];
+    if (b && b->stride[0] != 1 && D > 1) {
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t j = 0; j < D; j++)
+                dtf_data(y)[r * D + j] += dtf_data(b)[j * b->stride[0]];
+        b = NULL;
+    }
+    dtf_bias_relu_rows(dtf_data(y), N, D, b ? dtf_data(b) : NULL, relu);
+    return 0;
+}
+
+/* dym = dy masked by y > 0 (y NULL: no mask; dym NULL: not stored) and db
+ * += its column sums, in one pass over dy. */
+static void mask_and_sum(float *dym, float *db, int64_t sdb, const dtf_tensor *dy,
+                         const float *y)
+{
+    int64_t N = dy->shape[0], D = dy->shape[1], s0 = dy->stride[0], s1 = dy->stride[1];
+    if (s1 == 1 && (sdb == 1 || !db)) {
+        dtf_mask_sum_rows(dym, db, dtf_data(dy), s0, y, N, D);
+        return;
+    }
+    for (int64_t r = 0; r < N; r++) {
+        const float *g = dtf_data(dy) + r * s0;
+        const float *yr = y ? y + r * D : NULL;
+        float *o = dym ? dym + r * D : NULL;
+        for (int64_t j = 0; j < D; j++) {
+            float v = yr && !(yr[j] > 0) ? 0.0f : g[j * s1];
+            if (o)
+                o[j] = v;
+            if (db)
+                db[j * sdb] += v;
+        }
+    }
+}
+
+int dtf_linear_backward(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db, const dtf_tensor *dy,
+                        const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *y,
+                        dtf_tensor *dym)
+{
+    const char *what = "linear_backward";
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1]) {
+        MISMATCH(what, x, w);
+        return -1;
+    }
+    if (dy->ndim != 2 || dy->shape[0] != x->shape[0] || dy->shape[1] != w->shape[0]) {
+        MISMATCH(what, dy, x);
+        return -1;
+    }
+    if (y && (!dtf_same_shape(y, dy) || !dtf_is_contiguous(y))) {
+        MISMATCH(what, y, dy);
+        return -1;
+    }
+    if (dw && !dtf_same_shape(dw, w)) {
+        MISMATCH(what, dw, w);
+        return -1;
+    }
+    if (db && (db->ndim != 1 || db->shape[0] != w->shape[0])) {
+        MISMATCH(what, db, w);
+        return -1;
+    }
+    /* The gradient of the product: dy, or dy masked by the ReLU output y
+     * into dym (contiguous, dy's shape). */
+    const dtf_tensor *g = dy;
+    if (y) {
+        if (!dym || !dtf_same_shape(dym, dy) || !dtf_is_contiguous(dym)) {
+            char b1[96];
+            dtf_seterr("%s: needs a contiguous (%s) workspace for the masked gradient", what,
+                       sh(dy, b1));
+            return -1;
+        }
+        g = dym;
+    }
+    if (y || db)
+        mask_and_sum(y ? dtf_data(dym) : NULL, db ? dtf_data(db) : NULL, db ? db->stride[0] : 0,
+                     dy, y ? dtf_data(y) : NULL);
+    if (dw) {
+        dtf_tensor gt;
+        dtf_transpose(&gt, g, 0, 1);
+        if (dtf_matmul(dw, &gt, x, 1.0f, 1.0f) < 0)
+            return -1;
+    }
+    if (dx && dtf_matmul(dx, g, w, 1.0f, 0.0f) < 0)
+        return -1;
+    return 0;
+}
+
+/* ======================================================================
+ * sgemm, and its recorder (the matmul-only bound of a training step)
+ * ==================================================================== */
+
+static struct {
+    dtf_gemm_call *calls; /* NULL: not recording */
+    size_t n, cap;
+} rec;
+
+void dtf_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (rec.calls) {
+        if (rec.n < rec.cap)
+            rec.calls[rec.n] = (dtf_gemm_call){ta, tb, M, N, K, lda, ldb, ldc, beta};
+        rec.n++;
+    }
+}
+
+void dtf_gemm_record(dtf_gemm_call *calls, size_t cap)
+{
+    rec.calls = calls;
+    rec.cap = calls ? cap : 0;
+    if (calls)
+        rec.n = 0;
+}
+
+size_t dtf_gemm_recorded(void)
+{
+    return rec.n;
+}
+
+/* Floats each operand of a call spans (row-major, leading dimensions). */
+static void call_sizes(const dtf_gemm_call *c, size_t *a, size_t *b, size_t *cc)
+{
+    *a = (size_t)(c->ta ? c->k : c->m) * (size_t)c->lda;
+    *b = (size_t)(c->tb ? c->n : c->k) * (size_t)c->ldb;
+    *cc = (size_t)c->m * (size_t)c->ldc;
+}
+
+size_t dtf_gemm_replay_scratch(const dtf_gemm_call *calls, size_t n)
+{
+    size_t a = 0, b = 0, c = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t x, y, z;
+        call_sizes(&calls[i], &x, &y, &z);
+        a = x > a ? x : a;
+        b = y > b ? y : b;
+        c = z > c ? z : c;
+    }
+    return a + b + c;
+}
+
+int dtf_gemm_replay(const dtf_gemm_call *calls, size_t n, float *scratch, size_t scratch_n)
+{
+    size_t need = dtf_gemm_replay_scratch(calls, n), amax = 0, bmax = 0;
+    if (scratch_n < need) {
+        dtf_seterr("gemm replay: scratch of %zu floats, %zu needed", scratch_n, need);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t x, y, z;
+        call_sizes(&calls[i], &x, &y, &z);
+        amax = x > amax ? x : amax;
+        bmax = y > bmax ? y : bmax;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dtf_gemm_call *c = &calls[i];
+        cblas_sgemm(CblasRowMajor, c->ta ? CblasTrans : CblasNoTrans,
+                    c->tb ? CblasTrans : CblasNoTrans, c->m, c->n, c->k, 1.0f, scratch, c->lda,
+                    scratch + amax, c->ldb, c->beta, scratch + amax + bmax, c->ldc);
+    }
+    return 0;
 }
 
 void dtf_set_num_threads(int n)

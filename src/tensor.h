@@ -111,6 +111,18 @@ uint64_t dtf_tensor_hash(const dtf_tensor *t, uint64_t seed);
 int dtf_matmul(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
                float alpha, float beta);
 
+/* A linear layer: y (N,out) = x (N,in) @ w (out,in)^T + b (out), then
+ * max(y, 0) if relu; y contiguous, b may be NULL. */
+int dtf_linear(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *b,
+               int relu);
+/* Its backward pass from dy (N,out): with y (the ReLU output, NULL for no
+ * ReLU) the gradient is first masked by y > 0 into dym (contiguous, dy's
+ * shape; unused without y); then db += its column sums, dw += g^T @ x, dx
+ * = g @ w (overwritten). dx, dw, db may each be NULL (skipped). */
+int dtf_linear_backward(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db, const dtf_tensor *dy,
+                        const dtf_tensor *x, const dtf_tensor *w, const dtf_tensor *y,
+                        dtf_tensor *dym);
+
 typedef enum {
     DTF_ADD = 0, DTF_SUB, DTF_MUL, DTF_DIV,
     DTF_RSUB, DTF_RDIV /* scalar only: s - a, s / a */
@@ -158,8 +170,10 @@ int dtf_accuracy(const dtf_tensor *logits, const dtf_tensor *labels, int64_t *co
 int dtf_bias_backward(dtf_tensor *db, const dtf_tensor *dy);
 
 /* conv2d over contiguous tensors: x (N,C,H,W), w (O,C,KH,KW), b (O) or NULL,
- * y (N,O,OH,OW) with OH = (H + 2 pad - KH) / stride + 1. ws is the im2col
- * workspace of at least dtf_conv2d_workspace() floats (per image, reused). */
+ * y (N,O,OH,OW) with OH = (H + 2 pad - KH) / stride + 1. ws is the
+ * workspace (im2col and the product of a chunk of images): with
+ * dtf_conv2d_workspace() floats the chunk is the one sized for the caches;
+ * less (but at least one image's worth) works in smaller chunks. */
 size_t dtf_conv2d_workspace(const dtf_tensor *x, const dtf_tensor *w, int stride, int pad);
 int dtf_conv2d(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w,
                const dtf_tensor *b, int stride, int pad, float *ws, size_t ws_n);
@@ -168,6 +182,22 @@ int dtf_conv2d_backward(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
                         const dtf_tensor *dy, const dtf_tensor *x,
                         const dtf_tensor *w, int stride, int pad,
                         float *ws, size_t ws_n);
+
+/* The block conv2d, + bias, ReLU, 2x2 max-pooling in one pass, without the
+ * full-size activation: y (N,O,OH/2,OW/2) = maxpool(relu(conv2d(x) + b)),
+ * idx (same shape, NULL skips) the offsets of the maxima as maxpool2d
+ * gives them (where y is 0 any offset in the window may be given). The
+ * workspace is conv2d's. backward: dy is the gradient of y; dx
+ * (overwritten; NULL skips), dw +=, db += (NULL skips), as the three
+ * layers' backward passes would give. */
+int dtf_conv2d_relu_pool(dtf_tensor *y, dtf_tensor *idx, const dtf_tensor *x,
+                         const dtf_tensor *w, const dtf_tensor *b, int stride, int pad,
+                         float *ws, size_t ws_n);
+int dtf_conv2d_relu_pool_backward(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
+                                  const dtf_tensor *dy, const dtf_tensor *y,
+                                  const dtf_tensor *idx, const dtf_tensor *x,
+                                  const dtf_tensor *w, int stride, int pad, float *ws,
+                                  size_t ws_n);
 
 /* 2x2 max pooling with stride 2 over contiguous x (N,C,H,W) -> y
  * (N,C,H/2,W/2) (odd edges dropped). idx (same shape as y) receives each
@@ -179,6 +209,11 @@ int dtf_maxpool2d_backward(dtf_tensor *dx, const dtf_tensor *dy, const dtf_tenso
 /* ---- naive twins (tensor_naive.c) ---------------------------------------- */
 int dtf_matmul_naive(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
                      float alpha, float beta);
+int dtf_linear_naive(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w,
+                     const dtf_tensor *b, int relu);
+int dtf_linear_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
+                              const dtf_tensor *dy, const dtf_tensor *x, const dtf_tensor *w,
+                              const dtf_tensor *y, dtf_tensor *dym);
 int dtf_binary_naive(dtf_tensor *out, const dtf_tensor *a, const dtf_tensor *b,
                      dtf_binop op, float alpha);
 int dtf_binary_scalar_naive(dtf_tensor *out, const dtf_tensor *a, float s, dtf_binop op);
@@ -202,8 +237,32 @@ int dtf_conv2d_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
                               const dtf_tensor *dy, const dtf_tensor *x,
                               const dtf_tensor *w, int stride, int pad,
                               float *ws, size_t ws_n);
+int dtf_conv2d_relu_pool_naive(dtf_tensor *y, dtf_tensor *idx, const dtf_tensor *x,
+                               const dtf_tensor *w, const dtf_tensor *b, int stride, int pad,
+                               float *ws, size_t ws_n);
+int dtf_conv2d_relu_pool_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
+                                        const dtf_tensor *dy, const dtf_tensor *y,
+                                        const dtf_tensor *idx, const dtf_tensor *x,
+                                        const dtf_tensor *w, int stride, int pad, float *ws,
+                                        size_t ws_n);
 int dtf_maxpool2d_naive(dtf_tensor *y, dtf_tensor *idx, const dtf_tensor *x);
 int dtf_maxpool2d_backward_naive(dtf_tensor *dx, const dtf_tensor *dy, const dtf_tensor *idx);
+
+/* ---- the matmul-only bound (bench/step.lua) ------------------------------
+ * Every sgemm the kernels call can be recorded (shape, transposes, leading
+ * dimensions, beta) and replayed alone on scratch operands: the time a
+ * training step spends in sgemm, without anything else it does. */
+typedef struct dtf_gemm_call {
+    int ta, tb, m, n, k, lda, ldb, ldc;
+    float beta;
+} dtf_gemm_call;
+/* Starts recording into calls[0..cap) (NULL stops). */
+void dtf_gemm_record(dtf_gemm_call *calls, size_t cap);
+/* Calls made since recording started (more than cap: the rest were lost). */
+size_t dtf_gemm_recorded(void);
+/* Floats of scratch dtf_gemm_replay needs for these calls. */
+size_t dtf_gemm_replay_scratch(const dtf_gemm_call *calls, size_t n);
+int dtf_gemm_replay(const dtf_gemm_call *calls, size_t n, float *scratch, size_t scratch_n);
 
 /* Sets the BLAS thread count (openblas_set_num_threads). */
 void dtf_set_num_threads(int n);

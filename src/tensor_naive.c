@@ -63,6 +63,59 @@ int dtf_matmul_naive(dtf_tensor *c, const dtf_tensor *a, const dtf_tensor *b,
     return 0;
 }
 
+/* y = x w^T + b, relu: element by element. */
+int dtf_linear_naive(dtf_tensor *y, const dtf_tensor *x, const dtf_tensor *w,
+                     const dtf_tensor *b, int relu)
+{
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1])
+        return mismatch("linear", x, w);
+    int64_t N = x->shape[0], K = x->shape[1], D = w->shape[0];
+    if (y->ndim != 2 || y->shape[0] != N || y->shape[1] != D)
+        return mismatch("linear", y, x);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < D; j++) {
+            double acc = b ? *elem(b, j) : 0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)*at2(x, i, k) * *at2(w, j, k);
+            *at2(y, i, j) = (float)(relu && !(acc > 0) ? 0 : acc);
+        }
+    return 0;
+}
+
+int dtf_linear_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
+                              const dtf_tensor *dy, const dtf_tensor *x, const dtf_tensor *w,
+                              const dtf_tensor *y, dtf_tensor *dym)
+{
+    (void)dym;
+    if (x->ndim != 2 || w->ndim != 2 || dy->ndim != 2)
+        return mismatch("linear_backward", x, w);
+    int64_t N = x->shape[0], K = x->shape[1], D = w->shape[0];
+    /* g(i, j): the product's gradient */
+#define G(i, j) (y && !(*at2(y, (i), (j)) > 0) ? 0.0 : (double)*at2(dy, (i), (j)))
+    for (int64_t j = 0; j < D; j++) {
+        double acc = 0;
+        for (int64_t i = 0; i < N; i++)
+            acc += G(i, j);
+        if (db)
+            *elem(db, j) += (float)acc;
+        for (int64_t k = 0; k < K && dw; k++) {
+            double a = 0;
+            for (int64_t i = 0; i < N; i++)
+                a += G(i, j) * *at2(x, i, k);
+            *at2(dw, j, k) += (float)a;
+        }
+    }
+    for (int64_t i = 0; i < N && dx; i++)
+        for (int64_t k = 0; k < K; k++) {
+            double a = 0;
+            for (int64_t j = 0; j < D; j++)
+                a += G(i, j) * *at2(w, j, k);
+            *at2(dx, i, k) = (float)a;
+        }
+#undef G
+    return 0;
+}
+
 static float binop(dtf_binop op, float x, float y, float alpha)
 {
     switch (op) {
@@ -417,4 +470,59 @@ int dtf_maxpool2d_backward_naive(dtf_tensor *dx, const dtf_tensor *dy, const dtf
                     *at4(dx, n, c, at / W, at % W) += *at4(dy, n, c, oh, ow);
                 }
     return 0;
+}
+
+/* The block as its three layers: conv2d, ReLU, maxpool (the naive
+ * kernels, over a full-size temporary). */
+int dtf_conv2d_relu_pool_naive(dtf_tensor *y, dtf_tensor *idx, const dtf_tensor *x,
+                               const dtf_tensor *w, const dtf_tensor *b, int stride, int pad,
+                               float *ws, size_t ws_n)
+{
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
+        return mismatch("conv2d_relu_pool", x, w);
+    int64_t N = x->shape[0], O = w->shape[0];
+    int64_t OH = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
+    int64_t OW = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+    int64_t s[4] = {N, O, OH, OW};
+    dtf_tensor t;
+    if (dtf_tensor_init(&t, 4, s) < 0)
+        return -1;
+    int rc = dtf_conv2d_naive(&t, x, w, b, stride, pad, ws, ws_n);
+    if (rc == 0)
+        rc = dtf_relu_naive(&t, &t);
+    if (rc == 0)
+        rc = dtf_maxpool2d_naive(y, idx, &t);
+    dtf_tensor_release(&t);
+    return rc;
+}
+
+/* Backward as the layers would run it: maxpool's, then ReLU's (the
+ * pooled output is positive exactly where the pooled input was), then
+ * conv2d's. */
+int dtf_conv2d_relu_pool_backward_naive(dtf_tensor *dx, dtf_tensor *dw, dtf_tensor *db,
+                                        const dtf_tensor *dy, const dtf_tensor *y,
+                                        const dtf_tensor *idx, const dtf_tensor *x,
+                                        const dtf_tensor *w, int stride, int pad, float *ws,
+                                        size_t ws_n)
+{
+    if (x->ndim != 4 || w->ndim != 4 || dy->ndim != 4)
+        return mismatch("conv2d_relu_pool_backward", x, w);
+    int64_t OH = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
+    int64_t OW = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+    int64_t s[4] = {dy->shape[0], dy->shape[1], OH, OW};
+    dtf_tensor t, g;
+    if (dtf_tensor_init(&t, 4, s) < 0)
+        return -1;
+    if (dtf_tensor_init(&g, 4, dy->shape) < 0) {
+        dtf_tensor_release(&t);
+        return -1;
+    }
+    for (int64_t k = 0; k < dtf_numel(dy); k++)
+        *elem(&g, k) = *elem(y, k) > 0 ? *elem(dy, k) : 0;
+    int rc = dtf_maxpool2d_backward_naive(&t, &g, idx);
+    if (rc == 0)
+        rc = dtf_conv2d_backward_naive(dx, dw, db, &t, x, w, stride, pad, ws, ws_n);
+    dtf_tensor_release(&t);
+    dtf_tensor_release(&g);
+    return rc;
 }

@@ -271,7 +271,7 @@ int dtf_wire_decode_hdr(const void *buf, size_t n, size_t max_payload, dtf_wire_
         return DTF_WIRE_INCOMPLETE;
     h->aux = b[7];
     if (h->type == DTF_MSG_PUSH_REPLY ? h->aux > DTF_PUSH_RESULT_MAX
-        : h->type == DTF_MSG_HELLO_REPLY ? h->aux > dtf_wire_hello_reply_aux(1, DTF_DTYPE_MAX)
+        : h->type == DTF_MSG_HELLO_REPLY ? (h->aux >> DTF_HELLO_DTYPE_SHIFT) > DTF_DTYPE_MAX
         : h->type == DTF_MSG_PUSH || h->type == DTF_MSG_PULL_REPLY ? h->aux > DTF_DTYPE_MAX
         : h->aux != 0) {
         dtf_seterr("%s frame with aux byte %u", dtf_msg_name(h->type), h->aux);
@@ -453,19 +453,15 @@ int dtf_wire_decode_hello_reply(const uint8_t *p, size_t n, dtf_wire_hello_reply
     return 0;
 }
 
-uint8_t dtf_wire_hello_reply_aux(int sync, int dtype)
+uint8_t dtf_wire_hello_reply_aux(int sync, int token, int dtype)
 {
-    return (uint8_t)((sync ? 1 : 0) | (dtype << 1));
-}
-
-int dtf_wire_hello_reply_sync(uint8_t aux)
-{
-    return aux & 1;
+    return (uint8_t)((sync ? DTF_HELLO_SYNC : 0) | (token ? DTF_HELLO_TOKEN : 0) |
+                     ((unsigned)dtype << DTF_HELLO_DTYPE_SHIFT));
 }
 
 int dtf_wire_hello_reply_dtype(uint8_t aux)
 {
-    return aux >> 1;
+    return aux >> DTF_HELLO_DTYPE_SHIFT;
 }
 
 int dtf_wire_check_hello_reply(uint8_t aux, int want)
@@ -492,6 +488,19 @@ size_t dtf_wire_frame(uint8_t *out, size_t cap, dtf_wire_hdr *h,
     if (payload_len)
         memcpy(out + DTF_WIRE_HDR, payload, payload_len);
     return need;
+}
+
+int dtf_msg_reply_type(int request_type)
+{
+    switch (request_type) {
+    case DTF_MSG_HELLO: return DTF_MSG_HELLO_REPLY;
+    case DTF_MSG_PULL: return DTF_MSG_PULL_REPLY;
+    case DTF_MSG_PUSH: return DTF_MSG_PUSH_REPLY;
+    case DTF_MSG_GET_STEP: return DTF_MSG_STEP_REPLY;
+    case DTF_MSG_WORKER_DONE: return DTF_MSG_DONE_REPLY;
+    case DTF_MSG_STATS: return DTF_MSG_STATS_REPLY;
+    default: return 0;
+    }
 }
 
 /* ---- float bodies ------------------------------------------------------------------- */

@@ -9,8 +9,8 @@
  *    4   2   version  DTF_WIRE_VERSION
  *    6   1   type     dtf_msg_type
  *    7   1   aux      PUSH_REPLY: dtf_push_result; PUSH, PULL_REPLY: the
- *                     body's dtf_wire_dtype; HELLO_REPLY: bit 0 sync, bits 1 on
- *                     the ps's wire dtype (dtf_wire_hello_reply_aux); else 0
+ *                     body's dtf_wire_dtype; HELLO_REPLY: DTF_HELLO_* bits, and
+ *                     bits 2 on the ps's wire dtype (dtf_wire_hello_reply_aux); else 0
  *    8   4   id       request id; a reply echoes its request's id
  *   12   4   len      payload bytes, <= the receiver's cap (checked first)
  *   16   8   offset   first float of the range (PULL, PUSH and their replies,
@@ -125,6 +125,14 @@ const char *dtf_wire_dtype_name(int dtype); /* "fp32", "bf16"; "?" when unknown 
 int dtf_wire_dtype_parse(const char *name);
 size_t dtf_wire_dtype_size(int dtype);     /* bytes a value: 4, 2 */
 
+/* HELLO_REPLY's aux bits: what the ps says of itself. */
+#define DTF_HELLO_SYNC 1u   /* it runs in sync mode */
+#define DTF_HELLO_TOKEN 2u  /* it checked the HELLO's token (it has one) */
+#define DTF_HELLO_DTYPE_SHIFT 2 /* bits 2 on: its dtf_wire_dtype */
+/* The reply a request type gets (DTF_MSG_PULL -> DTF_MSG_PULL_REPLY, ...);
+ * 0 for a type that is not a request. */
+int dtf_msg_reply_type(int request_type);
+
 /* A header with version and magic implied, everything else given. */
 dtf_wire_hdr dtf_wire_make(int type, uint32_t id, uint64_t offset,
                            uint64_t count, int64_t step, uint32_t len);
@@ -180,12 +188,10 @@ size_t dtf_wire_encode_hello_reply(uint8_t *out, size_t cap,
                                    const dtf_wire_hello_reply *m);
 int dtf_wire_decode_hello_reply(const uint8_t *p, size_t n, dtf_wire_hello_reply *m);
 
-/* HELLO_REPLY's aux byte: the ps's mode and wire dtype. */
-uint8_t dtf_wire_hello_reply_aux(int sync, int dtype);
-int dtf_wire_hello_reply_sync(uint8_t aux);  /* 1: sync mode */
+/* HELLO_REPLY's aux byte: the ps's mode, whether it checked a token, and
+ * its wire dtype (fp32 leaves the byte as it was before there was one). */
+uint8_t dtf_wire_hello_reply_aux(int sync, int token, int dtype);
 int dtf_wire_hello_reply_dtype(uint8_t aux);
-/* A worker's check of HELLO_REPLY: 0 when aux's dtype is want, else -1
- * with dtf_error() naming both. */
 int dtf_wire_check_hello_reply(uint8_t aux, int want);
 
 /* A whole frame (header + payload) into out; returns its size, or 0 with

@@ -34,10 +34,11 @@ where the cluster has them (stable in Kubernetes 1.24), a StatefulSet before.
 
 {{/*
 The run id: 8 hex digits of a hash of everything the pods are made from (the
-values, scripts included, the chart version and the workload). Any change of
-values is a new training run: in job mode it names new Jobs (a Job's pod
-template cannot be changed in place), and it names the default checkpoint
-directory so a new model never meets the checkpoints of an old one.
+values, scripts included, the chart version and the workload). In job mode it
+names the Jobs: a Job's pod template cannot be changed in place, so any change
+of values makes new Jobs (and Helm deletes the old ones). It does not name the
+checkpoint directory (dtf.checkpointDir): that is the release's, so the new
+pods resume where the old ones stopped.
 */}}
 {{- define "dtf.run" -}}
 {{- printf "%s|%s|%s" (toJson .Values) .Chart.Version (include "dtf.workload" .) | sha256sum | trunc 8 -}}
@@ -122,12 +123,39 @@ app.kubernetes.io/component: {{ .role }}
 {{- if or .Values.token.value .Values.token.existingSecret -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+The checkpoint directory: the release's, the same for every run, so that pods
+made by an upgrade (other worker or ps counts, other training values) find the
+checkpoints of the pods before them. The ps keys the files by the model's
+layout itself (another model's files are not restored).
+*/}}
 {{- define "dtf.checkpointDir" -}}
 {{- if .Values.checkpoint.dir -}}
 {{- .Values.checkpoint.dir -}}
+{{- else if .Values.checkpoint.persistence.enabled -}}
+{{- printf "%s/%s" (include "dtf.checkpointMount" .) .Release.Name -}}
 {{- else -}}
-{{- printf "%s/ckpt/%s-%s" (trimSuffix "/" .Values.logdir) .Release.Name (include "dtf.run" .) -}}
+{{- printf "%s/ckpt/%s" (trimSuffix "/" .Values.logdir) .Release.Name -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Where the ps pods mount the checkpoint claim (checkpoint.persistence). */}}
+{{- define "dtf.checkpointMount" -}}/var/lib/dtf/checkpoints{{- end -}}
+
+{{- define "dtf.checkpointClaim" -}}
+{{- if .Values.checkpoint.persistence.existingClaim -}}
+{{- .Values.checkpoint.persistence.existingClaim -}}
+{{- else -}}
+{{- printf "%s-checkpoints" (include "dtf.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The training loop and the model: the ConfigMap's copy when given, else the image's. */}}
+{{- define "dtf.trainScript" -}}
+{{- if .Values.scripts.train -}}/etc/dtf/train.lua{{- else -}}{{ .Values.scripts.trainPath }}{{- end -}}
+{{- end -}}
+{{- define "dtf.modelScript" -}}
+{{- if .Values.scripts.model -}}/etc/dtf/model.lua{{- else -}}{{ .Values.scripts.modelPath }}{{- end -}}
 {{- end -}}
 
 {{/*
@@ -157,7 +185,8 @@ string, so a string that reads as a number is written as a number.
 {{- end -}}
 
 {{/*
-hparams.lua: the hyperparameters of values.hyperparams, then what the chart
+hparams.lua: the hyperparameters of values.hyperparams and modelHyperparams
+(a custom model file's own), then what the chart
 knows (where the model, the data, the logs and the checkpoints are). The sync
 mode is always a boolean. Every value is written, a 0 too.
 */}}
@@ -166,9 +195,12 @@ mode is always a boolean. Every value is written, a 0 too.
 {{- range $k, $v := .Values.hyperparams -}}
 {{- $_ := set $h $k $v -}}
 {{- end -}}
+{{- range $k, $v := .Values.modelHyperparams -}}
+{{- $_ := set $h $k $v -}}
+{{- end -}}
 {{- $sync := .Values.hyperparams.sync -}}
 {{- $_ := set $h "sync" (or (eq (toString $sync) "true") (eq (toString $sync) "sync")) -}}
-{{- $_ = set $h "modelfile" "/etc/dtf/model.lua" -}}
+{{- $_ = set $h "modelfile" (include "dtf.modelScript" .) -}}
 {{- $_ = set $h "datadir" .Values.datadir -}}
 {{- $_ = set $h "logdir" .Values.logdir -}}
 {{- $_ = set $h "checkpoint_dir" (include "dtf.checkpointDir" .) -}}
@@ -176,7 +208,7 @@ mode is always a boolean. Every value is written, a 0 too.
 {{- $_ = set $h "checkpoint_steps" .Values.checkpoint.steps -}}
 -- Rendered by the dtf chart {{ .Chart.Version }} from the release's values
 -- (release {{ .Release.Name }}, run {{ include "dtf.run" . }}). Read by
--- `dtf run /etc/dtf/train.lua --config /etc/dtf/hparams.lua`.
+-- `dtf run {{ include "dtf.trainScript" . }} --config /etc/dtf/hparams.lua`.
 return {
 {{- range $k, $v := $h }}
   {{ include "dtf.luaKey" $k }} = {{ include "dtf.luaValue" $v }},
@@ -200,12 +232,15 @@ The shell that wraps dtf in StatefulSet pods with statefulset.idleWhenDone:
 dtf runs as a child whose SIGTERM is forwarded (a pod deletion still lets a ps
 save its checkpoint); after a clean exit the container idles instead of
 exiting, since a StatefulSet would restart it and train again. Any other exit
-status is the container's. Its arguments are dtf's: "$@".
+status is the container's. Its arguments are dtf's: "$@". The trap comes
+first, so that a SIGTERM as dtf starts still reaches it.
 */}}
 {{- define "dtf.idleWrapper" -}}
+pid= term=
+trap 'term=1; [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null' TERM INT
 dtf "$@" &
-pid=$! term=
-trap 'term=1; kill -TERM "$pid" 2>/dev/null' TERM INT
+pid=$!
+[ -z "$term" ] || kill -TERM "$pid" 2>/dev/null
 while :; do
   wait "$pid"; rc=$?
   kill -0 "$pid" 2>/dev/null || break
@@ -224,7 +259,8 @@ The pod template of a role. (dict "root" . "role" "ps")
 {{- $role := .role -}}
 {{- $rv := get $root.Values $role -}}
 {{- $workload := include "dtf.workload" $root -}}
-{{- $args := list "run" "/etc/dtf/train.lua" (printf "--role=%s" $role) "--config" "/etc/dtf/hparams.lua" -}}
+{{- $own := fromJson (include "dtf.ownVolumes" .) -}}
+{{- $args := list "run" (include "dtf.trainScript" $root) (printf "--role=%s" $role) "--config" "/etc/dtf/hparams.lua" -}}
 metadata:
   labels:
     {{- include "dtf.roleLabels" . | nindent 4 }}
@@ -234,6 +270,11 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include "dtf.configData" $root | sha256sum }}
+    {{- if $root.Values.metrics.enabled }}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $root.Values.metrics.port | quote }}
+    prometheus.io/path: /metrics
+    {{- end }}
     {{- with $root.Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -242,6 +283,7 @@ spec:
   restartPolicy: {{ $root.Values.job.restartPolicy }}
   subdomain: {{ include "dtf.service" . }}
   {{- end }}
+  automountServiceAccountToken: false
   enableServiceLinks: false
   terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
   {{- with $root.Values.priorityClassName }}
@@ -263,33 +305,17 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with (include "dtf.topologySpread" . | fromYamlArray) }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- with $root.Values.podSecurityContext }}
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- if and $root.Values.volumePermissions.enabled $root.Values.volumeMounts }}
+  {{- if $root.Values.volumePermissions.enabled }}
   initContainers:
-    - name: volume-permissions
-      image: {{ include "dtf.image" $root }}
-      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      command: ["/bin/sh", "-c", 'for d in "$@"; do mkdir -p "$d" && chmod 1777 "$d" || exit 1; done', "volume-permissions"]
-      args:
-        - {{ $root.Values.logdir | quote }}
-        - {{ include "dtf.checkpointDir" $root | quote }}
-      securityContext:
-        runAsUser: 0
-        runAsGroup: 0
-        runAsNonRoot: false
-        allowPrivilegeEscalation: false
-        capabilities:
-          drop: ["ALL"]
-          add: ["CHOWN", "FOWNER", "DAC_OVERRIDE"]
-      resources:
-        {{- include "dtf.resources" . | nindent 8 }}
-      {{- with $root.Values.volumeMounts }}
-      volumeMounts:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+    {{- include "dtf.volumePermissions" (dict "root" $root "role" $role "mounts" $own.mounts) | nindent 4 }}
   {{- end }}
   containers:
     - name: {{ $role }}
@@ -318,19 +344,44 @@ spec:
               key: {{ $root.Values.token.key }}
         {{- end }}
         - name: OPENBLAS_NUM_THREADS
-          value: "1"
+          value: {{ default 1 $root.Values.hyperparams.threads | toString | quote }}
+        - name: HOME
+          value: {{ $root.Values.home | quote }}
+        {{- if $root.Values.metrics.enabled }}
+        - name: DTF_METRICS_PORT
+          value: {{ $root.Values.metrics.port | quote }}
+        {{- end }}
         {{- with $root.Values.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- /* A container port only where something listens: the ps port on a ps
+           (port.worker only names the workers), the metrics port when on. */}}
+      {{- if or (eq $role "ps") $root.Values.metrics.enabled }}
       ports:
-        - name: {{ $role }}
-          containerPort: {{ get $root.Values.port $role }}
+        {{- if eq $role "ps" }}
+        - name: ps
+          containerPort: {{ $root.Values.port.ps }}
           protocol: TCP
+        {{- end }}
+        {{- if $root.Values.metrics.enabled }}
+        - name: metrics
+          containerPort: {{ $root.Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
+      {{- end }}
       {{- if eq $role "ps" }}
       readinessProbe:
         tcpSocket:
           port: ps
         {{- toYaml $root.Values.readinessProbe | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.livenessProbe }}
+      {{- if .enabled }}
+      livenessProbe:
+        exec:
+          command: ["/bin/sh", "/etc/dtf/liveness.sh", {{ $role | quote }}, {{ .workerStallSeconds | toString | quote }}]
+        {{- toYaml (omit . "enabled" "workerStallSeconds") | nindent 8 }}
+      {{- end }}
       {{- end }}
       resources:
         {{- include "dtf.resources" . | nindent 8 }}
@@ -339,32 +390,25 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       volumeMounts:
-        - name: dtf-config
-          mountPath: /etc/dtf
-          readOnly: true
+        {{- toYaml $own.mounts | nindent 8 }}
         {{- with $root.Values.volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
   volumes:
-    - name: dtf-config
-      configMap:
-        name: {{ include "dtf.configName" $root }}
+    {{- toYaml $own.volumes | nindent 4 }}
     {{- with $root.Values.volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}
 
 {{/*
-The ConfigMap's data, checked: both scripts given, under Kubernetes' 1 MiB.
+The ConfigMap's data, checked: hparams.lua, the liveness probe, the scripts
+given with --set-file (the image's own otherwise), under Kubernetes' 1 MiB.
 */}}
 {{- define "dtf.configData" -}}
-{{- if not .Values.scripts.train -}}
-{{- fail "scripts.train is empty: give the training loop with --set-file scripts.train=train.lua" -}}
-{{- end -}}
-{{- if not .Values.scripts.model -}}
-{{- fail "scripts.model is empty: give the model with --set-file scripts.model=models/mnist.lua" -}}
-{{- end -}}
-{{- $data := dict "hparams.lua" (include "dtf.hparams" .) "train.lua" .Values.scripts.train "model.lua" .Values.scripts.model -}}
+{{- $data := dict "hparams.lua" (include "dtf.hparams" .) "liveness.sh" (.Files.Get "files/liveness.sh") -}}
+{{- with .Values.scripts.train }}{{ $_ := set $data "train.lua" . }}{{ end -}}
+{{- with .Values.scripts.model }}{{ $_ := set $data "model.lua" . }}{{ end -}}
 {{- $total := 0 -}}
 {{- range $k, $v := $data -}}
 {{- $total = add $total (len $k) (len $v) -}}

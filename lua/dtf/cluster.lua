@@ -6,29 +6,29 @@
 --              $JOB_COMPLETION_INDEX, then the hostname's ordinal (mnist-ps-1)
 -- A task that cannot be placed gets a usage error (exit 2) naming what it read.
 local json = require 'dtf.json'
+local util = require 'dtf.util'
 local usage_error = require('dtf').usage_error
 
 local cluster = {}
 
+-- Raises a usage error unless addr is HOST:PORT or [IPV6]:PORT (the C
+-- parser every part of dtf uses).
+local function check_address(addr, what)
+  if type(addr) ~= 'string' then usage_error("%s: '%s' is not HOST:PORT", what, tostring(addr)) end
+  local host, err = util.split_address(addr)
+  if not host then usage_error('%s: %s', what, err) end
+  return addr
+end
+
 local function split_addrs(s, what)
   local out = {}
-  for item in s:gmatch('[^,%s]+') do
-    local host, port = item:match('^(.+):(%d+)$')
-    if not host or tonumber(port) < 1 or tonumber(port) > 65535 then
-      usage_error("%s: '%s' is not HOST:PORT", what, item)
-    end
-    out[#out + 1] = item
-  end
+  for item in s:gmatch('[^,%s]+') do out[#out + 1] = check_address(item, what) end
   return out
 end
 
 local function check_list(list, what)
   if type(list) ~= 'table' then usage_error('%s is not a list of HOST:PORT', what) end
-  for _, a in ipairs(list) do
-    if type(a) ~= 'string' or not a:match('^.+:%d+$') then
-      usage_error("%s: '%s' is not HOST:PORT", what, tostring(a))
-    end
-  end
+  for _, a in ipairs(list) do check_address(a, what) end
   return list
 end
 
@@ -140,7 +140,7 @@ end
 
 -- The port a ps listens on: the one in its own address.
 function cluster.port(addr)
-  return tonumber(addr:match(':(%d+)$'))
+  return select(2, assert(util.split_address(addr)))
 end
 
 return cluster

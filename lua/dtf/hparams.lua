@@ -49,9 +49,18 @@ local function find(schema, key)
   return nil, table.concat(names, ', ')
 end
 
--- Prints the hyperparameters with their defaults and help.
-function hparams.help(schema, out)
+-- Prints the hyperparameters with their defaults and help; with form
+-- 'json', the schema as JSON (for the chart's values.schema.json).
+function hparams.help(schema, out, form)
   out = out or io.stdout
+  if form == 'json' then
+    local list = {}
+    for i, s in ipairs(schema) do
+      list[i] = { name = s.name, type = s.type, default = s.default, min = s.min, choices = s.choices, help = s.help }
+    end
+    out:write(require('dtf.json').encode(list), '\n')
+    return
+  end
   out:write('hyperparameters (--set KEY=VALUE):\n')
   for _, s in ipairs(schema) do
     local d = s.default == nil and '(none)' or tostring(s.default)
@@ -59,33 +68,92 @@ function hparams.help(schema, out)
   end
 end
 
--- parse(schema, cli) -> table of values. schema: list of
--- {name=, type='int'|'number'|'bool'|'string', default=, min=, choices=, help=}.
-function hparams.parse(schema, cli)
+-- The KEY=VALUE pairs of the --set flags, in order. One flag may carry
+-- several, as helm's --set does: "a=1,b=2"; "\," is a comma in a value.
+function hparams.pairs_of(sets)
+  local out = {}
+  for _, flag in ipairs(sets or {}) do
+    local items, cur = {}, {}
+    local i = 1
+    while i <= #flag do
+      local c = flag:sub(i, i)
+      if c == '\\' and flag:sub(i + 1, i + 1) == ',' then
+        cur[#cur + 1] = ','
+        i = i + 1
+      elseif c == ',' then
+        items[#items + 1] = table.concat(cur)
+        cur = {}
+      else
+        cur[#cur + 1] = c
+      end
+      i = i + 1
+    end
+    items[#items + 1] = table.concat(cur)
+    for _, item in ipairs(items) do
+      local k, v = item:match('^([^=]+)=(.*)$')
+      if not k then usage_error("--set: '%s' in '%s' is not KEY=VALUE", item, flag) end
+      out[#out + 1] = { k, v }
+    end
+  end
+  return out
+end
+
+-- The --config file's table (keys sorted), or nil without one.
+local function config_table(cli)
+  if not cli.config then return nil end
+  local chunk, err = loadfile(cli.config, 't', {})
+  if not chunk then usage_error('--config %s: %s', cli.config, err) end
+  local ok, t = pcall(chunk)
+  if not ok then usage_error('--config %s: %s', cli.config, tostring(t)) end
+  if type(t) ~= 'table' then usage_error('--config %s must return a table of hyperparameters', cli.config) end
+  return t
+end
+
+-- The value key would have (the --set flags, then --config, then the
+-- default), without checking the other keys: for what must be known before
+-- the whole schema is (the model file declares hyperparameters of its own).
+function hparams.peek(schema, cli, key)
   cli = cli or {}
+  local spec = find(schema, key)
+  local v = spec and spec.default
+  local t = config_table(cli)
+  if t and t[key] ~= nil then v = convert(spec, t[key], '--config ' .. cli.config) end
+  for _, kv in ipairs(hparams.pairs_of(cli.set)) do
+    if kv[1] == key then v = convert(spec, kv[2], '--set') end
+  end
+  return v
+end
+
+-- parse(schema, cli [, opts]) -> table of values. schema: list of
+-- {name=, type='int'|'number'|'bool'|'string', default=, min=, choices=, help=}.
+-- opts.ignore_unknown: keys the schema does not know are skipped instead of
+-- refused (the REPL reads the pods' whole hyperparameter file).
+function hparams.parse(schema, cli, opts)
+  cli = cli or {}
+  opts = opts or {}
   local hp = {}
   for _, s in ipairs(schema) do hp[s.name] = s.default end
-  if cli.config then
-    local chunk, err = loadfile(cli.config, 't', {})
-    if not chunk then usage_error('--config %s: %s', cli.config, err) end
-    local ok, t = pcall(chunk)
-    if not ok then usage_error('--config %s: %s', cli.config, tostring(t)) end
-    if type(t) ~= 'table' then usage_error('--config %s must return a table of hyperparameters', cli.config) end
+  local t = config_table(cli)
+  if t then
     local keys = {}
     for k in pairs(t) do keys[#keys + 1] = tostring(k) end
     table.sort(keys)
     for _, k in ipairs(keys) do
       local spec, known = find(schema, k)
-      if not spec then usage_error("--config %s: unknown hyperparameter '%s' (known: %s)", cli.config, k, known) end
-      hp[k] = convert(spec, t[k], '--config ' .. cli.config)
+      if spec then hp[k] = convert(spec, t[k], '--config ' .. cli.config)
+      elseif not opts.ignore_unknown then
+        usage_error("--config %s: unknown hyperparameter '%s' (known: %s)", cli.config, k, known)
+      end
     end
   end
-  for _, kv in ipairs(cli.set or {}) do
-    local k, v = kv:match('^([^=]+)=(.*)$')
-    if k == 'help' then hparams.help(schema); os.exit(0) end
+  for _, kv in ipairs(hparams.pairs_of(cli.set)) do
+    local k, v = kv[1], kv[2]
+    if k == 'help' then hparams.help(schema, nil, v); os.exit(0) end
     local spec, known = find(schema, k)
-    if not spec then usage_error("--set: unknown hyperparameter '%s' (known: %s)", tostring(k), known) end
-    hp[k] = convert(spec, v, '--set')
+    if spec then hp[k] = convert(spec, v, '--set')
+    elseif not opts.ignore_unknown then
+      usage_error("--set: unknown hyperparameter '%s' (known: %s)", tostring(k), known)
+    end
   end
   return hp
 end

@@ -27,6 +27,9 @@ local function class(name, parent)
     return o
   end
   setmetatable(c, { __index = parent, __call = function(_, ...) return c.new(...) end })
+  -- Metamethods are not inherited through __index: a layer without a
+  -- __tostring of its own prints as its parent does ('nn.ReLU').
+  if parent then c.__tostring = parent.__tostring end
   nn[name] = c
   return c
 end
@@ -38,18 +41,40 @@ function Module:init() end
 function Module:param_specs() return {} end
 function Module:__tostring() return 'nn.' .. getmetatable(self).__name end
 
--- A buffer cached by name; reallocated when its shape changes.
-function Module:buffer(name, ...)
-  local b = self[name]
-  if b then
-    local n, same = select('#', ...), b:dim() == select('#', ...)
-    for i = 1, n do
-      if not same then break end
-      same = b:size(i) == select(i, ...)
+-- A buffer cached by name, of shape (n, ...), also kept as self[name]. Its
+-- storage only grows: a smaller n (the last, partial batch of an
+-- evaluation) gets a view of the first n rows instead of a second
+-- allocation, so training and evaluation at different batch sizes share
+-- one set of buffers. Shapes are compared on the Lua side, with no C call
+-- and no new string in the steady state.
+function Module:buffer(name, n, ...)
+  local bufs = self._bufs
+  if not bufs then bufs = {}; self._bufs = bufs end
+  local e = bufs[name]
+  local k = select('#', ...)
+  if e then
+    local shp = e.shape
+    if shp[1] == n and #shp == k + 1 then
+      local same = true
+      for i = 1, k do
+        if shp[i + 1] ~= select(i, ...) then same = false; break end
+      end
+      if same then return e.t end
     end
-    if same then return b end
+    local cshp = e.capshape
+    local fits = #cshp == k + 1 and cshp[1] >= n
+    for i = 1, k do
+      if not fits then break end
+      fits = cshp[i + 1] == select(i, ...)
+    end
+    if fits then
+      e.t, e.shape = n == cshp[1] and e.cap or e.cap:narrow(1, 1, n), { n, ... }
+      self[name] = e.t
+      return e.t
+    end
   end
-  b = T.zeros(...)
+  local b = T.zeros(n, ...)
+  bufs[name] = { t = b, shape = { n, ... }, cap = b, capshape = { n, ... } }
   self[name] = b
   return b
 end
@@ -71,23 +96,21 @@ function Linear:param_specs()
            { name = 'bias', shape = { self.nout }, fan_in = self.nin } }
 end
 
-function Linear:bound()
-  self.weight_t = self.weight:t()
-end
-
+-- y = x W^T + b in one C call; with a ReLU fused into it (Sequential does
+-- that for Linear followed by ReLU) the output is already max(y, 0).
 function Linear:forward(x)
-  local y = self:buffer('output', x:size(1), self.nout)
-  T.matmul(y, x, self.weight_t)
-  y:add_(self.bias)
-  return y
+  return T.linear(self:buffer('output', x:size(1), self.nout), x, self.weight, self.bias, self.relu)
 end
 
+-- One C call: the gradient masked by the ReLU's output (when fused), the
+-- bias and weight gradients accumulated, the input gradient overwritten.
 function Linear:backward(x, dy)
-  T.matmul(self.gweight, dy:t(), x, 1, 1)
-  T.bias_backward(self.gbias, dy)
-  if self.skip_input_grad then return nil end
-  local dx = self:buffer('grad_input', x:size(1), self.nin)
-  return T.matmul(dx, dy, self.weight)
+  local n = x:size(1)
+  local dx = not self.skip_input_grad and self:buffer('grad_input', n, self.nin) or nil
+  local y, dym = nil, nil
+  if self.relu then y, dym = self.output, self:buffer('grad_masked', n, self.nout) end
+  T.linear_backward(dx, self.gweight, self.gbias, dy, x, self.weight, y, dym)
+  return dx
 end
 
 function Linear:__tostring() return string.format('nn.Linear(%d -> %d)', self.nin, self.nout) end
@@ -96,11 +119,15 @@ function Linear:__tostring() return string.format('nn.Linear(%d -> %d)', self.ni
 
 local ReLU = class('ReLU', Module)
 
+-- Fused into the layer before it (Sequential:build): the input is already
+-- max(x, 0) and that layer masks the gradient, so both ways pass through.
 function ReLU:forward(x)
+  if self.fused then return x end
   return T.relu(self:buffer('output', table.unpack(x:size())), x)
 end
 
 function ReLU:backward(x, dy)
+  if self.fused then return dy end
   if self.skip_input_grad then return nil end
   return T.relu_backward(self:buffer('grad_input', table.unpack(x:size())), dy, x)
 end
@@ -125,14 +152,21 @@ function Conv2d:out_size(h, w)
   return (h + 2 * self.pad - self.k) // self.stride + 1, (w + 2 * self.pad - self.k) // self.stride + 1
 end
 
-function Conv2d:forward(x)
+function Conv2d:forward(x, inference)
   if x:dim() ~= 4 or x:size(2) ~= self.cin then
     error(string.format('%s: input must be (N, %d, H, W), got %s', tostring(self), self.cin,
                         table.concat(x:size(), 'x')), 2)
   end
-  local oh, ow = self:out_size(x:size(3), x:size(4))
-  local y = self:buffer('output', x:size(1), self.cout, oh, ow)
+  local n, oh, ow = x:size(1), self:out_size(x:size(3), x:size(4))
   -- The im2col workspace is cached inside dtf.tensor, shared by every conv.
+  if self.block then
+    -- conv + bias + ReLU + 2x2 max-pool in one kernel (Sequential:build)
+    local y = self:buffer('output', n, self.cout, oh // 2, ow // 2)
+    local idx = not inference and self:buffer('indices', n, self.cout, oh // 2, ow // 2) or nil
+    T.conv2d_relu_pool(y, x, self.weight, self.bias, self.stride, self.pad, idx)
+    return y
+  end
+  local y = self:buffer('output', n, self.cout, oh, ow)
   T.conv2d(y, x, self.weight, self.bias, self.stride, self.pad)
   return y
 end
@@ -140,6 +174,11 @@ end
 function Conv2d:backward(x, dy)
   local dx = nil
   if not self.skip_input_grad then dx = self:buffer('grad_input', table.unpack(x:size())) end
+  if self.block then
+    T.conv2d_relu_pool_backward(dx, self.gweight, self.gbias, dy, self.output, self.indices, x,
+                                self.weight, self.stride, self.pad)
+    return dx
+  end
   T.conv2d_backward(dx, self.gweight, self.gbias, dy, x, self.weight, self.stride, self.pad)
   return dx
 end
@@ -154,6 +193,7 @@ end
 local MaxPool2d = class('MaxPool2d', Module)
 
 function MaxPool2d:forward(x)
+  if self.fused then return x end
   local n, c, h, w = x:size(1), x:size(2), x:size(3), x:size(4)
   local y = self:buffer('output', n, c, h // 2, w // 2)
   local idx = self:buffer('indices', n, c, h // 2, w // 2)
@@ -162,6 +202,7 @@ function MaxPool2d:forward(x)
 end
 
 function MaxPool2d:backward(x, dy)
+  if self.fused then return dy end
   if self.skip_input_grad then return nil end
   return T.maxpool2d_backward(self:buffer('grad_input', table.unpack(x:size())), dy, self.indices)
 end
@@ -249,10 +290,32 @@ function Sequential:build(seed)
   for _, l in ipairs(self.layers) do
     if l.bound then l:bound() end
   end
-  -- The first layer's input is the data: no gradient needed for it.
-  if self.layers[1] then self.layers[1].skip_input_grad = true end
+  -- The first layer's input is the data: no gradient needed for it, nor
+  -- for the layers up to the first with parameters (a View in front).
+  for _, l in ipairs(self.layers) do
+    l.skip_input_grad = true
+    if #l:param_specs() > 0 then break end
+  end
   self.layout = layout
+  self:fuse()
   return self
+end
+
+-- Fuses what runs faster as one kernel, the layers' parameters and results
+-- unchanged: Conv2d, ReLU, MaxPool2d into one block (the full-size
+-- activation never exists), and Linear, ReLU into one layer (no second
+-- buffer and pass). The fused followers pass through.
+function Sequential:fuse()
+  local L = self.layers
+  for i, l in ipairs(L) do
+    local a, b = L[i + 1], L[i + 2]
+    local mt, ma, mb = getmetatable(l), a and getmetatable(a), b and getmetatable(b)
+    if mt == nn.Conv2d and ma == nn.ReLU and mb == nn.MaxPool2d and not a.fused then
+      l.block, a.fused, b.fused = true, true, true
+    elseif mt == nn.Linear and ma == nn.ReLU and not a.fused then
+      l.relu, a.fused = true, true
+    end
+  end
 end
 
 function Sequential:parameters()
@@ -271,31 +334,103 @@ function Sequential:checksum()
 end
 
 function Sequential:zero_grad()
+  if self.zeroed then
+    self.zeroed = false
+    return
+  end
   self.grads:zero()
 end
 
-function Sequential:forward(x)
-  self.inputs = self.inputs or {}
-  for i, l in ipairs(self.layers) do
-    self.inputs[i] = x
-    x = l:forward(x)
+-- A layer's name in messages: its __tostring, one line ('nn.Sequential'
+-- for a nested one), or its name field for a plain-table layer.
+local function layer_name(l)
+  if getmetatable(l) == Sequential then return 'nn.Sequential' end
+  local mt = getmetatable(l)
+  if type(mt) == 'table' and mt.__tostring then return tostring(l) end
+  return type(l.name) == 'string' and l.name or 'a custom layer'
+end
+nn.layer_name = layer_name
+
+-- The position Lua puts before an error raised in this file (a kernel
+-- called by a built-in layer): dropped, since the layer's name says more.
+local here = debug.getinfo(1, 'S').short_src .. ':'
+
+-- A string error of layer i becomes "layer i (NAME): message"; an error
+-- object that is not a string (dtf.fail's table) goes through untouched.
+local function layer_error(i, l, err)
+  if type(err) ~= 'string' then return err end
+  if err:sub(1, #here) == here then err = err:sub(#here + 1):gsub('^%d+: ', '', 1) end
+  return string.format('layer %d (%s): %s', i, layer_name(l), err)
+end
+
+-- The flat gradients are all zero already (an optimizer cleared them as it
+-- read them): the next zero_grad() skips its pass.
+function Sequential:grads_zeroed()
+  self.zeroed = true
+end
+
+-- Each layer runs under pcall so that an error names the layer (its index
+-- in self.layers, 1-based like the Lua table, and its type); a pcall costs
+-- well under a microsecond, next to a step's hundreds. inference = true: no
+-- backward will follow (layers may keep less).
+function Sequential:forward(x, inference)
+  local inputs, layers = self.inputs, self.layers
+  if not inputs then inputs = {}; self.inputs = inputs end
+  for i = 1, #layers do
+    local l = layers[i]
+    inputs[i] = x
+    local ok, y = pcall(l.forward, l, x, inference)
+    if not ok then error(layer_error(i, l, y), 0) end
+    x = y
   end
   self.output = x
   return x
 end
 
 function Sequential:backward(x, dy)
-  for i = #self.layers, 1, -1 do
-    dy = self.layers[i]:backward(self.inputs[i], dy)
+  local inputs, layers = self.inputs, self.layers
+  for i = #layers, 1, -1 do
+    local l = layers[i]
+    local ok, dx = pcall(l.backward, l, inputs[i], dy)
+    if not ok then error(layer_error(i, l, dx), 0) end
+    dy = dx
   end
   return dy
 end
 
+-- "weight 100x784, bias 100" for a layer's parameters ('' for none).
+local function shapes_of(l)
+  local parts, n = {}, 0
+  for _, s in ipairs(l:param_specs()) do
+    local k = 1
+    for _, d in ipairs(s.shape) do k = k * d end
+    parts[#parts + 1] = s.name .. ' ' .. table.concat(s.shape, 'x')
+    n = n + k
+  end
+  return table.concat(parts, ', '), n
+end
+nn.shapes_of = shapes_of
+
+-- One line per layer, [index] as in self.layers, then its parameters'
+-- shapes; the total counts every parameter (built or not).
 function Sequential:__tostring()
+  local rows, width, total = {}, 0, 0
+  for i, l in ipairs(self.layers) do
+    local name = getmetatable(l) == Sequential and tostring(l):gsub('\n', '\n    ') or layer_name(l)
+    local shapes, n = '', 0
+    if type(l.param_specs) == 'function' then shapes, n = shapes_of(l) end
+    rows[i] = { string.format('  [%d] %s', i, name), shapes }
+    if shapes ~= '' and not name:find('\n') then width = math.max(width, #rows[i][1]) end
+    total = total + n
+  end
   local lines = { 'nn.Sequential {' }
-  for i, l in ipairs(self.layers) do lines[#lines + 1] = string.format('  (%d) %s', i - 1, tostring(l)) end
-  if self.nparams then lines[#lines + 1] = string.format('} %d parameters', self.nparams)
-  else lines[#lines + 1] = '}' end
+  for _, r in ipairs(rows) do
+    if r[2] == '' then lines[#lines + 1] = r[1]
+    else lines[#lines + 1] = r[1] .. string.rep(' ', width - #r[1] + 2) .. r[2] end
+  end
+  local count = self.nparams or total
+  lines[#lines + 1] = string.format('} %d parameter%s%s', count, count == 1 and '' or 's',
+                                    self.nparams and '' or ' (not built: net:build(seed))')
   return table.concat(lines, '\n')
 end
 
@@ -307,26 +442,96 @@ function Sequential:named_tensors()
   return out
 end
 
+local function shape_str(t)
+  local d = {}
+  for i = 1, t:dim() do d[i] = t:size(i) end
+  return table.concat(d, 'x')
+end
+
 -- Copies tensors (name -> tensor, e.g. from dtf.ckpt.load) into the model.
--- Every layout entry must be present with its shape: returns true or nil, err.
+-- Raises on any mismatch, naming the tensor: a missing one, one of another
+-- shape (78400 elements are not a 50x784 weight), or a name the model does
+-- not have (one ps shard's file holds "params", not the layers). Nothing is
+-- copied unless everything matches. Returns the model.
 function Sequential:load(tensors)
+  assert(self.layout, 'nn.Sequential: call build(seed) first')
+  if type(tensors) ~= 'table' then error('load: expected a table of tensors (dtf.ckpt.load), got ' .. type(tensors), 2) end
+  local want = {}
+  for _, e in ipairs(self.layout) do want[e.name] = true end
+  local extra = {}
+  for name in pairs(tensors) do if not want[name] then extra[#extra + 1] = tostring(name) end end
+  table.sort(extra)
+  if #extra > 0 then
+    error(string.format("load: the file has tensor%s %s, which this model does not (a ps shard's "
+                        .. "checkpoint? `dtf export` merges the shards into one model file)",
+                        #extra > 1 and 's' or '', table.concat(extra, ', ')), 2)
+  end
   for _, e in ipairs(self.layout) do
     local t = tensors[e.name]
-    if not t then return nil, string.format("missing tensor '%s'", e.name) end
-    if t:numel() ~= e.numel then
-      return nil, string.format("tensor '%s' has %d elements, the model expects %s (%d)", e.name,
-                                t:numel(), table.concat(e.shape, 'x'), e.numel)
+    if not t then
+      error(string.format("load: the file has no tensor '%s' (%s)", e.name, table.concat(e.shape, 'x')), 2)
     end
-    e.layer[e.key]:copy(t)
+    local same = t:dim() == #e.shape
+    for i = 1, #e.shape do same = same and t:size(i) == e.shape[i] end
+    if not same then
+      error(string.format("load: tensor '%s' is %s (%d elements), the model's is %s (%d)", e.name,
+                          shape_str(t), t:numel(), table.concat(e.shape, 'x'), e.numel), 2)
+    end
   end
-  return true
+  for _, e in ipairs(self.layout) do e.layer[e.key]:copy(tensors[e.name]) end
+  return self
+end
+
+-- The classes of a batch of scores (N, C): a tensor of N class numbers,
+-- 0-based like the data set's labels (tensor indices are 1-based, Lua's).
+function nn.classes(scores)
+  local _, idx = scores:max(2)
+  return idx:view(idx:numel()):add(-1)
+end
+
+-- The predicted classes (0-based) of a batch of inputs x (N, features).
+function Sequential:predict(x)
+  return nn.classes(self:forward(x))
+end
+
+-- What an evaluation may hold for activations: its batch size is what
+-- fits (the CNN at batch 1000 held 500 MB).
+nn.EVAL_BUDGET = 16 * 2 ^ 20
+
+-- Floats the forward pass keeps per example (the input and every buffer the
+-- layers hold for it), probed with one example in inference.
+local function floats_per_example(net, dataset)
+  local x = dataset:batches(1)()
+  net:forward(x, true)
+  local total = x:numel() + 1
+  for _, l in ipairs(net.layers) do
+    for _, e in pairs(l._bufs or {}) do
+      if e.shape[1] == 1 then
+        local n = 1
+        for _, d in ipairs(e.shape) do n = n * d end
+        total = total + n
+      end
+    end
+  end
+  return total
+end
+
+-- The evaluation batch size that keeps net's activations within budget
+-- bytes (nn.EVAL_BUDGET): at least 1, at most the set.
+function nn.eval_batchsize(net, dataset, budget)
+  local per = floats_per_example(net, dataset) * 4
+  local bs = math.floor((budget or nn.EVAL_BUDGET) / per)
+  return math.max(1, math.min(bs, dataset:count()))
 end
 
 -- Accuracy of net over a dataset (dtf.data), in batches: correct / count.
-function nn.evaluate(net, dataset, batchsize)
+-- how: a batch size, or { budget = bytes } (default nn.EVAL_BUDGET).
+function nn.evaluate(net, dataset, how)
+  local bs = how
+  if type(how) ~= 'number' then bs = nn.eval_batchsize(net, dataset, how and how.budget) end
   local correct, seen = 0, 0
-  for x, y, n in dataset:batches(batchsize or 1000) do
-    correct = correct + T.accuracy(net:forward(x), y)
+  for x, y, n in dataset:batches(bs) do
+    correct = correct + T.accuracy(net:forward(x, true), y)
     seen = seen + n
   end
   return correct / math.max(seen, 1), seen

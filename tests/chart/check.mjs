@@ -7,38 +7,19 @@
 // repository, it also runs pods_agree (every rendered pod as a real dtf
 // process). Last line: "chart: N passed, M failed".
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { existsSync, writeFileSync, readFileSync, mkdirSync, cpSync, rmSync } from "node:fs";
+import { existsSync, writeFileSync, readFileSync, cpSync, rmSync } from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { validateDocs } from "./validate.mjs";
 import {
   root, chartDir, helm, render, renderFails, byKind, one, pods, dtfContainer, envOf,
   scriptFiles, scriptArgs, tmpdir, labelSelectorMatches, selects,
 } from "./lib.mjs";
-import { podsAgree } from "./pods_agree.mjs";
+import { parseDocs } from "./validate.mjs";
+import { test, skip, tmp, assertValid, hparamsOf, hparamLines, finish } from "./harness.mjs";
+import { podsAgree, sandboxUnavailable } from "./pods_agree.mjs";
 
 const buildDir = process.argv[2] || "build";
 const values = ["--values", path.join(root, "values.yml")];
-let passed = 0, failed = 0;
-const tmp = tmpdir("dtf-chart-");
-
-async function test(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}`);
-    for (const line of String(e.stack || e).split("\n").slice(0, 12)) console.log(`    ${line}`);
-  }
-}
-
-async function assertValid(objs) {
-  const bad = (await validateDocs(objs)).filter((r) => r.errors.length);
-  assert.deepEqual(bad.map((r) => `${r.id}: ${r.errors.join("; ")}`), [], "objects failing validation");
-}
 
 const cluster = (objs) => {
   const specs = new Set(pods(objs).map((p) => envOf(dtfContainer(p.template)).DTF_CLUSTER));
@@ -46,16 +27,18 @@ const cluster = (objs) => {
   return JSON.parse([...specs][0]);
 };
 
-// The cluster spec names exactly the pods the chart creates, at the ports
-// their containers declare, and each name resolves: a headless Service named
-// like the pod's subdomain selects the pod.
+// The cluster spec names exactly the pods the chart creates, the ps at the
+// port its container declares, the workers at port.worker (a name: they
+// listen on nothing and declare no port), and each name resolves: a headless
+// Service named like the pod's subdomain selects the pod.
 function assertClusterAgrees(objs, nps, nworkers) {
   const ps = pods(objs);
   const spec = cluster(objs);
   assert.deepEqual(Object.keys(spec).sort(), ["ps", "worker"]);
   for (const role of ["ps", "worker"]) {
     const mine = ps.filter((p) => p.role === role).sort((a, b) => a.index - b.index);
-    const expect = mine.map((p) => `${p.dns}:${dtfContainer(p.template).ports.find((x) => x.name === role).containerPort}`);
+    const port = (p) => role === "ps" ? dtfContainer(p.template).ports.find((x) => x.name === "ps").containerPort : 9000;
+    const expect = mine.map((p) => `${p.dns}:${port(p)}`);
     assert.deepEqual(spec[role], expect, `${role} list of DTF_CLUSTER`);
     assert.equal(mine.length, role === "ps" ? nps : nworkers, `number of ${role} pods`);
     for (const p of mine) {
@@ -67,29 +50,20 @@ function assertClusterAgrees(objs, nps, nworkers) {
   }
 }
 
-function dtfArgs(role) {
-  return ["run", "/etc/dtf/train.lua", `--role=${role}`, "--config", "/etc/dtf/hparams.lua"];
-}
-
-function hparamsOf(objs) {
-  return one(objs, "ConfigMap").data["hparams.lua"];
-}
-
-// Lua `key = value,` lines of hparams.lua as a map of strings.
-function hparamLines(objs) {
-  const m = {};
-  for (const line of hparamsOf(objs).split("\n")) {
-    const r = line.match(/^\s+(\w+|\["[^"]*"\]) = (.*),$/);
-    if (r) m[r[1]] = r[2];
-  }
-  return m;
+const IMAGE_TRAIN = "/usr/local/share/dtf/train.lua", IMAGE_MODEL = "/usr/local/share/dtf/models/mnist.lua";
+function dtfArgs(role, train = IMAGE_TRAIN) {
+  return ["run", train, `--role=${role}`, "--config", "/etc/dtf/hparams.lua"];
 }
 
 const resOf = (objs, role) => dtfContainer(pods(objs).find((p) => p.role === role).template).resources;
 
 // ---- lint ---------------------------------------------------------------------
-await test("helm lint --strict with values.yml and the scripts", () => {
-  const r = helm(["lint", "--strict", chartDir, ...values, ...scriptArgs()]);
+await test("helm lint --strict with values.yml, with the scripts and without", () => {
+  for (const extra of [[], scriptArgs()]) {
+    const r = helm(["lint", "--strict", chartDir, ...values, ...extra]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  }
+  const r = helm(["lint", "--strict", chartDir, ...values, "--values", path.join(chartDir, "values-restricted.yaml")]);
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
 await test("helm lint --strict with the chart's defaults", () => {
@@ -100,11 +74,11 @@ await test("helm lint --strict with the chart's defaults", () => {
 // ---- values.yml ------------------------------------------------------------------
 const files = scriptFiles();
 let main;
-await test("values.yml renders (Kubernetes 1.29) and every object validates", async () => {
+await test("helm template mnist chart/ --values values.yml, nothing else, renders (Kubernetes 1.29); every object validates", async () => {
   main = render(values);
   await assertValid(main);
   const kinds = main.map((o) => o.kind).sort();
-  assert.deepEqual(kinds, ["ConfigMap", "Job", "Job", "NetworkPolicy", "Pod", "Service", "Service"]);
+  assert.deepEqual(kinds, ["ConfigMap", "Job", "Job", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service", "Service"]);
 });
 await test("values.yml: ps and workers are indexed Jobs, 2 + 2, cluster spec names exactly their pods", () => {
   for (const j of byKind(main, "Job")) {
@@ -117,12 +91,13 @@ await test("values.yml: ps and workers are indexed Jobs, 2 + 2, cluster spec nam
   assert.match(cluster(main).ps[0], /^mnist-ps-[0-9a-f]{8}-0\.mnist-ps:8000$/);
   assert.match(cluster(main).worker[1], /^mnist-worker-[0-9a-f]{8}-1\.mnist-worker:9000$/);
 });
-await test("values.yml: each container runs dtf run train.lua with its role and the hparams", () => {
+await test("values.yml: each container runs dtf run <the image's train.lua> with its role and the hparams", () => {
   for (const p of pods(main)) {
     const c = dtfContainer(p.template);
     assert.deepEqual(c.command, ["dtf"]);
     assert.deepEqual(c.args, dtfArgs(p.role));
     assert.equal(envOf(c).OPENBLAS_NUM_THREADS, "1");
+    assert.equal(envOf(c).HOME, "/home/dtf");
     assert.equal(c.image, "localhost/dtf:latest");
     assert.equal(c.imagePullPolicy, "IfNotPresent");
   }
@@ -130,11 +105,10 @@ await test("values.yml: each container runs dtf run train.lua with its role and 
 await test("values.yml: limits 125Mi/200m reach both roles' containers, no requests", () => {
   for (const role of ["ps", "worker"]) assert.deepEqual(resOf(main, role), { limits: { cpu: "200m", memory: "125Mi" } });
 });
-await test("values.yml: ConfigMap holds the --set-file scripts and hparams.lua, mounted at /etc/dtf", () => {
+await test("values.yml: the ConfigMap holds hparams.lua and the liveness probe (no scripts: the image's), mounted at /etc/dtf", () => {
   const cm = one(main, "ConfigMap");
-  assert.deepEqual(Object.keys(cm.data).sort(), ["hparams.lua", "model.lua", "train.lua"]);
-  assert.equal(cm.data["train.lua"], readFileSync(files.train, "utf8"));
-  assert.equal(cm.data["model.lua"], readFileSync(files.model, "utf8"));
+  assert.deepEqual(Object.keys(cm.data).sort(), ["hparams.lua", "liveness.sh"]);
+  assert.equal(cm.data["liveness.sh"], readFileSync(path.join(chartDir, "files/liveness.sh"), "utf8"));
   for (const p of pods(main)) {
     const vol = p.template.spec.volumes.find((v) => v.configMap?.name === cm.metadata.name);
     assert.ok(vol, `${p.hostname} has the ConfigMap as a volume`);
@@ -150,23 +124,29 @@ await test("values.yml: hparams.lua carries the hyperparameters and the paths", 
   assert.equal(h.sync, "false");
   assert.equal(h.model, '"mlp"');
   assert.equal(h.seed, "1");
-  assert.equal(h.modelfile, '"/etc/dtf/model.lua"');
+  assert.equal(h.modelfile, `"${IMAGE_MODEL}"`);
   assert.equal(h.datadir, '"/usr/share/datasets/fashion-mnist"');
   assert.equal(h.logdir, '"/tmp/mnist-log"');
-  assert.match(h.checkpoint_dir, /^"\/tmp\/mnist-log\/ckpt\/mnist-[0-9a-f]{8}"$/);
+  assert.equal(h.checkpoint_dir, '"/tmp/mnist-log/ckpt/mnist"', "the release's directory, on the hostPath");
+  assert.equal(h.replicas_to_aggregate, undefined, "not written: the ps follows the worker count");
   assert.match(hparamsOf(main), /^return \{$/m);
 });
-await test("values.yml: the seed's hostPath volume is mounted at logdir in every pod", () => {
+await test("values.yml: the seed's hostPath at logdir in every pod, given to the dtf user by the init container it asks for (not world-writable)", () => {
   for (const p of pods(main)) {
     const v = p.template.spec.volumes.find((x) => x.name === "log-volume");
     assert.deepEqual(v.hostPath, { path: "/tmp/mnist", type: "DirectoryOrCreate" });
     assert.ok(dtfContainer(p.template).volumeMounts.some((m) => m.name === "log-volume" && m.mountPath === "/tmp/mnist-log"));
-    const init = p.template.spec.initContainers?.find((c) => c.name === "volume-permissions");
-    assert.ok(init, "the volume-permissions init container makes the hostPath writable");
-    assert.ok(init.args.includes("/tmp/mnist-log"));
+    const inits = p.template.spec.initContainers || [];
+    assert.deepEqual(inits.map((c) => c.name), ["volume-permissions"]);
+    const init = inits[0];
+    const dirs = p.role === "ps" ? ["/tmp/mnist-log", "/tmp/mnist-log/ckpt/mnist"] : ["/tmp/mnist-log"];
+    assert.deepEqual(init.args, ["10001:10001", ...dirs]);
+    assert.ok(!/1777|777|o\+w|a\+w/.test(init.command.join(" ")), `no world-writable mode: ${init.command.join(" ")}`);
+    assert.match(init.command.join(" "), /chown "\$owner" "\$d" && chmod u\+rwx,g\+rwx,o-w/);
+    assert.deepEqual(init.securityContext.capabilities, { drop: ["ALL"], add: ["CHOWN", "FOWNER", "DAC_OVERRIDE"] });
   }
 });
-await test("values.yml: readiness probe on the ps port only; labels; checksum annotation", () => {
+await test("values.yml: readiness probe on the ps port only; a container port only where something listens; labels; checksum annotation", () => {
   for (const p of pods(main)) {
     const c = dtfContainer(p.template);
     const l = p.template.metadata.labels;
@@ -176,11 +156,13 @@ await test("values.yml: readiness probe on the ps port only; labels; checksum an
     assert.ok(l["app.kubernetes.io/version"]);
     assert.equal(l["app.kubernetes.io/component"], p.role);
     assert.match(p.template.metadata.annotations["checksum/config"], /^[0-9a-f]{64}$/);
+    const metrics = { name: "metrics", containerPort: 9100, protocol: "TCP" };
     if (p.role === "ps") {
       assert.equal(c.readinessProbe.tcpSocket.port, "ps");
-      assert.equal(c.ports.find((x) => x.name === "ps").containerPort, 8000);
+      assert.deepEqual(c.ports, [{ name: "ps", containerPort: 8000, protocol: "TCP" }, metrics]);
     } else {
       assert.equal(c.readinessProbe, undefined);
+      assert.deepEqual(c.ports, [metrics], "a worker listens on its metrics port alone (port.worker only names it)");
     }
   }
 });
@@ -190,7 +172,7 @@ await test("values.yml: NetworkPolicy lets only the release's workers and test p
   const workers = pods(main).filter((p) => p.role === "worker");
   for (const p of ps) assert.ok(selects(np.spec.podSelector.matchLabels, p.template.metadata.labels));
   for (const w of workers) assert.ok(!selects(np.spec.podSelector.matchLabels, w.template.metadata.labels));
-  assert.equal(np.spec.ingress.length, 1);
+  assert.equal(np.spec.ingress.length, 2, "the ps port's rule and the metrics port's");
   const rule = np.spec.ingress[0];
   assert.deepEqual(rule.ports, [{ port: 8000, protocol: "TCP" }]);
   const from = (labels) => rule.from.some((f) => f.podSelector && !f.namespaceSelector && labelSelectorMatches(f.podSelector, labels));
@@ -199,6 +181,41 @@ await test("values.yml: NetworkPolicy lets only the release's workers and test p
   assert.ok(!from(ps[0].template.metadata.labels), "a ps may not");
   const other = { ...workers[0].template.metadata.labels, "app.kubernetes.io/instance": "other" };
   assert.ok(!from(other), "another release's worker may not");
+});
+await test("values.yml: every pod serves /metrics on 9100, annotated for Prometheus, and the NetworkPolicy admits it", () => {
+  for (const p of pods(main)) {
+    const a = p.template.metadata.annotations;
+    assert.equal(a["prometheus.io/scrape"], "true", `${p.hostname} scrape`);
+    assert.equal(a["prometheus.io/port"], "9100", `${p.hostname} port`);
+    assert.equal(a["prometheus.io/path"], "/metrics", `${p.hostname} path`);
+    const c = dtfContainer(p.template);
+    assert.deepEqual(c.ports.find((x) => x.name === "metrics"), { name: "metrics", containerPort: 9100, protocol: "TCP" });
+    assert.equal(envOf(c).DTF_METRICS_PORT, "9100", "train.lua's metrics_port comes from DTF_METRICS_PORT");
+  }
+  const rule = one(main, "NetworkPolicy").spec.ingress[1];
+  assert.deepEqual(rule, { ports: [{ port: 9100, protocol: "TCP" }] }, "the metrics port, from anywhere");
+});
+await test("metrics.enabled=false: no annotations, no metrics port, no DTF_METRICS_PORT, one NetworkPolicy rule", () => {
+  const objs = render([...values, "--set", "metrics.enabled=false"]);
+  for (const p of pods(objs)) {
+    assert.equal(p.template.metadata.annotations["prometheus.io/scrape"], undefined);
+    const c = dtfContainer(p.template);
+    assert.equal((c.ports || []).find((x) => x.name === "metrics"), undefined);
+    if (p.role === "worker") assert.equal(c.ports, undefined, "with metrics off a worker listens on nothing: no containerPort");
+    assert.equal(envOf(c).DTF_METRICS_PORT, undefined);
+  }
+  assert.equal(one(objs, "NetworkPolicy").spec.ingress.length, 1);
+});
+await test("metrics.port=9400 reaches the annotation, the container port, the env and the NetworkPolicy", async () => {
+  const objs = render([...values, "--set", "metrics.port=9400"]);
+  await assertValid(objs);
+  for (const p of pods(objs)) {
+    assert.equal(p.template.metadata.annotations["prometheus.io/port"], "9400");
+    const c = dtfContainer(p.template);
+    assert.equal(c.ports.find((x) => x.name === "metrics").containerPort, 9400);
+    assert.equal(envOf(c).DTF_METRICS_PORT, "9400");
+  }
+  assert.equal(one(objs, "NetworkPolicy").spec.ingress[1].ports[0].port, 9400);
 });
 await test("values.yml: helm test pod checks every ps of the cluster spec", () => {
   const t = one(main, "Pod");
@@ -221,6 +238,7 @@ for (const [nps, nw] of [[1, 1], [3, 5]]) {
       assert.equal(byKind(o, workload === "job" ? "Job" : "StatefulSet").length, 2);
       assert.equal(byKind(o, workload === "job" ? "StatefulSet" : "Job").length, 0);
       assert.equal(one(o, "Pod").spec.containers[0].args.length, nps);
+      assert.equal(one(o, "PodDisruptionBudget").spec.minAvailable, nps - 1);
     });
   }
 }
@@ -303,10 +321,10 @@ await test("sync modes: true/sync render true, false/async render false", () => 
     assert.equal(hparamLines(render([...values, "--set", `hyperparams.sync=${v}`])).sync, want, v);
   }
 });
-await test("extra hyperparameters pass through as Lua literals", () => {
+await test("hyperparameters and a model file's own (modelHyperparams) pass through as Lua literals", () => {
   const f = path.join(tmp, "extra.yml");
-  writeFileSync(f, 'hyperparams:\n  note: "say \\"hi\\" \\\\ then\\nmore"\n  end: 1\n');
-  const o = render([...values, "--values", f, "--set", "hyperparams.momentum=0.9,hyperparams.logevery=10,hyperparams.optimizer=adam,hyperparams.nesterov=true",
+  writeFileSync(f, 'modelHyperparams:\n  note: "say \\"hi\\" \\\\ then\\nmore"\n  end: 1\n');
+  const o = render([...values, "--values", f, "--set", "hyperparams.momentum=0.9,hyperparams.logevery=10,hyperparams.optimizer=adam,modelHyperparams.nesterov=true",
     "--set", "hyperparams.learningrate=3e-3"]);
   const h = hparamLines(o);
   assert.equal(h.momentum, "0.9");
@@ -331,6 +349,9 @@ const rejects = [
   [["--set", "workers.number=3"], "Additional property workers is not allowed"],
   [["--set", "port.ps=http"], "port.ps: Invalid type. Expected: integer, given: string"],
   [["--set", "limit.memory=lots"], "limit.memory: Does not match pattern"],
+  [["--set", "metrics.port=0"], "metrics.port: Must be greater than or equal to 1"],
+  [["--set", "metrics.port=web"], "metrics.port: Invalid type. Expected: integer, given: string"],
+  [["--set", "metrics.enabled=yes"], "metrics.enabled: Invalid type. Expected: boolean, given: string"],
 ];
 for (const [args, msg] of rejects) {
   await test(`schema rejects ${args[1]}: "${msg}"`, () => {
@@ -339,11 +360,25 @@ for (const [args, msg] of rejects) {
     assert.ok(err.includes(msg), `expected "${msg}" in:\n${err}`);
   });
 }
-await test("scripts.train / scripts.model missing: a clear error", () => {
-  const err = renderFails(values, { scripts: false });
-  assert.match(err, /scripts\.(train|model) is empty: give the .* with --set-file scripts\.(train|model)=/);
-  const onlyTrain = renderFails([...values, "--set-file", `scripts.train=${files.train}`], { scripts: false });
-  assert.match(onlyTrain, /scripts\.model is empty: give the model with --set-file scripts\.model=models\/mnist\.lua/);
+await test("no --set-file: the image's train.lua and model; --set-file scripts.train / scripts.model replace each from the ConfigMap", () => {
+  const args = (o, role) => dtfContainer(pods(o).find((p) => p.role === role).template).args;
+  const both = render(values, { scripts: true });
+  const cm = one(both, "ConfigMap");
+  assert.deepEqual(Object.keys(cm.data).sort(), ["hparams.lua", "liveness.sh", "model.lua", "train.lua"]);
+  assert.equal(cm.data["train.lua"], readFileSync(files.train, "utf8"));
+  assert.equal(cm.data["model.lua"], readFileSync(files.model, "utf8"));
+  assert.deepEqual(args(both, "ps"), dtfArgs("ps", "/etc/dtf/train.lua"));
+  assert.equal(hparamLines(both).modelfile, '"/etc/dtf/model.lua"');
+  const onlyModel = render([...values, "--set-file", `scripts.model=${files.model}`]);
+  assert.deepEqual(Object.keys(one(onlyModel, "ConfigMap").data).sort(), ["hparams.lua", "liveness.sh", "model.lua"]);
+  assert.deepEqual(args(onlyModel, "worker"), dtfArgs("worker"));
+  assert.equal(hparamLines(onlyModel).modelfile, '"/etc/dtf/model.lua"');
+  const onlyTrain = render([...values, "--set-file", `scripts.train=${files.train}`]);
+  assert.deepEqual(args(onlyTrain, "worker"), dtfArgs("worker", "/etc/dtf/train.lua"));
+  assert.equal(hparamLines(onlyTrain).modelfile, `"${IMAGE_MODEL}"`);
+  const other = render([...values, "--set", "scripts.trainPath=/opt/t.lua,scripts.modelPath=/opt/m.lua"]);
+  assert.deepEqual(args(other, "ps"), dtfArgs("ps", "/opt/t.lua"));
+  assert.equal(hparamLines(other).modelfile, '"/opt/m.lua"');
 });
 await test("a ConfigMap over 1 MiB fails with a clear message; just under passes", () => {
   const big = path.join(tmp, "big.lua");
@@ -356,7 +391,7 @@ await test("a ConfigMap over 1 MiB fails with a clear message; just under passes
 });
 
 // ---- redeploying ------------------------------------------------------------------
-await test("a changed model gives new Job names, checksum and checkpoint dir; same values give the same", () => {
+await test("a changed model gives new Job names and checksum, the same checkpoint dir; same values give the same", () => {
   const edited = path.join(tmp, "model-edited.lua");
   writeFileSync(edited, readFileSync(files.model, "utf8") + "\n-- hidden = 200\n");
   const a = render(values), b = render(values), c = render([...values, "--set-file", `scripts.model=${edited}`]);
@@ -366,7 +401,7 @@ await test("a changed model gives new Job names, checksum and checkpoint dir; sa
   assert.equal(sum(a), sum(b));
   assert.notEqual(names(a), names(c));
   assert.notEqual(sum(a), sum(c));
-  assert.notEqual(hparamLines(a).checkpoint_dir, hparamLines(c).checkpoint_dir);
+  assert.equal(hparamLines(a).checkpoint_dir, hparamLines(c).checkpoint_dir, "the ps keys checkpoints by the model's layout itself");
   assert.equal(one(c, "ConfigMap").data["model.lua"], readFileSync(edited, "utf8"));
   // StatefulSets keep their names and roll through the checksum annotation.
   const s1 = render([...values, "--set", "workload=statefulset"]);
@@ -389,7 +424,7 @@ await test("the chart's defaults with a namespace render and validate", async ()
   const o = render([], { namespace: "training" });
   await assertValid(o);
   assert.equal(byKind(o, "Job").length, 2);
-  assert.equal(pods(o)[0].template.spec.initContainers, undefined, "no init container without volumes");
+  for (const p of pods(o)) assert.equal(p.template.spec.initContainers, undefined, "no root init container unless asked");
 });
 
 // ---- NOTES.txt ----------------------------------------------------------------------
@@ -401,11 +436,11 @@ function notes(args, kube) {
   cpSync(path.join(c, "templates/NOTES.txt"), path.join(c, "notes.txt"));
   writeFileSync(path.join(c, "templates/zz-notes.yaml"),
     'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n');
-  const r = helm(["template", "mnist", c, "--kube-version", kube, "--show-only", "templates/zz-notes.yaml", ...scriptArgs(), ...args]);
+  const r = helm(["template", "mnist", c, "--kube-version", kube, "--show-only", "templates/zz-notes.yaml", ...args]);
   assert.equal(r.status, 0, r.stderr);
-  return r.stdout;
+  return parseDocs(r.stdout)[0].data.notes;
 }
-await test("NOTES.txt: kubectl get jobs/sts, kubectl logs, deploy.log path, helm test", () => {
+await test("NOTES.txt: kubectl get jobs/sts, kubectl logs, deploy.log path, where the checkpoints live, scaling, helm test", () => {
   const j = notes(values, "1.29"), s = notes(values, "1.20");
   assert.match(j, /kubectl get jobs,pods/);
   assert.match(s, /kubectl get sts,pods/);
@@ -415,7 +450,22 @@ await test("NOTES.txt: kubectl get jobs/sts, kubectl logs, deploy.log path, helm
     assert.match(n, /\/tmp\/mnist on the node/);
     assert.match(n, /helm test mnist/);
     assert.match(n, /helm uninstall mnist/);
+    assert.match(n, /Checkpoints: \/tmp\/mnist-log\/ckpt\/mnist\n  on the node's \/tmp\/mnist\/ckpt\/mnist \(a hostPath\)/);
+    assert.match(n, /lost with the node/);
+    assert.match(n, /helm upgrade mnist <chart> -n default --reuse-values --set worker\.number=3/);
+    assert.match(n, /Training loop \/usr\/local\/share\/dtf\/train\.lua \(the image's\), model \/usr\/local\/share\/dtf\/models\/mnist\.lua \(the image's\)/);
   }
+  const empty = notes([], "1.29");
+  assert.match(empty, /in an emptyDir of each ps pod: they survive a container restart, and are lost with the pod/);
+  assert.match(empty, /--set checkpoint\.persistence\.enabled=true/);
+  const claim = notes([...values, "--set", "checkpoint.persistence.enabled=true"], "1.29");
+  assert.match(claim, /Checkpoints: \/var\/lib\/dtf\/checkpoints\/mnist\n  on the PersistentVolumeClaim mnist-checkpoints, which every ps pod mounts at \/var\/lib\/dtf\/checkpoints/);
+  assert.match(claim, /one claim for all of them: a ps started with another ps\.number reads every old shard's files/);
+  assert.match(claim, /ReadWriteOnce: the 2 ps pods can share the claim on one node only/);
+  assert.match(claim, /helm uninstall deletes the claim/);
+  const rwx = notes([...values, "--set", "checkpoint.persistence.enabled=true,checkpoint.persistence.accessModes={ReadWriteMany},checkpoint.persistence.existingClaim=mine"], "1.29");
+  assert.doesNotMatch(rwx, /ReadWriteOnce|deletes the claim/);
+  assert.match(rwx, /on the PersistentVolumeClaim mine/);
 });
 
 // ---- the idle wrapper of StatefulSet pods ----------------------------------------------
@@ -444,7 +494,7 @@ function runWrapper(fakeDtf, { term = false, waitFor } = {}) {
 await test("idle wrapper: dtf exits 0 -> the container idles, then ends 0 on SIGTERM", async () => {
   const r = await runWrapper('echo "args: $*"; exit 0', { term: true, waitFor: "idling" });
   assert.equal(r.code, 0, r.out);
-  assert.match(r.out, /args: run \/etc\/dtf\/train\.lua --role=worker --config \/etc\/dtf\/hparams\.lua/);
+  assert.match(r.out, /args: run \/usr\/local\/share\/dtf\/train\.lua --role=worker --config \/etc\/dtf\/hparams\.lua/);
 });
 await test("idle wrapper: dtf's failure is the container's exit status", async () => {
   const r = await runWrapper("exit 3");
@@ -458,6 +508,21 @@ await test("idle wrapper: SIGTERM reaches dtf (a ps can checkpoint) and the cont
 });
 
 // ---- pods as real processes -----------------------------------------------------------
+const dtf = path.join(root, buildDir, "dtf");
+
+await test("values.schema.json knows the scripts' hyperparameters (scripts/chart-schema.mjs), and refuses a misspelt key", async () => {
+  const { expectedSchema } = await import(path.join(root, "scripts/chart-schema.mjs"));
+  assert.equal(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"), expectedSchema(dtf),
+               "chart/values.schema.json is stale: run make chart-schema");
+  assert.match(renderFails([...values, "--set", "hyperparams.hiden=200"]), /hyperparams: Additional property hiden is not allowed/);
+  assert.match(renderFails([...values, "--set", "hyperparams.optimizer=rmsprop"]), /hyperparams\.optimizer must be one of the following: "sgd", "adam", "adamw"/);
+  assert.match(renderFails([...values, "--set", "hyperparams.hidden=0"]), /hyperparams\.hidden: Must be greater than or equal to 1/);
+  assert.match(renderFails([...values, "--set", "hyperparams.datadir=/x"]), /hyperparams: Additional property datadir is not allowed/);
+  // a custom model file's own keys pass through modelHyperparams
+  const h = one(render([...values, "--set", "modelHyperparams.layers=3"]), "ConfigMap").data["hparams.lua"];
+  assert.match(h, /^  layers = 3,$/m);
+});
+const noSandbox = sandboxUnavailable();
 await test("pods_agree catches a cluster spec that names a pod the chart does not create", async () => {
   const o = render(values);
   const w = byKind(o, "Job").find((j) => j.metadata.name.includes("-worker-"));
@@ -465,24 +530,38 @@ await test("pods_agree catches a cluster spec that names a pod the chart does no
   env.value = env.value.replace(/mnist-ps-[0-9a-f]{8}-1\.mnist-ps/, "mnist-ps-1.mnist-ps");
   const r = await podsAgree({ dtf: "/bin/false", objs: o, quiet: true });
   assert.equal(r.ok, false);
-  assert.match(r.report, /DTF_CLUSTER names mnist-ps-1\.mnist-ps:8000, which is no pod of the chart/);
+  assert.match(r.report, /DTF_CLUSTER names mnist-ps-1\.mnist-ps:8000, which is no ps pod of the chart/);
 });
-const dtf = path.join(root, buildDir, "dtf");
-if (!existsSync(dtf) || !files.real) {
-  console.log(`# pods_agree skipped: needs ${path.relative(root, dtf)}, train.lua and models/mnist.lua`);
-} else {
-  for (const c of [
-    { name: "values.yml as is (indexed Jobs, 2 ps + 2 workers, 200 steps)", args: values, kube: "1.29" },
-    { name: "StatefulSets (Kubernetes 1.20), 1 ps + 1 worker, a token", args: [...values, "--set", "ps.number=1,worker.number=1,token.value=tok3n,hyperparams.trainsteps=50"], kube: "1.20" },
-    { name: "indexed Jobs, 3 ps + 2 workers, sync", args: [...values, "--set", "ps.number=3,worker.number=2,hyperparams.sync=sync,hyperparams.trainsteps=60"], kube: "1.29" },
-  ]) {
-    await test(`pods_agree: ${c.name}`, async () => {
-      const r = await podsAgree({ dtf, args: c.args, kube: c.kube, quiet: true });
-      assert.ok(r.ok, r.report);
-    });
-  }
+const pods_agree_cases = [
+  { name: "values.yml as is (indexed Jobs, 2 ps + 2 workers, 200 steps)", args: values, kube: "1.29" },
+  { name: "StatefulSets (Kubernetes 1.20), 1 ps + 1 worker, a token, the --set-file scripts of this tree (ConfigMap copies)",
+    args: [...values, ...scriptArgs(), "--set", "ps.number=1,worker.number=1,token.value=tok3n,hyperparams.trainsteps=50"], kube: "1.20" },
+  { name: "indexed Jobs, 3 ps + 2 workers, sync, 2 threads", args: [...values, "--set", "ps.number=3,worker.number=2,hyperparams.sync=sync,hyperparams.trainsteps=60,hyperparams.threads=2"], kube: "1.29" },
+  { name: "the chart's defaults (no values file: emptyDirs only, no init container)", args: ["--set", "hyperparams.trainsteps=100"], kube: "1.29" },
+  { name: "the restricted preset over values.yml (StatefulSets)", args: [...values, "--values", path.join(chartDir, "values-restricted.yaml"), "--set", "hyperparams.trainsteps=100"], kube: "1.20" },
+];
+for (const c of pods_agree_cases) {
+  const name = `pods_agree: ${c.name}`;
+  if (!existsSync(dtf)) { skip(name, `needs ${path.relative(root, dtf)}`); continue; }
+  if (noSandbox) { skip(name, noSandbox); continue; }
+  await test(name, async () => {
+    const r = await podsAgree({ dtf, args: c.args, kube: c.kube, quiet: true });
+    assert.ok(r.ok, r.report);
+  });
+}
+if (existsSync(dtf) && !noSandbox) {
+  await test("pods_agree catches a pod whose logdir is on the read-only root file system", async () => {
+    const o = render([...values, "--set", "hyperparams.trainsteps=20"]);
+    const w = byKind(o, "Job").find((j) => j.metadata.name.includes("-worker-")).spec.template;
+    const c = dtfContainer(w);
+    c.volumeMounts = c.volumeMounts.filter((m) => !["log-volume", "dtf-tmp"].includes(m.name));
+    const r = await podsAgree({ dtf, objs: o, quiet: true, timeoutMs: 60000 });
+    assert.equal(r.ok, false);
+    assert.match(r.report, /mnist-worker-[0-9a-f]{8}-[01]: WARNING - cannot write the log file: .*(Read-only file system|Permission denied)/);
+    assert.match(r.report, /logdir \/tmp\/mnist-log is on no volume/);
+  });
 }
 
-rmSync(tmp, { recursive: true, force: true });
-console.log(`chart: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await import("./hardening.mjs");
+await import("./elastic.mjs");
+finish();

@@ -1,7 +1,7 @@
 // Shared by the chart tests: running helm, reading rendered objects, and the
 // facts Kubernetes derives from them (pod hostnames, DNS names, env).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync, readFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,17 +11,10 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const chartDir = path.join(root, "chart");
 export const helmBin = process.env.HELM || path.join(root, ".tools/bin/helm");
 
-// The scripts a user gives with --set-file: the repository's own once they
-// exist, else small fixtures (the chart only carries them).
+// The repository's scripts, which the image carries (the chart's default)
+// and which --set-file can give instead.
 export function scriptFiles() {
-  const train = path.join(root, "train.lua");
-  const model = path.join(root, "models/mnist.lua");
-  const fx = path.join(root, "tests/chart/fixtures");
-  return {
-    train: existsSync(train) ? train : path.join(fx, "train.lua"),
-    model: existsSync(model) ? model : path.join(fx, "model.lua"),
-    real: existsSync(train) && existsSync(model),
-  };
+  return { train: path.join(root, "train.lua"), model: path.join(root, "models/mnist.lua") };
 }
 
 export function scriptArgs(files = scriptFiles()) {
@@ -37,9 +30,11 @@ export function helm(args, opts = {}) {
 
 /**
  * helm template RELEASE chart/ with extra args; returns the parsed objects,
- * or throws with helm's error. kube: the --kube-version (default 1.29).
+ * or throws with helm's error. kube: the --kube-version (default 1.29);
+ * scripts: add --set-file of the repository's train.lua and models/mnist.lua
+ * (default: the image's own, as `helm install` with no --set-file).
  */
-export function render(args = [], { release = "mnist", kube = "1.29", scripts = true, namespace } = {}) {
+export function render(args = [], { release = "mnist", kube = "1.29", scripts = false, namespace } = {}) {
   const a = ["template", release, chartDir, "--kube-version", kube];
   if (namespace) a.push("--namespace", namespace);
   if (scripts) a.push(...scriptArgs());

@@ -17,7 +17,9 @@ expect_exit 2 "unknown hyperparameter" "$DTF" run train.lua --set batchsiz=3; ex
 expect_exit 2 "bad role" "$DTF" run train.lua --role=chief; expect_out "--role 'chief'" "names the role"
 expect_exit 2 "index out of range" "$DTF" run train.lua --role=ps --index=2 --ps=127.0.0.1:1,127.0.0.1:2 --workers=127.0.0.1:3
 expect_out "ps index 2 \(from --index\) is outside the 2 ps" "says which source it read"
-expect_exit 2 "no index" env -u JOB_COMPLETION_INDEX HOSTNAME=laptop "$DTF" run train.lua --role=worker --ps=127.0.0.1:1 --workers=127.0.0.1:3
+expect_exit 2 "no index" env -u JOB_COMPLETION_INDEX -u TF_CONFIG -u DTF_CLUSTER HOSTNAME=laptop "$DTF" run train.lua --role=worker --ps=127.0.0.1:1 --workers=127.0.0.1:3
+expect_out "cannot find this worker task's index: no --index, no TF_CONFIG task.index, no JOB_COMPLETION_INDEX, and the hostname 'laptop' has no ordinal" \
+  "says where it looked for the index"
 expect_exit 0 "--set help lists hyperparameters" "$DTF" run train.lua --set help=true; expect_out 'learningrate' "lists learningrate"
 
 # A Lua error in a model script: exit 1, message with file and line, traceback.
@@ -48,9 +50,23 @@ mkdir -p "$SCRATCH/mods"; echo 'return { answer = 42 }' > "$SCRATCH/mods/mymod.l
 echo 'print(require("mymod").answer)' > "$SCRATCH/req.lua"
 OUT=$(DTF_PATH="$SCRATCH/mods" "$DTF" run "$SCRATCH/req.lua" 2>&1); expect_out '^42$' "DTF_PATH finds modules"
 
-# The binary finds its Lua library from any directory.
-OUT=$(cd / && "$DTF" run "$SCRATCH/req.lua" 2>&1 || true); expect_out "module 'mymod' not found" "library found, missing module named"
-cp "$SCRATCH/args.lua" "$SCRATCH/a2.lua"
-OUT=$(cd / && "$DTF" run "$SCRATCH/a2.lua" 2>&1); expect_out '^0	' "runs from /"
+# The binary finds its Lua library (lua/dtf/*.lua, next to it) from any
+# directory, without DTF_PATH: each script requires a module that is a Lua
+# file of the library, not one built into the binary, so a dtf binary copied
+# alone elsewhere fails these.
+cat > "$SCRATCH/lib_then_missing.lua" <<'LUA'
+local nn = require 'dtf.nn'
+print('dtf.nn', type(nn.Linear))
+require 'mymod'
+LUA
+expect_exit 1 "a missing module is an error, from /" env -u DTF_PATH -C / "$DTF" run "$SCRATCH/lib_then_missing.lua"
+expect_out '^dtf.nn	table$' "library found from /"
+expect_out "module 'mymod' not found" "library found, missing module named"
+cat > "$SCRATCH/a2.lua" <<'LUA'
+local json = require 'dtf.json'
+print(select('#', ...), json.encode({ ok = true }))
+LUA
+expect_exit 0 "runs from /" env -u DTF_PATH -C / "$DTF" run "$SCRATCH/a2.lua"
+expect_out '^0	\{"ok":true\}$' "runs from / with the library's modules"
 
 finish

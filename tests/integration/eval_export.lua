@@ -14,11 +14,14 @@ for i = 2, #arg do
   hp[k] = math.tointeger(tonumber(v)) or v
 end
 local root = (arg[0]:match('^(.*)/tests/integration/[^/]*$') or '.')
-local net = dofile(root .. '/models/mnist.lua')(hp):build(1)
+local model = require 'dtf.model'
+local m = model.load(root .. '/models/mnist.lua')
+local schema = model.schema({ { name = 'datadir', type = 'string' } }, m)
+for _, e in ipairs(schema) do if hp[e.name] == nil then hp[e.name] = e.default end end
+local net = model.build(m, hp, schema, 1)
 local tensors, meta = ckpt.load(file)
 if not tensors then error(meta, 0) end
-local ok, err = net:load(tensors)
-if not ok then error('load: ' .. err, 0) end
+net:load(tensors) -- raises on any mismatch, naming the tensor
 print(string.format('export layout %s, model layout %s', tostring(meta.layout), net:checksum()))
 local test, derr = data.mnist(hp.datadir, 'test')
 if not test then error(derr, 0) end

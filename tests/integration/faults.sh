@@ -13,8 +13,9 @@
 #     its temporary file exists, then SIGKILLed): the previous checkpoint
 #     loads (dtf export of the directory as it was), the restarted ps resumes
 #     from it and removes the temporary file;
-#  4. workers started 5 s before the ps: they wait with backoff, training
-#     completes;
+#  4. workers started before the ps tasks, which start once the workers
+#     have backed off to 3.2 s between retries (about 3 s later): they wait
+#     with backoff, training completes;
 #  5. dtf export of a run's checkpoints, loaded with nn's Sequential:load:
 #     the same test accuracy as the run's.
 #   tests/integration/faults.sh BUILD_DIR
@@ -25,20 +26,6 @@ LIMIT=${FAULTS_LIMIT:-240}   # s any one run may take before it counts as hung
 
 # ---- helpers ------------------------------------------------------------------------
 
-# wait_log FILE PATTERN [SECONDS]: until grep -E finds PATTERN in FILE
-wait_log() {
-  local n=$(( ${3:-60} * 10 ))
-  for _ in $(seq "$n"); do grep -qE -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "  (gave up waiting for /$2/ in $(basename "$1"))"
-  return 1
-}
-# wait_exit PID SECONDS: sets RC (124 when it was still running and was killed)
-wait_exit() {
-  local pid=$1 n=$(($2 * 10))
-  for _ in $(seq "$n"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then RC=124; kill "$pid"; wait "$pid" 2>/dev/null
-  else wait "$pid"; RC=$?; fi
-}
 # start_local NAME ARGS...: dtf local train.lua in the background, output in
 # $SCRATCH/NAME.out, logdir $SCRATCH/NAME; its pid in LPID
 start_local() {
@@ -49,7 +36,6 @@ start_local() {
 # task_pid NAME ROLE INDEX: the pid of a task of run NAME (its logdir is unique)
 task_pid() { pgrep -f -- "--role=$2 --index=$3 .*logdir=$SCRATCH/$1( |\$)" | head -n 1; }
 acc_in() { sed -nE 's/.*Test accuracy: ([0-9.]+) \(10000 images\).*/\1/p' "$1" | tail -n 1; }
-has() { grep -qE -- "$2" "$1"; }
 within() { awk -v a="$1" -v b="$2" -v d="$3" 'BEGIN { x = a - b; if (x < 0) x = -x; exit !(a != "" && b != "" && x <= d) }'; }
 # The largest drop of a worker's logged global step, over both workers.
 max_drop() {
@@ -60,32 +46,34 @@ max_drop() {
 last_step() {
   sed -nE "s/^worker$2 \\| .*global step: ([0-9]+)\\).*/\\1/p" "$1" | sort -n | tail -n 1
 }
+# stopped PID: the process is in state T (a SIGSTOP has landed)
+stopped() { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]; }
 show() { for f in "$@"; do echo "--- $(basename "$f") (last 25 lines)"; tail -n 25 "$f"; done; }
 
 # ---- 1. a ps killed mid-run ----------------------------------------------------------
 SYNC=(--set sync=true --set trainsteps=1500 --set learningrate=0.001 --set checkpoint_steps=100 --set logevery=1)
 T0=$SECONDS
 start_local base "${SYNC[@]}" --set checkpoint_dir="$SCRATCH/ck-base"
-wait_exit $LPID $LIMIT
+wait_for_exit $LPID $LIMIT
 check "uninterrupted sync run exits 0 (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 BASE_ACC=$(acc_in "$SCRATCH/base.out")
 echo "uninterrupted: test accuracy ${BASE_ACC:-none}"
 
 T0=$SECONDS
 start_local kps "${SYNC[@]}" --set checkpoint_dir="$SCRATCH/ck-kps"
-wait_log "$SCRATCH/kps.out" '^ps0 \| .*ps 0: checkpoint at step 500:' $LIMIT
+wait_for_log "$SCRATCH/kps.out" '^ps0 +\| .*ps 0: checkpoint at step 500:' $LIMIT
 PID=$(task_pid kps ps 0)
 SEEN=$(last_step "$SCRATCH/kps.out" '[01]')
 kill -9 "$PID"
 echo "killed ps 0 (pid $PID) after its checkpoint at step 500 (workers had seen global step ${SEEN:-?})"
-wait_exit $LPID $LIMIT
+wait_for_exit $LPID $LIMIT
 check "with ps 0 killed, the run exits 0 (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
-check "dtf local restarted ps 0" has "$SCRATCH/kps.out" '^local: ps0 was killed by signal 9.*restarting'
-RESUMED=$(sed -nE 's/^ps0 \| .*ps 0: restored step ([0-9]+) from .*/\1/p' "$SCRATCH/kps.out" | head -n 1)
+check "dtf local restarted ps 0" log_has "$SCRATCH/kps.out" '^local: ps0 was killed by signal 9.*restarting'
+RESUMED=$(sed -nE 's/^ps0 +\| .*ps 0: restored step ([0-9]+) from .*/\1/p' "$SCRATCH/kps.out" | head -n 1)
 echo "ps 0 resumed from step ${RESUMED:-none}"
 check "the restarted ps 0 logs the step it resumed from (${RESUMED:-none}, a checkpoint >= 500)" \
   test "${RESUMED:-0}" -ge 500 -a "$(( ${RESUMED:-1} % 100 ))" -eq 0
-check "the workers reconnected" has "$SCRATCH/kps.out" '^worker[01] \| .*reconnected to ps 0 at .*\(step [0-9]+\)'
+check "the workers reconnected" log_has "$SCRATCH/kps.out" '^worker[01] \| .*reconnected to ps 0 at .*\(step [0-9]+\)'
 DROP=$(max_drop "$SCRATCH/kps.out")
 echo "largest step back in a worker's global step: $DROP (checkpoint interval 100)"
 check "the global step went back ($DROP > 0: the resumed step shows in the workers' logs)" test "$DROP" -gt 0
@@ -111,16 +99,16 @@ for mode in async sync; do
   if [ $mode = sync ]; then steps=800; else steps=1600; fi
   start_local "kw-$mode" --set sync=$([ $mode = sync ] && echo true || echo false) --set trainsteps=$steps \
     --set sync_timeout=10 --set logevery=50
-  wait_log "$SCRATCH/kw-$mode.out" '^worker1 \| .*Worker 1: training step 200 done' $LIMIT
+  wait_for_log "$SCRATCH/kw-$mode.out" '^worker1 +\| .*Worker 1: training step 200 done' $LIMIT
   PID=$(task_pid "kw-$mode" worker 1)
   kill -9 "$PID"
-  wait_exit $LPID $LIMIT
+  wait_for_exit $LPID $LIMIT
   ACC=$(acc_in "$SCRATCH/kw-$mode.out")
   echo "$mode: worker 1 killed at its step 200; the run took $((SECONDS - T0)) s, test accuracy ${ACC:-none}"
   check "$mode: with worker 1 killed, the run completes (exit $RC)" test "$RC" -eq 0
-  check "$mode: dtf local restarted worker 1" has "$SCRATCH/kw-$mode.out" '^local: worker1 was killed by signal 9.*restarting'
+  check "$mode: dtf local restarted worker 1" log_has "$SCRATCH/kw-$mode.out" '^local: worker1 was killed by signal 9.*restarting'
   check "$mode: the restarted worker 1 joined the ps again" \
-    test "$(grep -cE '^ps0 \| .*ps 0: worker 1 \(.*\) joined' "$SCRATCH/kw-$mode.out")" -ge 2
+    test "$(grep -cE '^ps0 +\| .*ps 0: worker 1 \(.*\) joined' "$SCRATCH/kw-$mode.out")" -ge 2
   END=$(last_step "$SCRATCH/kw-$mode.out" 0)
   check "$mode: worker 0 ends at global step ${END:-none} >= $steps" test "${END:-0}" -ge $steps
   check "$mode: accuracy ${ACC:-none} >= 0.80" ge "${ACC:-0}" 0.80
@@ -150,9 +138,9 @@ hand_cluster() {
   task "$p-ps1" ps 1; HPS1=$!
   task "$p-w0" worker 0; HW0=$!
   task "$p-w1" worker 1; HW1=$!
-  wait_log "$SCRATCH/$p-w1.out" "Worker 1: training step $2 done" $LIMIT
+  wait_for_log "$SCRATCH/$p-w1.out" "Worker 1: training step $2 done" $LIMIT
   kill -9 $HW1; wait $HW1 2>/dev/null
-  wait_exit $HW0 $LIMIT
+  wait_for_exit $HW0 $LIMIT
 }
 
 # Sync without a restart: the ps drops the dead worker after sync_timeout,
@@ -161,17 +149,17 @@ hand_cluster() {
 HAND=(--set sync=true --set sync_timeout=3 --set trainsteps=400 --set logevery=50)
 hand_cluster h 100
 check "sync, worker 1 killed for good: worker 0 finishes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
-check "the ps drops the dead worker after sync_timeout" has "$SCRATCH/h-ps0.out" \
+check "the ps drops the dead worker after sync_timeout" log_has "$SCRATCH/h-ps0.out" \
   'ps 0: step [0-9]+ waited [0-9]+ s \(sync_timeout\) for worker 1; dropping it from the replicas'
 ACC=$(acc_in "$SCRATCH/h-w0.out"); echo "sync with worker 1 dead from step 100: test accuracy ${ACC:-none}"
 check "worker 0 evaluates the model (${ACC:-none} >= 0.78)" ge "${ACC:-0}" 0.78
 task h-w1b worker 1; HW1=$!
-wait_exit $HW1 $LIMIT
+wait_for_exit $HW1 $LIMIT
 check "worker 1 restarted after the end exits 0 (exit $RC)" test "$RC" -eq 0
-wait_exit $HPS0 30; R0=$RC
-wait_exit $HPS1 30
+wait_for_exit $HPS0 30; R0=$RC
+wait_for_exit $HPS1 30
 check "then both ps end (exit $R0 and $RC)" test "$R0" -eq 0 -a "$RC" -eq 0
-check "ps 0 stops because every worker is done" has "$SCRATCH/h-ps0.out" 'all 2 workers are done; stopping at step'
+check "ps 0 stops because every worker is done" log_has "$SCRATCH/h-ps0.out" 'all 2 workers are done; stopping at step'
 if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/h-*.out; fi
 
 # Async, worker 1 killed for good and never restarted: worker 0 finishes and
@@ -181,15 +169,15 @@ HAND=(--set trainsteps=3000 --set done_timeout=3 --set logevery=50 --set evaluat
 hand_cluster g 50
 check "async, worker 1 killed for good: worker 0 finishes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
 T1=$SECONDS
-wait_exit $HPS0 30; R0=$RC
-wait_exit $HPS1 30
+wait_for_exit $HPS0 30; R0=$RC
+wait_for_exit $HPS1 30
 echo "the ps tasks ended $((SECONDS - T1)) s after worker 0 (done_timeout 3 s)"
 check "both ps end by themselves, exit 0 (exit $R0 and $RC)" test "$R0" -eq 0 -a "$RC" -eq 0
-check "ps 0 says it gave up on worker 1 after done_timeout" has "$SCRATCH/g-ps0.out" \
+check "ps 0 says it gave up on worker 1 after done_timeout" log_has "$SCRATCH/g-ps0.out" \
   'ps 0: 1 of 2 workers are done; worker 1 has had no connection for 3 s since \(done_timeout\); stopping at step [0-9]+'
-check "ps 1 says the same" has "$SCRATCH/g-ps1.out" 'ps 1: 1 of 2 workers are done; worker 1 has had no connection'
+check "ps 1 says the same" log_has "$SCRATCH/g-ps1.out" 'ps 1: 1 of 2 workers are done; worker 1 has had no connection'
 check "neither ps claims every worker is done" eval '! grep -q "all 2 workers are done" "$SCRATCH"/g-ps*.out'
-check "ps 0's last line gives the reason" has "$SCRATCH/g-ps0.out" \
+check "ps 0's last line gives the reason" log_has "$SCRATCH/g-ps0.out" \
   'ps 0: stopped \(done_timeout: not every worker said done\) at step [0-9]+'
 if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/g-*.out; fi
 
@@ -201,13 +189,13 @@ T0=$SECONDS
 CK=$SCRATCH/ck-mid
 start_local mid --set sync=true --set trainsteps=600 --set checkpoint_steps=1 --set logevery=100 \
   --set checkpoint_dir="$CK"
-wait_log "$SCRATCH/mid.out" '^ps0 \| .*ps 0: checkpoint at step 100:' $LIMIT
+wait_for_log "$SCRATCH/mid.out" '^ps0 +\| .*ps 0: checkpoint at step 100:' $LIMIT
 PID=$(task_pid mid ps 0)
 CAUGHT=
 for probe in $(seq 2000); do
   kill -STOP "$PID" 2>/dev/null || break
-  for _ in $(seq 100); do [ "$(awk '{ print $3 }' "/proc/$PID/stat" 2>/dev/null)" = T ] && break; sleep 0.01; done
-  TMP=$(cd "$CK" && ls -a | grep -E '^\.ckpt-[0-9]+-ps0\.safetensors\.tmp\.' | head -n 1)
+  wait_until 1 stopped "$PID"
+  TMP=$(cd "$CK" && ls -a | grep -E '^\.ckpt-[0-9]+-ps0-of-2\.safetensors\.tmp\.' | head -n 1)
   if [ -n "$TMP" ]; then
     rm -rf "$SCRATCH/ck-snap"; cp -a "$CK" "$SCRATCH/ck-snap"   # the directory as the crash left it
     kill -KILL "$PID"; kill -CONT "$PID" 2>/dev/null
@@ -215,20 +203,20 @@ for probe in $(seq 2000); do
     break
   fi
   kill -CONT "$PID"
-  sleep "0.00$((RANDOM % 10))"
+  sleep "0.00$((RANDOM % 10))"   # not a wait: a random moment for the next probe
 done
 STEP=$(sed -nE 's/^\.ckpt-0*([0-9]+)-ps0.*/\1/p' <<<"${CAUGHT:-x}")
-PREV=$(cd "$SCRATCH/ck-snap" 2>/dev/null && ls | sed -nE 's/^ckpt-0*([0-9]+)-ps0\.safetensors$/\1/p' | sort -n | tail -n 1)
+PREV=$(cd "$SCRATCH/ck-snap" 2>/dev/null && ls | sed -nE 's/^ckpt-0*([0-9]+)-ps0-of-2\.safetensors$/\1/p' | sort -n | tail -n 1)
 echo "ps 0 killed after $probe probe(s) while writing ${CAUGHT:-nothing} (step ${STEP:-?}; newest complete: ${PREV:-none})"
 check "ps 0 was caught writing a checkpoint (temporary file ${CAUGHT:-none})" test -n "$CAUGHT"
 check "its newest complete checkpoint is the step before (${PREV:-none} = ${STEP:-?} - 1)" \
   test "${PREV:-0}" -eq "$(( ${STEP:-0} - 1 ))"
-wait_exit $LPID $LIMIT
+wait_for_exit $LPID $LIMIT
 check "the run completes (exit $RC, $((SECONDS - T0)) s)" test "$RC" -eq 0
-check "the restarted ps 0 removes the unfinished file" has "$SCRATCH/mid.out" \
-  "^ps0 \\| .*ps 0: removed 1 unfinished checkpoint file that a killed ps left in $CK: ${CAUGHT:-none}\$"
-check "and resumes from the checkpoint before it (step ${PREV:-?})" has "$SCRATCH/mid.out" \
-  "^ps0 \\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0\\.safetensors"
+check "the restarted ps 0 removes the unfinished file" log_has "$SCRATCH/mid.out" \
+  "^ps0 +\\| .*ps 0: removed 1 unfinished checkpoint file that a killed ps left in $CK: ${CAUGHT:-none}\$"
+check "and resumes from the checkpoint before it (step ${PREV:-?})" log_has "$SCRATCH/mid.out" \
+  "^ps0 +\\| .*ps 0: restored step ${PREV:-none} from $CK/ckpt-0*${PREV:-none}-ps0-of-2\\.safetensors"
 expect_exit 0 "dtf export of the directory as the kill left it" \
   "$DTF" export "$SCRATCH/ck-snap" "$SCRATCH/snap.safetensors"
 expect_out "wrote 4 tensors .*\\(ps0@${PREV:-none} ps1@[0-9]+\\)" "the export takes ps 0's previous checkpoint"
@@ -238,27 +226,30 @@ echo "$OUT" | grep '^export accuracy'
 check "no temporary file is left after the run" test -z "$(cd "$CK" && ls -a | grep -E '\.tmp\.')"
 if [ "$FAILED" -ne 0 ]; then grep -vE 'training step|checkpoint at' "$SCRATCH/mid.out" | tail -n 30; fi
 
-# ---- 4. workers started 5 s before the ps ------------------------------------------------
+# ---- 4. workers started before the ps ------------------------------------------------------
 fresh_spec
 HAND=(--set trainsteps=600 --set logevery=100)
 T0=$SECONDS
 task e-w0 worker 0; EW0=$!
 task e-w1 worker 1; EW1=$!
-wait_log "$SCRATCH/e-w0.out" "waiting for ps 0 at 127\\.0\\.0\\.1:$P0 \\(connection refused\\), retry in" 60
-wait_log "$SCRATCH/e-w1.out" "waiting for ps 1 at 127\\.0\\.0\\.1:$P1 \\(connection refused\\), retry in" 60
-sleep $(( 5 - (SECONDS - T0) > 0 ? 5 - (SECONDS - T0) : 0 ))
+# The ps tasks start once both workers have backed off to 3.2 s between retries
+# (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s after their first try).
+check "worker 0 backs off while ps 0 is away" wait_for_log "$SCRATCH/e-w0.out" \
+  "waiting for ps 0 at 127\\.0\\.0\\.1:$P0 \\(connection refused\\), retry in 3\\.2 s" 60
+check "worker 1 backs off while ps 1 is away" wait_for_log "$SCRATCH/e-w1.out" \
+  "waiting for ps 1 at 127\\.0\\.0\\.1:$P1 \\(connection refused\\), retry in 3\\.2 s" 60
 echo "starting the ps $((SECONDS - T0)) s after the workers"
 task e-ps0 ps 0; EPS0=$!
 task e-ps1 ps 1; EPS1=$!
-wait_exit $EW0 $LIMIT; R0=$RC
-wait_exit $EW1 $LIMIT
+wait_for_exit $EW0 $LIMIT; R0=$RC
+wait_for_exit $EW1 $LIMIT
 check "both workers complete (exit $R0 and $RC, $((SECONDS - T0)) s)" test "$R0" -eq 0 -a "$RC" -eq 0
-wait_exit $EPS0 30; R0=$RC
-wait_exit $EPS1 30
+wait_for_exit $EPS0 30; R0=$RC
+wait_for_exit $EPS1 30
 check "both ps exit 0 (exit $R0 and $RC)" test "$R0" -eq 0 -a "$RC" -eq 0
-check "the workers logged what they waited for" has "$SCRATCH/e-w0.out" \
+check "the workers logged what they waited for" log_has "$SCRATCH/e-w0.out" \
   "waiting for ps [01] at 127\\.0\\.0\\.1:[0-9]+ \\(connection refused\\), retry in [0-9.]+ s"
-check "with backoff (retries up to 5 s apart)" has "$SCRATCH/e-w0.out" 'retry in (1\.6|3\.2|5\.0) s'
+check "with backoff (retries up to 5 s apart)" log_has "$SCRATCH/e-w0.out" 'retry in (1\.6|3\.2|5\.0) s'
 ACC=$(acc_in "$SCRATCH/e-w0.out"); echo "workers first: test accuracy ${ACC:-none}"
 check "worker 0 evaluates the model (${ACC:-none} >= 0.78)" ge "${ACC:-0}" 0.78
 if [ "$FAILED" -ne 0 ]; then show "$SCRATCH"/e-*.out; fi

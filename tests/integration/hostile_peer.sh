@@ -20,11 +20,7 @@ PORT=$(free_port)
 "$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=$P token="$TOKEN" checksum=$SUM hello_timeout=2 \
   >"$SCRATCH/ps.log" 2>&1 &
 PS_PID=$!
-for _ in $(seq 100); do
-  grep -q 'serving parameters' "$SCRATCH/ps.log" && break
-  sleep 0.1
-done
-check "the ps is up on port $PORT" grep -q "ps 0: serving parameters \[0, $P) of $P" "$SCRATCH/ps.log"
+check "the ps is up on port $PORT" wait_for_log "$SCRATCH/ps.log" "ps 0: serving parameters \[0, $P\) of $P"
 
 python3 "$HERE/hostile_peer.py" "$PORT" "$TOKEN" $P $SUM >"$SCRATCH/hostile.out" 2>&1
 while read -r line; do
@@ -38,22 +34,17 @@ done <"$SCRATCH/hostile.out"
 # A half frame held open while the good client trains.
 python3 "$HERE/hostile_peer.py" hold "$PORT" 3 >"$SCRATCH/hold.out" 2>&1 &
 HOLD_PID=$!
-for _ in $(seq 100); do grep -q held "$SCRATCH/hold.out" && break; sleep 0.05; done
+check "a peer holds half a frame" wait_for_log "$SCRATCH/hold.out" '^held$'
 expect_exit 0 "a well-behaved client completes beside a half-open peer" \
   "$DTF" run "$HERE/hostile_peer.lua" -- "$PORT" "$TOKEN" $P $SUM
 expect_out '^client: ok' "the client checked the values it pulled"
 wait $HOLD_PID
 
-rc=0
-for _ in $(seq 50); do kill -0 $PS_PID 2>/dev/null || break; sleep 0.1; done
-if kill -0 $PS_PID 2>/dev/null; then
-  fail "the ps exits once its worker is done"; kill $PS_PID
-else
-  wait $PS_PID; rc=$?
-  check "the ps exits 0 (exit $rc)" test $rc -eq 0
-fi
+wait_for_exit $PS_PID 10
+if [ "$RC" -eq 124 ]; then fail "the ps exits once its worker is done"
+else check "the ps exits 0 (exit $RC)" test "$RC" -eq 0; fi
 
-logged() { grep -qE -- "$1" "$SCRATCH/ps.log"; }
+logged() { log_has "$SCRATCH/ps.log" "$1"; }
 check "garbage is logged with the peer's address" logged 'closing connection from 127\.0\.0\.1:[0-9]+: bad magic'
 check "a wrong token is logged with the worker's index" logged 'closing connection from worker 0 \(127\.0\.0\.1:[0-9]+\): wrong token'
 check "another model is logged" logged 'worker runs a different model: layout checksum 00000000c0ffeeff'
@@ -72,13 +63,25 @@ PORT=$(free_port)
 "$DTF" run "$HERE/ps_only.lua" -- "$PORT" P=$BIGP token="$TOKEN" checksum=$SUM hello_timeout=5 \
   max_connections=$MAXC >"$SCRATCH/flood-ps.log" 2>&1 &
 PS_PID=$!
-for _ in $(seq 100); do grep -q 'serving parameters' "$SCRATCH/flood-ps.log" && break; sleep 0.1; done
+check "the ps to flood is up" wait_for_log "$SCRATCH/flood-ps.log" 'serving parameters'
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$PS_PID/status"; }
 RSS0=$(kb VmRSS)
 python3 "$HERE/hostile_peer.py" flood "$PORT" "$TOKEN" $BIGP $SUM $NCONN $NPULL $EXTRA 8 >"$SCRATCH/flood.out" 2>&1 &
 FLOOD_PID=$!
-for _ in $(seq 300); do grep -q '^flooding' "$SCRATCH/flood.out" && break; sleep 0.1; done
-sleep 1
+check "the flood runs" wait_for_log "$SCRATCH/flood.out" '^flooding$'
+# "Under the flood": once the ps has paused a peer that does not read (its
+# stats, asked over a connection of its own).
+cat >"$SCRATCH/pauses.lua" <<'LUA'
+local ps = require 'dtf.ps'
+local port, token, P, checksum = arg[1], arg[2], tonumber(arg[3]), arg[4]
+local c = assert(ps.connect { addrs = { '127.0.0.1:' .. port }, role = 'observer', P = P,
+                              layout_checksum = checksum, token = token, connect_timeout = 5, timeout = 5,
+                              log = function() end })
+print(assert(c:stats())[1].backpressure_pauses)
+c:close()
+LUA
+paused_a_peer() { [ "$("$DTF" run "$SCRATCH/pauses.lua" -- "$PORT" "$TOKEN" $BIGP $SUM 2>/dev/null)" -gt 0 ] 2>/dev/null; }
+check "the ps pauses the peers that do not read" wait_until 30 paused_a_peer
 RSS1=$(kb VmRSS); HWM1=$(kb VmHWM)
 expect_exit 0 "a good client is served during the flood" \
   "$DTF" run "$HERE/hostile_peer.lua" -- "$PORT" "$TOKEN" $BIGP $SUM
@@ -91,20 +94,19 @@ while read -r line; do
     *) echo "$line" ;;
   esac
 done <"$SCRATCH/flood.out"
-rc=0
-for _ in $(seq 100); do kill -0 $PS_PID 2>/dev/null || break; sleep 0.1; done
-if kill -0 $PS_PID 2>/dev/null; then fail "the flooded ps exits once its worker is done"; kill $PS_PID
-else wait $PS_PID; rc=$?; check "the flooded ps exits 0 (exit $rc)" test $rc -eq 0; fi
-stat() { sed -nE "s/^stat $1=([0-9]+)$/\1/p" "$SCRATCH/flood-ps.log"; }
-QPEAK=$(stat queued_peak)
+wait_for_exit $PS_PID 10
+if [ "$RC" -eq 124 ]; then fail "the flooded ps exits once its worker is done"
+else check "the flooded ps exits 0 (exit $RC)" test "$RC" -eq 0; fi
+flood_stat() { sed -nE "s/^stat $1=([0-9]+)$/\1/p" "$SCRATCH/flood-ps.log"; }
+QPEAK=$(flood_stat queued_peak)
 echo "flooded ps: RSS $((RSS0 / 1024)) MB before, $((RSS1 / 1024)) MB under the flood, peak $((HWM2 / 1024)) MB;" \
-  "replies queued at most $(( ${QPEAK:-0} / 1024 )) KB; $(stat backpressure_pauses) backpressure pauses;" \
-  "$(stat refused) connections refused"
+  "replies queued at most $(( ${QPEAK:-0} / 1024 )) KB; $(flood_stat backpressure_pauses) backpressure pauses;" \
+  "$(flood_stat refused) connections refused"
 check "the ps's peak RSS grew by $(( (HWM2 - RSS0) / 1024 )) MB (< 48 MB) under $NCONN x $NPULL PULLs" \
   test $((HWM2 - RSS0)) -lt $((48 * 1024))
 check "the queued replies stayed within the budget (${QPEAK:-?} bytes <= 2 x 400 KB x 3 + 4 MiB + $NCONN replies)" \
   test "${QPEAK:-999999999}" -le $(( 2 * 4 * BIGP * 3 + 4 * 1048576 + NCONN * 4 * BIGP ))
-check "slow readers were paused (backpressure)" test "$(stat backpressure_pauses)" -gt 0
+check "slow readers were paused (backpressure)" test "$(flood_stat backpressure_pauses)" -gt 0
 check "connections past max_connections were refused" grep -q "refusing connection from .*: $MAXC connections open (max_connections)" "$SCRATCH/flood-ps.log"
 check "the parked-pull floods were closed" grep -q 'more than 8 PULLs waiting for a step' "$SCRATCH/flood-ps.log"
 if [ "$FAILED" -ne 0 ]; then grep -v 'accepted connection' "$SCRATCH/flood-ps.log" | tail -n 40; fi

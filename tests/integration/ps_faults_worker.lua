@@ -3,7 +3,8 @@
 -- keys: ps (comma-separated host:port), index (0), P (1000), steps (20),
 --       sleep (s between steps, 0), reconnect (reconnect_timeout, 0),
 --       die_after (exit 3 without WORKER_DONE after that many steps), lr (0.1),
---       keepalive (s, default 25), timeout (10)
+--       keepalive (s, default 25), timeout (10), progress (true: log each
+--       step, "worker I: at global step S", for the test to wait on)
 -- Pushes gradients of ones; with one async worker and SGD over ps_only.lua's
 -- initial parameters 0, 1, ..., params must equal (i - 1) - lr * step.
 local T = require 'dtf.tensor'
@@ -33,6 +34,7 @@ for i = 1, steps do
   local s, perr = c:push_pull(grads, params, step)
   if not s then print('worker: error: ' .. perr); os.exit(4) end
   step = s
+  if o.progress == 'true' then log.info('worker %d: at global step %d', index, step) end
   if pause > 0 then util.sleep(pause) end
   if tonumber(o.die_after) == i then print('worker: dying after step ' .. i); os.exit(3) end
 end

@@ -66,7 +66,8 @@ expect_out "ps.connect: option wire_dtype 'int8' is not fp32 or bf16" "ps.connec
 
 # ---- accuracy: bf16 against fp32 -----------------------------------------------
 # Sync is deterministic (the same accuracy to the digit run after run), so
-# the two wires are compared directly: measured fp32 0.8570, bf16 0.8555.
+# the two wires are compared directly: measured fp32 0.8570, bf16 0.8532
+# (bf16 was 0.8555 before net merged main, issue 13 and the perf kernels).
 declare -A ACC
 for dt in fp32 bf16; do
   expect_exit 0 "MLP one epoch, sync, 2 ps + 2 workers, $dt wire" "$DTF" local train.lua --ps=2 --workers=2 \

@@ -8,6 +8,9 @@ local function where(level)
   return info and (info.short_src .. ':' .. info.currentline) or '?'
 end
 
+-- level counts from the assertion's caller; the assertions return
+-- (record(...)), in parentheses, so that it is not a tail call, which would
+-- take the assertion's frame off the stack and name the wrong line.
 local function record(ok, msg, level)
   if ok then
     check.passed = check.passed + 1
@@ -19,25 +22,25 @@ local function record(ok, msg, level)
 end
 
 function check.ok(cond, msg)
-  return record(cond, msg or 'condition is false', 2)
+  return (record(cond, msg or 'condition is false', 2))
 end
 
 function check.eq(a, b, msg)
-  return record(a == b, string.format('%s: got %s, expected %s', msg or 'eq', tostring(a), tostring(b)), 2)
+  return (record(a == b, string.format('%s: got %s, expected %s', msg or 'eq', tostring(a), tostring(b)), 2))
 end
 
 function check.near(a, b, tol, msg)
   local ok = type(a) == 'number' and type(b) == 'number' and math.abs(a - b) <= tol
-  return record(ok, string.format('%s: got %s, expected %s (tol %g)', msg or 'near', tostring(a), tostring(b), tol), 2)
+  return (record(ok, string.format('%s: got %s, expected %s (tol %g)', msg or 'near', tostring(a), tostring(b), tol), 2))
 end
 
 -- fn must raise an error whose message matches pattern (plain find).
 function check.raises(fn, pattern, msg)
   local ok, err = pcall(fn)
   local text = type(err) == 'table' and (err.msg or tostring(err)) or tostring(err)
-  if ok then return record(false, (msg or 'raises') .. ': no error raised', 2) end
-  return record(not pattern or text:find(pattern, 1, true) ~= nil,
-                string.format("%s: error '%s' does not contain '%s'", msg or 'raises', text, tostring(pattern)), 2)
+  if ok then return (record(false, (msg or 'raises') .. ': no error raised', 2)) end
+  return (record(not pattern or text:find(pattern, 1, true) ~= nil,
+                 string.format("%s: error '%s' does not contain '%s'", msg or 'raises', text, tostring(pattern)), 2))
 end
 
 -- Runs a named case, counting an unexpected error as a failure.

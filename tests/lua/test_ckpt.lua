@@ -77,21 +77,21 @@ check.case('errors', function()
 end)
 
 check.case('names, list, latest, prune', function()
-  check.eq(ckpt.name(1200, 0), 'ckpt-00001200-ps0.safetensors', 'name')
-  local st, sh = ckpt.parse_name('/x/y/ckpt-00001200-ps3.safetensors')
-  check.eq(st, 1200); check.eq(sh, 3)
-  check.eq(ckpt.parse_name('.ckpt-00001200-ps3.safetensors.tmp.77'), nil, 'temporary files')
+  check.eq(ckpt.name(1200, 0, 2), 'ckpt-00001200-ps0-of-2.safetensors', 'name')
+  local st, sh, n = ckpt.parse_name('/x/y/ckpt-00001200-ps3-of-4.safetensors')
+  check.eq(st, 1200); check.eq(sh, 3); check.eq(n, 4)
+  check.eq(ckpt.parse_name('.ckpt-00001200-ps3-of-4.safetensors.tmp.77'), nil, 'temporary files')
   local d = dir .. '/ck'
   os.execute('mkdir -p ' .. d)
   check.eq(ckpt.latest(d, 0), nil, 'none yet')
   check.eq(#ckpt.list(d .. '/absent'), 0, 'missing dir is empty')
   for _, step in ipairs { 30, 100, 5 } do
     for shard = 0, 1 do
-      assert(ckpt.save(d .. '/' .. ckpt.name(step, shard), { w = T.full({ 2 }, step) }, { step = step }))
+      assert(ckpt.save(d .. '/' .. ckpt.name(step, shard, 2), { w = T.full({ 2 }, step) }, { step = step }))
     end
   end
   -- a crash mid-save leaves a temporary: never listed, latest still loads
-  local f = assert(io.open(d .. '/.' .. ckpt.name(200, 0) .. '.tmp.4242', 'wb')); f:write('\0\0'); f:close()
+  local f = assert(io.open(d .. '/.' .. ckpt.name(200, 0, 2) .. '.tmp.4242', 'wb')); f:write('\0\0'); f:close()
   local all = ckpt.list(d)
   check.eq(#all, 6, 'all shards')
   local l0 = ckpt.list(d, 0)
@@ -103,7 +103,7 @@ check.case('names, list, latest, prune', function()
   check.eq(meta.step, '100'); check.eq(t.w[1], 100)
   check.eq(ckpt.prune(d, 0, 1), 2, 'pruned')
   check.eq(#ckpt.list(d, 0), 1); check.eq(#ckpt.list(d, 1), 3, 'other shard kept')
-  check.raises(function() ckpt.name(-1, 0) end, 'step')
+  check.raises(function() ckpt.name(-1, 0, 1) end, 'step')
   check.raises(function() ckpt.latest(d, -1) end, 'shard')
 end)
 

@@ -198,6 +198,45 @@ check.case('batches: the whole set in order', function()
   check.eq(k, 100, 'batch larger than the set')
 end)
 
+check.case('a held-out tail: loader limit, batches over a range', function()
+  local ds = assert(data.load(img, lab))
+  -- two shards over the first 80: every one of 0..79 once an epoch, never 80..99
+  local count = {}
+  for s = 0, 1 do
+    for e = 1, 2 do
+      local ld = ds:loader { batchsize = 8, seed = 5, shard = s, shards = 2, drop_last = false, limit = 80 }
+      check.eq(ld:shard_size(), 40, 'a shard of the 80')
+      local x, y = T.zeros(8, 12), T.zeros(8)
+      for _ = 1, e * ld:batches_per_epoch() do
+        local n = ld:next(x, y)
+        for r = 1, n do
+          local i = example_of(x, r)
+          count[i] = (count[i] or 0) + 1
+        end
+      end
+    end
+  end
+  for i = 0, 79 do check.eq(count[i], 3, 'example ' .. i .. ' in each of 3 epochs') end
+  for i = 80, 99 do check.eq(count[i], nil, 'held-out example ' .. i .. ' never trained on') end
+  check.raises(function() ds:loader { limit = 101 } end, 'out of range')
+  -- the held-out 20, in order, 7 at a time
+  local seen, sizes = {}, {}
+  for x, y, n in ds:batches(7, 81, 20) do
+    sizes[#sizes + 1] = n
+    for r = 1, n do
+      seen[#seen + 1] = example_of(x, r)
+      check.eq(y:get(r), seen[#seen] % 10, 'its label')
+    end
+  end
+  check.eq(table.concat(sizes, ','), '7,7,6', 'batch sizes')
+  for k = 1, 20 do check.eq(seen[k], 79 + k, 'example ' .. (79 + k)) end
+  local k = 0
+  for _, _, n in ds:batches(1000, 91) do k = k + n end
+  check.eq(k, 10, 'from 91 to the end')
+  check.raises(function() ds:batches(10, 0) end, 'first example out of range')
+  check.raises(function() ds:batches(10, 95, 7) end, 'count out of range')
+end)
+
 check.case('the real Fashion-MNIST', function()
   local ok = io.open(data.default_dir .. '/train-images-idx3-ubyte.gz', 'rb')
   if not ok then print('skip: Fashion-MNIST not installed'); return end

@@ -5,6 +5,7 @@
 local check = require 'check'
 local T = require 'dtf.tensor'
 local ps = require 'dtf.ps'
+local util = require 'dtf.util'
 
 check.case('shard_range', function()
   local o, n = ps.shard_range(79510, 2, 0)
@@ -66,14 +67,32 @@ check.case('connect: nobody listening is nil, err naming the ps', function()
            tostring(err))
   check.ok(#lines > 0 and lines[1]:find('^info waiting for ps %d at 127%.0%.0%.1:1 %(connection refused%), retry in 0%.1 s'),
            tostring(lines[1]))
-  check.raises(function() ps.connect { addrs = { 'nocolon' }, P = 10 } end, "addrs[1] = 'nocolon' is not host:port")
+  check.raises(function() ps.connect { addrs = { 'nocolon' }, P = 10 } end, "addrs[1]: 'nocolon' is not HOST:PORT")
 end)
 
-check.case('a log function that raises does not break connect', function()
+-- The raise must not escape into the event loop: connect goes on, and the
+-- ps's default logger (deploy.log and stdout) gets a warning naming the error
+-- and then the line the function failed to take.
+check.case('a log function that raises does not break connect, and is warned about', function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  check.ok(util.log_open(dir), 'log_open ' .. dir)
+  local calls = 0
   local c, err = ps.connect { addrs = { '127.0.0.1:1' }, P = 10, connect_timeout = 0.2,
-                              log = function() error('boom') end }
+                              log = function() calls = calls + 1; error('boom') end }
+  util.log_close()
   check.eq(c, nil, 'no client')
   check.ok(tostring(err):find('not reachable', 1, true), tostring(err))
+  check.ok(calls > 0, 'the log function was called')
+  local f = io.open(dir .. '/deploy.log')
+  local text = f and f:read('a') or ''
+  if f then f:close() end
+  os.remove(dir .. '/deploy.log')
+  os.remove(dir)
+  check.ok(text:find(' %- dtf %- WARNING %- log function failed: [^\n]*test_ps%.lua:%d+: boom\n'),
+           'a warning naming the error, in deploy.log: ' .. text)
+  check.ok(text:find('WARNING %- log function failed: [^\n]*\n[^\n]* %- INFO %- waiting for ps 0 at 127%.0%.0%.1:1'),
+           'then the line the function did not take: ' .. text)
 end)
 
 check.done()

@@ -196,7 +196,7 @@ TEST(atomic_replace_and_crash_leftovers)
     char dir[256], path[400], name[64], tmpf[400];
     snprintf(dir, sizeof dir, "%s/atomic", tmpdir);
     mkdir(dir, 0755);
-    dtf_ckpt_name(name, sizeof name, 100, 0);
+    dtf_ckpt_name(name, sizeof name, 100, 0, 1);
     snprintf(path, sizeof path, "%s/%s", dir, name);
     CHECK_EQ_INT(save_three(path, "v1"), 0);
     /* a crash in the middle of the next save leaves its temporary file:
@@ -375,21 +375,55 @@ TEST(hostile_tensors)
 TEST(names)
 {
     char b[64];
-    dtf_ckpt_name(b, sizeof b, 1200, 1);
-    CHECK(strcmp(b, "ckpt-00001200-ps1.safetensors") == 0);
+    dtf_ckpt_name(b, sizeof b, 1200, 1, 3);
+    CHECK(strcmp(b, "ckpt-00001200-ps1-of-3.safetensors") == 0);
     uint64_t step;
-    unsigned shard;
-    CHECK_EQ_INT(dtf_ckpt_parse_name(b, &step, &shard), 0);
+    unsigned shard, nps;
+    CHECK_EQ_INT(dtf_ckpt_parse_name(b, &step, &shard, &nps), 0);
     CHECK_EQ_INT(step, 1200);
     CHECK_EQ_INT(shard, 1);
-    CHECK_EQ_INT(dtf_ckpt_parse_name("ckpt-123456789012-ps10.safetensors", &step, &shard), 0);
+    CHECK_EQ_INT(nps, 3);
+    /* the older name, without the sharding */
+    CHECK_EQ_INT(dtf_ckpt_parse_name("ckpt-123456789012-ps10.safetensors", &step, &shard, &nps), 0);
     CHECK_EQ_INT(step, 123456789012LL);
     CHECK_EQ_INT(shard, 10);
+    CHECK_EQ_INT(nps, 0);
     const char *bad[] = {".ckpt-00000001-ps0.safetensors.tmp.12", "ckpt-00000001-ps0.safetensors.tmp",
                          "ckpt--ps0.safetensors", "ckpt-1-ps.safetensors", "ckpt-1-psx.safetensors",
-                         "model.safetensors", "ckpt-99999999999999999999999-ps0.safetensors"};
+                         "model.safetensors", "ckpt-99999999999999999999999-ps0.safetensors",
+                         "ckpt-1-ps2-of-2.safetensors", "ckpt-1-ps0-of-0.safetensors",
+                         "ckpt-1-ps0-of-.safetensors", "ckpt-1-ps0-of-2x.safetensors"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        CHECK_EQ_INT(dtf_ckpt_parse_name(bad[i], &step, &shard), -1);
+        CHECK_EQ_INT(dtf_ckpt_parse_name(bad[i], &step, &shard, &nps), -1);
+}
+
+TEST(remove_temps_of_one_shard)
+{
+    char dir[256], path[400];
+    snprintf(dir, sizeof dir, "%s/temps", tmpdir);
+    mkdir(dir, 0755);
+    static const char *const files[] = {
+        ".ckpt-00000100-ps0-of-2.safetensors.tmp.77",  /* ours: goes */
+        ".ckpt-00000100-ps0.safetensors.tmp.78",       /* the older name of shard 0: goes */
+        ".ckpt-00000100-ps1-of-2.safetensors.tmp.77",  /* another shard */
+        ".ckpt-00000100-ps0-of-3.safetensors.tmp.77",  /* shard 0 of another sharding */
+        ".ckpt-00000100-ps0-of-2.safetensors.tmp.",    /* no pid */
+        ".ckpt-00000100-ps0-of-2.safetensors.tmp.7x",
+        "ckpt-00000100-ps0-of-2.safetensors",          /* a checkpoint */
+    };
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        write_file(path, "x", 1);
+    }
+    char names[256];
+    CHECK_EQ_INT(dtf_ckpt_remove_temps(dir, 0, 2, names, sizeof names), 2);
+    CHECK_STR_CONTAINS(names, ".ckpt-00000100-ps0-of-2.safetensors.tmp.77");
+    CHECK_STR_CONTAINS(names, ".ckpt-00000100-ps0.safetensors.tmp.78");
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        CHECK_EQ_INT(access(path, F_OK) == 0, i >= 2);
+    }
+    CHECK_EQ_INT(dtf_ckpt_remove_temps(tmp("nodir"), 0, 2, names, sizeof names), 0);
 }
 
 TEST(list_and_prune)
@@ -400,7 +434,7 @@ TEST(list_and_prune)
     uint64_t steps[] = {900, 50, 100000000, 1000};
     for (int i = 0; i < 4; i++)
         for (unsigned s = 0; s < 2; s++) {
-            dtf_ckpt_name(name, sizeof name, steps[i], s);
+            dtf_ckpt_name(name, sizeof name, steps[i], s, 2);
             snprintf(path, sizeof path, "%s/%s", dir, name);
             CHECK_EQ_INT(dtf_ckpt_save(path, NULL, 0, NULL, 0), 0);
         }
@@ -416,7 +450,7 @@ TEST(list_and_prune)
         CHECK_EQ_INT(f[2].step, 1000);
         CHECK_EQ_INT(f[3].step, 100000000);   /* numeric, not lexical, order */
         CHECK_EQ_INT(f[3].shard, 1);
-        CHECK_STR_CONTAINS(f[3].path, "/list/ckpt-100000000-ps1.safetensors");
+        CHECK_STR_CONTAINS(f[3].path, "/list/ckpt-100000000-ps1-of-2.safetensors");
     }
     dtf_ckpt_list_free(f, n);
     CHECK_EQ_INT(dtf_ckpt_list(dir, -1, &f, &n), 0);

@@ -136,6 +136,60 @@ TEST(conversion_range)
 
 /* ---- broken files -------------------------------------------------------- */
 
+/* Images with long runs of zeros and of non-zeros (past a count's 255),
+ * all-black and all-white ones: kept packed, every byte comes back. Then a
+ * set that packing would grow (0, x, 0, x, ...): kept raw, same result; and
+ * one black image before such ones: packed until the packed bytes would
+ * reach an image not yet packed, the rest raw. */
+static void pack_case(int mode)
+{
+    int alternating = mode != 0;
+    enum { N = 6, R = 30, C = 30, PER = R * C };
+    static uint8_t img[16 + N * PER], lab[8 + N], back[PER];
+    be32(img, DTF_IDX_IMAGES); be32(img + 4, N); be32(img + 8, R); be32(img + 12, C);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < PER; k++) {
+            uint8_t v;
+            if (mode == 2 && i == 0) v = 0;
+            else if (alternating) v = k % 2 ? (uint8_t)(1 + (k + i) % 250) : 0;
+            else if (i == 0) v = 0;                                   /* black */
+            else if (i == 1) v = 255;                                 /* white */
+            else if (i == 2) v = k < 600 ? 0 : (uint8_t)(1 + k % 200); /* 600 zeros, 300 lits */
+            else if (i == 3) v = k > 10 && k < 880 ? (uint8_t)(k % 7 + 1) : 0;
+            else v = (k * 13 + i) % 5 == 0 ? 0 : (uint8_t)(k * 31 + i);
+            img[16 + i * PER + k] = v;
+        }
+    write_bytes(tmp("pack-img"), img, sizeof img, 1);
+    write_bytes(tmp("pack-lab"), lab, make_labels(lab, N), 0);
+    dtf_dataset *ds = dtf_dataset_load(tmp("pack-img"), tmp("pack-lab"));
+    CHECK(ds != NULL);
+    if (!ds)
+        return;
+    if (alternating)
+        CHECK_EQ_INT(dtf_dataset_pixel_bytes(ds), N * PER);
+    else
+        CHECK(dtf_dataset_pixel_bytes(ds) < N * PER);
+    static float x[N * PER];
+    uint32_t all[N] = {5, 4, 3, 2, 1, 0};
+    CHECK(dtf_dataset_batch(ds, all, N, x, NULL) == 0);
+    for (int i = 0; i < N; i++) {
+        CHECK(dtf_dataset_image(ds, (uint32_t)i, back) == 0);
+        int same = memcmp(back, img + 16 + i * PER, PER) == 0, fsame = 1;
+        for (int k = 0; k < PER; k++)
+            fsame &= x[(N - 1 - i) * PER + k] == (float)back[k] / 255.0f;
+        if (!same || !fsame)
+            FAIL("image %d (%s) does not come back", i, alternating ? "raw" : "packed");
+    }
+    dtf_dataset_free(ds);
+}
+
+TEST(packed_pixels)
+{
+    pack_case(0);
+    pack_case(1);
+    pack_case(2);
+}
+
 static void expect_fail(const char *img, const char *lab, const char *sub1, const char *sub2)
 {
     dtf_dataset *ds = dtf_dataset_load(img, lab);
@@ -452,10 +506,25 @@ TEST(fashion_mnist)
     CHECK_EQ_INT(lab[0], 9);
     CHECK_EQ_INT(dtf_dataset_labels(te)[0], 9);
     double sum = 0;
-    const uint8_t *px = dtf_dataset_pixels(tr);
-    for (size_t k = 0; k < (size_t)60000 * 784; k++) sum += px[k];
+    uint8_t px[784];
+    for (uint32_t i = 0; i < 60000; i++) {
+        CHECK(dtf_dataset_image(tr, i, px) == 0);
+        for (int k = 0; k < 784; k++) sum += px[k];
+    }
     printf("  mean pixel %.4f\n", sum / (60000.0 * 784 * 255));
     CHECK_NEAR(sum / (60000.0 * 784 * 255), 0.2860, 0.001);
+    /* kept packed: the black background costs a byte per run */
+    printf("  pixels take %zu bytes (raw %d)\n", dtf_dataset_pixel_bytes(tr), 60000 * 784);
+    CHECK(dtf_dataset_pixel_bytes(tr) < (size_t)60000 * 784 * 7 / 10);
+    /* the batch floats are the bytes / 255 */
+    float xb[2 * 784], yb[2];
+    uint32_t two[2] = {0, 59999};
+    CHECK(dtf_dataset_batch(tr, two, 2, xb, yb) == 0);
+    CHECK(dtf_dataset_image(tr, 59999, px) == 0);
+    int same = 1;
+    for (int k = 0; k < 784; k++) same &= xb[784 + k] == (float)px[k] / 255.0f;
+    CHECK(same);
+    CHECK(dtf_dataset_image(tr, 60000, px) < 0);
 out:
     dtf_dataset_free(tr);
     dtf_dataset_free(te);

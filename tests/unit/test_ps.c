@@ -1,19 +1,11 @@
-/* Unit tests for ps.c (a shard's async/sync/stale logic, no sockets) and
- * net_server.c and net_client.c (server and client over loopback in one
- * process: the server's event loop runs in a thread, the client in the
- * test's). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
-#include <stdarg.h>
+/* Unit tests for ps.c: a shard's rules (async apply, sync aggregation,
+ * stale and duplicate pushes, the steps pulls wait for, workers done and
+ * dropped, checkpoint metadata), without sockets. The server and client
+ * over loopback are test_net.c's. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include "harness.h"
-#include "net.h"
 #include "ps.h"
 #include "util.h"
 #include "wire.h"
@@ -44,6 +36,26 @@ static void fill_grad(dtf_shard *s, float v)
 {
     for (uint64_t i = 0; i < s->count && i < 64; i++)
         gbuf[i] = v;
+}
+
+/* gbuf from worker with step tag, as a fresh request (a new id each time);
+ * the dtf_push_result, or -1. */
+static uint32_t next_id;
+static int push(dtf_shard *s, int worker, int64_t tag, int *adv)
+{
+    dtf_push_outcome o;
+    *adv = 0;
+    if (dtf_shard_push(s, worker, ++next_id, tag, gbuf, &o) < 0)
+        return -1;
+    *adv = o.advanced;
+    return o.result;
+}
+
+/* WORKER_DONE: 1 when the step advanced, 0 when not, -1 for a bad index. */
+static int done(dtf_shard *s, int worker)
+{
+    int newly;
+    return dtf_shard_worker_done(s, worker, &newly);
 }
 
 TEST(shard_ranges_tile_and_balance)
@@ -105,25 +117,25 @@ TEST(async_applies_each_push)
     dtf_shard *s = dtf_shard_new(&c, NULL);
     int adv;
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(adv, 1);
     CHECK_EQ_INT(s->step, 1);
     CHECK_NEAR(s->params[0], -0.5, 1e-7);
     /* an old step is still applied in async mode */
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(s->step, 2);
     CHECK_NEAR(s->params[3], -1.5, 1e-7);
     CHECK_EQ_INT(s->gradients, 2);
     CHECK_EQ_INT(s->updates, 2);
     CHECK_EQ_INT(s->stale, 0);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), -1);
+    CHECK_EQ_INT(push(s, 2, 0, &adv), -1);
     CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range");
     /* a worker that said done and pushes again is back in the game */
-    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
-    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
+    CHECK_EQ_INT(done(s, 0), 0);
+    CHECK_EQ_INT(done(s, 0), 0);
     CHECK_EQ_INT(s->ndone, 1);
-    dtf_shard_push(s, 0, 2, gbuf, &adv);
+    push(s, 0, 2, &adv);
     CHECK_EQ_INT(s->ndone, 0);
     CHECK_EQ_INT(s->w[0].done, 0);
     dtf_shard_free(s);
@@ -136,7 +148,7 @@ TEST(sync_averages_replicas_and_drops_stale)
     int adv;
     CHECK_EQ_INT(s->cfg.replicas, 2);
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_PENDING);
     CHECK_EQ_INT(adv, 0);
     CHECK_EQ_INT(s->step, 0);
     CHECK(s->params[0] == 0.0f);
@@ -145,15 +157,15 @@ TEST(sync_averages_replicas_and_drops_stale)
     CHECK_EQ_INT(w[0], 1);
     /* worker 0 again for the same step: a duplicate, kept out */
     fill_grad(s, 100.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_DUPLICATE);
     CHECK_EQ_INT(s->duplicates, 1);
     fill_grad(s, 3.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(push(s, 1, 0, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(adv, 1);
     CHECK_EQ_INT(s->step, 1);
     CHECK_NEAR(s->params[2], -2.0, 1e-6); /* mean of 1 and 3, lr 1 */
     /* a gradient for step 0 now is stale */
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_STALE);
     CHECK_EQ_INT(s->stale, 1);
     CHECK_EQ_INT(s->w[0].stale, 1);
     CHECK_EQ_INT(s->have, 0);
@@ -203,12 +215,12 @@ TEST(sync_replicas_less_than_workers)
     dtf_shard *s = dtf_shard_new(&c, NULL);
     int adv;
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(push(s, 2, 0, &adv), DTF_PUSH_PENDING);
     fill_grad(s, 4.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_APPLIED);
     CHECK_NEAR(s->params[0], -3.0, 1e-6);
     /* the slow third worker's gradient for step 0 is stale */
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(push(s, 1, 0, &adv), DTF_PUSH_STALE);
     dtf_shard_free(s);
 }
 
@@ -220,11 +232,11 @@ TEST(sync_done_and_dropped_workers_shrink_the_wait)
     /* worker 0 pushes its last step and says done: it still counts for
      * this step, so the step waits for workers 1 and 2 as well. */
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 0, 0, gbuf, &adv), DTF_PUSH_PENDING);
-    CHECK_EQ_INT(dtf_shard_worker_done(s, 0), 0);
+    CHECK_EQ_INT(push(s, 0, 0, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(done(s, 0), 0);
     CHECK_EQ_INT(dtf_shard_needed(s), 3);
     fill_grad(s, 2.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 0, gbuf, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(push(s, 1, 0, &adv), DTF_PUSH_PENDING);
     /* worker 2 goes silent: dropping it completes the step with two */
     CHECK_EQ_INT(dtf_shard_drop_worker(s, 2), 1);
     CHECK_EQ_INT(s->step, 1);
@@ -232,16 +244,16 @@ TEST(sync_done_and_dropped_workers_shrink_the_wait)
     /* next step: only worker 1 is left in the game */
     CHECK_EQ_INT(dtf_shard_needed(s), 1);
     fill_grad(s, 1.0f);
-    CHECK_EQ_INT(dtf_shard_push(s, 1, 1, gbuf, &adv), DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(push(s, 1, 1, &adv), DTF_PUSH_APPLIED);
     CHECK_EQ_INT(s->step, 2);
     /* worker 2 comes back: stale first, then it rejoins at the current step */
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 0, gbuf, &adv), DTF_PUSH_STALE);
+    CHECK_EQ_INT(push(s, 2, 0, &adv), DTF_PUSH_STALE);
     CHECK_EQ_INT(s->w[2].dropped, 1);
-    CHECK_EQ_INT(dtf_shard_push(s, 2, 2, gbuf, &adv), DTF_PUSH_PENDING);
+    CHECK_EQ_INT(push(s, 2, 2, &adv), DTF_PUSH_PENDING);
     CHECK_EQ_INT(s->w[2].dropped, 0);
     CHECK_EQ_INT(dtf_shard_needed(s), 2);
     /* worker 1 finishes: the step completes with worker 2's gradient alone */
-    CHECK_EQ_INT(dtf_shard_worker_done(s, 1), 1);
+    CHECK_EQ_INT(done(s, 1), 1);
     CHECK_EQ_INT(s->step, 3);
     CHECK_EQ_INT(s->ndone, 2);
     dtf_shard_free(s);
@@ -256,7 +268,7 @@ TEST(shard_adam_uses_slots_and_restore)
     CHECK(s->slot0 && s->slot1);
     int adv;
     fill_grad(s, 1.0f);
-    dtf_shard_push(s, 0, 0, gbuf, &adv);
+    push(s, 0, 0, &adv);
     /* Adam's first step moves each parameter by lr against the gradient */
     CHECK_NEAR(s->params[0], -0.1, 1e-5);
     CHECK(s->slot0[0] != 0.0f && s->slot1[0] != 0.0f);
@@ -277,753 +289,129 @@ TEST(shard_adam_uses_slots_and_restore)
     dtf_shard_free(s);
 }
 
-/* ============================================================================
- * Over loopback
- * ========================================================================== */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char logbuf[1 << 16];
-static size_t loglen;
-
-static void test_log(void *ud, int level, const char *msg)
+TEST(async_resent_push_is_a_duplicate)
 {
-    (void)ud;
-    (void)level;
-    pthread_mutex_lock(&log_mu);
-    int k = snprintf(logbuf + loglen, sizeof logbuf - loglen, "%s\n", msg);
-    if (k > 0 && (size_t)k < sizeof logbuf - loglen)
-        loglen += (size_t)k;
-    pthread_mutex_unlock(&log_mu);
-    if (getenv("TEST_PS_VERBOSE"))
-        fprintf(stderr, "    log: %s\n", msg);
+    dtf_shard_config c = sgd_config(2, 1, 0, 2, 0, 0, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    dtf_push_outcome o;
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 7, 3, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(o.advanced, 1);
+    CHECK_EQ_INT(o.includes, 1);
+    /* the same request id and tag again (its reply was lost): not applied */
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 7, 3, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(o.advanced, 0);
+    CHECK_EQ_INT(o.includes, 2); /* a duplicate is in the next step's parameters */
+    CHECK_EQ_INT(s->step, 1);
+    CHECK_NEAR(s->params[0], -1.0, 1e-7);
+    CHECK_EQ_INT(s->duplicates, 1);
+    CHECK_EQ_INT(s->w[0].duplicates, 1);
+    /* the same id with another tag, another worker with the same id and
+     * tag, and the next id: each a gradient of its own */
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 7, 4, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 7, 4, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 8, 4, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(s->step, 4);
+    /* the latest push survives a checkpoint: a re-send to the restored
+     * shard is still caught */
+    char *str = dtf_shard_format_pushes(s);
+    dtf_shard *r = dtf_shard_new(&c, NULL);
+    dtf_shard_restore(r, s->params, NULL, NULL, s->step);
+    CHECK_EQ_INT(dtf_shard_parse_pushes(r, str), 0);
+    CHECK_EQ_INT(dtf_shard_push(r, 0, 8, 4, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_DUPLICATE);
+    CHECK_EQ_INT(r->step, 4);
+    free(str);
+    dtf_shard_free(r);
+    dtf_shard_free(s);
 }
 
-static int log_has(const char *s)
+TEST(pull_waits_for_at_most_the_step_that_includes_the_push)
 {
-    pthread_mutex_lock(&log_mu);
-    int r = strstr(logbuf, s) != NULL;
-    pthread_mutex_unlock(&log_mu);
-    return r;
+    dtf_shard_config c = sgd_config(10, 2, 1, 2, 1, 0, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int64_t w;
+    CHECK_EQ_INT(s->offset, 5);
+    /* the range must lie inside the shard's [5, 10) */
+    CHECK_EQ_INT(dtf_shard_pull(s, 4, 2, 0, -1, &w), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "PULL of [4, 6) is outside this shard's range [5, 10)");
+    CHECK_EQ_INT(dtf_shard_pull(s, 6, 5, 0, -1, &w), -1);
+    CHECK_EQ_INT(dtf_shard_pull(s, 5, 5, 0, -1, &w), 1);
+    CHECK_EQ_INT(dtf_shard_pull(s, 9, 1, 0, -1, &w), 1);
+    CHECK_EQ_INT(s->pulls, 2);
+    /* step 0 now: asking for step 1 waits for it, asking for 7 waits for
+     * the next step only (a worker ahead of a restarted ps must not hang) */
+    CHECK_EQ_INT(dtf_shard_pull(s, 5, 5, 1, -1, &w), 0);
+    CHECK_EQ_INT(w, 1);
+    CHECK_EQ_INT(dtf_shard_pull(s, 5, 5, 7, -1, &w), 0);
+    CHECK_EQ_INT(w, 1);
+    /* a pending sync push: its step is the next one */
+    dtf_push_outcome o;
+    fill_grad(s, 1.0f);
+    CHECK_EQ_INT(dtf_shard_push(s, 0, 1, 0, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_PENDING);
+    CHECK_EQ_INT(o.includes, 1);
+    CHECK(s->pending_since > 0);
+    /* a push that was summed into step 0 caps a pull asking for step 5 at 0
+     * (after a restart the ps took it into an earlier step than tagged) */
+    CHECK_EQ_INT(dtf_shard_pull(s, 5, 5, 5, 0, &w), 1);
+    CHECK_EQ_INT(w, 0);
+    CHECK_EQ_INT(dtf_shard_push(s, 1, 2, 0, gbuf, &o), 0);
+    CHECK_EQ_INT(o.result, DTF_PUSH_APPLIED);
+    CHECK_EQ_INT(o.includes, 1);
+    CHECK(s->pending_since == 0);
+    CHECK_EQ_INT(dtf_shard_pull(s, 5, 5, 1, o.includes, &w), 1);
+    dtf_shard_free(s);
 }
 
-static void log_reset(void)
+TEST(join_and_done_count_workers)
 {
-    pthread_mutex_lock(&log_mu);
-    loglen = 0;
-    logbuf[0] = 0;
-    pthread_mutex_unlock(&log_mu);
+    dtf_shard_config c = sgd_config(2, 1, 0, 2, 0, 0, 1.0f);
+    dtf_shard *s = dtf_shard_new(&c, NULL);
+    int newly;
+    CHECK_EQ_INT(dtf_shard_join(s, 1), 0);
+    CHECK_EQ_INT(dtf_shard_join(s, 2), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "worker index 2 out of range: this ps serves 2 workers");
+    char buf[2048];
+    dtf_shard_stats(s, buf, sizeof buf);
+    CHECK_STR_CONTAINS(buf, "workers_joined=1\n");
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 1, &newly), 0);
+    CHECK_EQ_INT(newly, 1);
+    CHECK_EQ_INT(dtf_shard_all_done(s), 0);
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 1, &newly), 0);
+    CHECK_EQ_INT(newly, 0);
+    CHECK_EQ_INT(dtf_shard_worker_done(s, 0, &newly), 0);
+    CHECK_EQ_INT(dtf_shard_all_done(s), 1);
+    CHECK_EQ_INT(dtf_shard_worker_done(s, -1, &newly), -1);
+    dtf_shard_free(s);
 }
 
-typedef struct srv {
-    dtf_shard *shard;
-    dtf_server *server;
-    pthread_t th;
-    int rc;
-    char addr[64];
-} srv;
-
-static void *srv_main(void *arg)
+TEST(the_schedule_sets_each_update_rate_and_wrap_updates_in_place)
 {
-    srv *s = arg;
-    s->rc = dtf_server_run(s->server);
-    return NULL;
-}
-
-#define CHECKSUM 0xfeedfacecafebeefULL
-
-/* A server in a thread; its shard starts at step0 (as if restored). */
-static int srv_start_at(srv *s, const dtf_shard_config *c, const float *params,
-                        const char *token, int64_t step0)
-{
-    memset(s, 0, sizeof *s);
-    s->shard = dtf_shard_new(c, params);
-    if (!s->shard)
-        return -1;
-    s->shard->step = step0;
-    dtf_server_config sc;
-    memset(&sc, 0, sizeof sc);
-    sc.host = "127.0.0.1";
-    sc.port = 0;
-    sc.checksum = CHECKSUM;
-    sc.token = token;
-    sc.token_len = token ? strlen(token) : 0;
-    sc.hello_timeout = 5;
-    sc.log = test_log;
-    s->server = dtf_server_new(&sc, s->shard);
-    if (!s->server)
-        return -1;
-    snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", dtf_server_port(s->server));
-    return pthread_create(&s->th, NULL, srv_main, s);
-}
-
-static int srv_start(srv *s, const dtf_shard_config *c, const float *params, const char *token)
-{
-    return srv_start_at(s, c, params, token, 0);
-}
-
-static void srv_join(srv *s)
-{
-    pthread_join(s->th, NULL);
-    dtf_server_free(s->server);
-    dtf_shard_free(s->shard);
-}
-
-static dtf_client_config client_config(const char *const *addrs, int n, int index, uint64_t P)
-{
-    dtf_client_config cc;
-    memset(&cc, 0, sizeof cc);
-    cc.addrs = addrs;
-    cc.naddrs = n;
-    cc.role = DTF_ROLE_WORKER;
-    cc.index = index;
-    cc.P = P;
-    cc.checksum = CHECKSUM;
-    cc.connect_timeout = 5;
-    cc.timeout = 5;
-    cc.wait_timeout = 5;
-    cc.log = test_log;
-    return cc;
-}
-
-/* A raw TCP connection to the server, for hostile peers. */
-static int raw_connect(const srv *s)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)dtf_server_port(s->server));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
+    float own[3] = {0, 0, 0};
+    dtf_shard_config c = sgd_config(3, 1, 0, 1, 0, 0, 1.0f);
+    c.sched = (dtf_lr_schedule){DTF_LR_STEP, 0, 2, 0.5};
+    dtf_shard *s = dtf_shard_wrap(&c, own);
+    CHECK(s != NULL && s->params == own);
+    int adv;
+    fill_grad(s, 1.0f);
+    /* rates 1, 1, 0.5, 0.5, 0.25: the parameters fall by their sum */
+    static const float want[5] = {-1, -2, -2.5f, -3, -3.25f};
+    for (int i = 0; i < 5; i++) {
+        CHECK_NEAR(dtf_shard_lr(s), i < 2 ? 1.0 : i < 4 ? 0.5 : 0.25, 1e-7);
+        CHECK_EQ_INT(push(s, 0, i, &adv), DTF_PUSH_APPLIED);
+        CHECK_NEAR(own[2], want[i], 1e-6);
     }
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-}
-
-/* Reads until the server closes (returns bytes read, or -1 on timeout). */
-static ssize_t read_until_close(int fd, uint8_t *b, size_t n)
-{
-    size_t got = 0;
-    for (;;) {
-        ssize_t k = read(fd, b + got, n - got);
-        if (k == 0)
-            return (ssize_t)got;
-        if (k < 0)
-            return -1;
-        got += (size_t)k;
-        if (got == n)
-            return (ssize_t)got;
-    }
-}
-
-/* Sends bytes and expects the server to answer with an ERROR frame whose
- * text contains `want`, then close. */
-static void expect_rejected(const srv *s, const void *bytes, size_t n, const char *want)
-{
-    int fd = raw_connect(s);
-    CHECK(fd >= 0);
-    if (fd < 0)
-        return;
-    CHECK_EQ_INT(write(fd, bytes, n), n);
-    uint8_t b[4096];
-    ssize_t got = read_until_close(fd, b, sizeof b - 1);
-    close(fd);
-    if (got < DTF_WIRE_HDR) {
-        FAIL("no ERROR frame for \"%s\" (read %zd)", want, got);
-        return;
-    }
-    dtf_wire_hdr h;
-    CHECK_EQ_INT(dtf_wire_decode_hdr(b, DTF_WIRE_HDR, 4096, &h), DTF_WIRE_FRAME);
-    CHECK_EQ_INT(h.type, DTF_MSG_ERROR);
-    b[got] = 0;
-    CHECK_STR_CONTAINS((char *)b + DTF_WIRE_HDR, want);
-}
-
-static size_t hello_frame(uint8_t *out, uint64_t P, uint64_t checksum, const char *token,
-                          uint32_t index)
-{
-    uint8_t p[300];
-    dtf_wire_hello m = {DTF_ROLE_WORKER, index, P, checksum, token,
-                        (uint16_t)(token ? strlen(token) : 0), DTF_DTYPE_FP32};
-    size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
-    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
-    return dtf_wire_frame(out, 400, &h, p, (uint32_t)n);
-}
-
-TEST(loopback_async_two_shards)
-{
-    enum { P = 1001 };
-    static float init[P], params[P], grads[P];
-    for (int i = 0; i < P; i++)
-        init[i] = (float)i * 0.01f;
-    srv s[2];
-    for (int i = 0; i < 2; i++) {
-        dtf_shard_config c = sgd_config(P, 2, i, 1, 0, 0, 0.5f);
-        if (srv_start(&s[i], &c, init, NULL) != 0) {
-            FAIL("server %d: %s", i, dtf_error());
-            return;
-        }
-    }
-    const char *addrs[2] = {s[0].addr, s[1].addr};
-    dtf_client_config cc = client_config(addrs, 2, 0, P);
-    dtf_client *cl = dtf_client_connect(&cc);
-    if (!cl) {
-        FAIL("connect: %s", dtf_error());
-        return;
-    }
-    uint64_t off, cnt;
-    dtf_client_range(cl, 1, &off, &cnt);
-    CHECK_EQ_INT(off, 500);
-    CHECK_EQ_INT(cnt, 501);
-    CHECK_EQ_INT(dtf_client_sync(cl), 0);
-    int64_t gs = -1;
-    CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
-    CHECK_EQ_INT(gs, 0);
-    CHECK(memcmp(params, init, sizeof params) == 0);
-    for (int i = 0; i < P; i++)
-        grads[i] = 1.0f;
-    CHECK_EQ_INT(dtf_client_push(cl, grads, NULL, 0, &gs), 0);
-    CHECK_EQ_INT(gs, 1);
-    CHECK_EQ_INT(dtf_client_last_push(cl, 1), DTF_PUSH_APPLIED);
-    CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, 1, &gs), 0);
-    CHECK_EQ_INT(gs, 2);
-    CHECK_NEAR(params[0], 0.0 - 1.0, 1e-5);
-    CHECK_NEAR(params[P - 1], (P - 1) * 0.01 - 1.0, 1e-4);
-    CHECK_EQ_INT(dtf_client_get_step(cl, &gs), 0);
-    CHECK_EQ_INT(gs, 2);
-    /* the zero-copy path retains and releases the storage */
-    dtf_storage *st = dtf_storage_wrap(grads, P, 0);
-    CHECK_EQ_INT(dtf_client_push(cl, grads, st, 2, &gs), 0);
-    CHECK_EQ_INT(st->refs, 1);
-    dtf_storage_release(st);
-    char *texts[2] = {NULL, NULL};
-    CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
-    CHECK_STR_CONTAINS(texts[0], "index=0\n");
-    CHECK_STR_CONTAINS(texts[1], "step=3\n");
-    CHECK_STR_CONTAINS(texts[1], "worker.0.pushes=3\n");
-    CHECK_STR_CONTAINS(texts[1], "reason=running\n");
-    free(texts[0]);
-    free(texts[1]);
-    CHECK_EQ_INT(dtf_client_done(cl, 3), 0);
-    dtf_client_free(cl);
-    for (int i = 0; i < 2; i++) {
-        srv_join(&s[i]);
-        CHECK_EQ_INT(s[i].rc, 0);
-    }
-    CHECK(log_has("ps 1: serving parameters [500, 1001) of 1001 (2.0 KB) on port"));
-    CHECK(log_has("ps 0: all 1 workers are done"));
-}
-
-TEST(loopback_sync_two_workers)
-{
-    enum { P = 64 };
-    static float params[P], g0[P], g1[P];
-    srv s;
-    dtf_shard_config c = sgd_config(P, 1, 0, 2, 1, 0, 1.0f);
-    if (srv_start(&s, &c, NULL, "tok") != 0) {
-        FAIL("server: %s", dtf_error());
-        return;
-    }
-    const char *addrs[1] = {s.addr};
-    dtf_client_config c0 = client_config(addrs, 1, 0, P), c1 = client_config(addrs, 1, 1, P);
-    c0.token = c1.token = "tok";
-    c0.token_len = c1.token_len = 3;
-    dtf_client *a = dtf_client_connect(&c0), *b = dtf_client_connect(&c1);
-    CHECK(a && b);
-    if (!a || !b)
-        return;
-    CHECK_EQ_INT(dtf_client_sync(a), 1);
-    for (int i = 0; i < P; i++) {
-        g0[i] = 1.0f;
-        g1[i] = 3.0f;
-    }
-    int64_t gs;
-    CHECK_EQ_INT(dtf_client_push(a, g0, NULL, 0, &gs), 0);
-    CHECK_EQ_INT(gs, 0);
-    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_PENDING);
-    CHECK_EQ_INT(dtf_client_push(a, g0, NULL, 0, &gs), 0);
-    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_DUPLICATE);
-    CHECK_EQ_INT(dtf_client_push(b, g1, NULL, 0, &gs), 0);
-    CHECK_EQ_INT(gs, 1);
-    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_APPLIED);
-    CHECK_EQ_INT(dtf_client_pull(a, params, 1, &gs), 0);
-    CHECK_EQ_INT(gs, 1);
-    CHECK_NEAR(params[5], -2.0, 1e-6);
-    /* stale: b pushes for step 0 again */
-    CHECK_EQ_INT(dtf_client_push(b, g1, NULL, 0, &gs), 0);
-    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_STALE);
-    /* a finishes; b's next push completes the step alone, and b's pull
-     * with min_step 2 is answered */
-    CHECK_EQ_INT(dtf_client_done(a, 1), 0);
-    CHECK_EQ_INT(dtf_client_push_pull(b, g1, NULL, params, 1, &gs), 0);
-    CHECK_EQ_INT(gs, 2);
-    CHECK_NEAR(params[0], -5.0, 1e-6);
-    CHECK_EQ_INT(dtf_client_done(b, 2), 0);
-    dtf_client_free(a);
-    dtf_client_free(b);
-    srv_join(&s);
-    CHECK_EQ_INT(s.rc, 0);
-}
-
-TEST(loopback_sync_shards_at_different_steps)
-{
-    /* ps 1 came back from an older or newer checkpoint than ps 0: each
-     * shard gets the gradient tagged with its own step, so neither drops
-     * it as stale. */
-    enum { P = 10 };
-    static float params[P], grads[P];
-    srv s[2];
-    for (int i = 0; i < 2; i++) {
-        dtf_shard_config c = sgd_config(P, 2, i, 1, 1, 0, 1.0f);
-        if (srv_start_at(&s[i], &c, NULL, NULL, i == 0 ? 3 : 8) != 0) {
-            FAIL("server %d: %s", i, dtf_error());
-            return;
-        }
-    }
-    const char *addrs[2] = {s[0].addr, s[1].addr};
-    dtf_client_config cc = client_config(addrs, 2, 0, P);
-    dtf_client *cl = dtf_client_connect(&cc);
-    if (!cl) {
-        FAIL("connect: %s", dtf_error());
-        return;
-    }
-    int64_t gs;
-    CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
-    CHECK_EQ_INT(gs, 3);
-    for (int i = 0; i < P; i++)
-        grads[i] = 1.0f;
-    for (int k = 0; k < 3; k++) {
-        CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, gs, &gs), 0);
-        CHECK_EQ_INT(dtf_client_last_push(cl, 1), DTF_PUSH_APPLIED);
-    }
-    CHECK_EQ_INT(gs, 6);
-    CHECK_NEAR(params[0], -3.0, 1e-6);
-    CHECK_NEAR(params[P - 1], -3.0, 1e-6);
-    char *texts[2] = {NULL, NULL};
-    CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
-    CHECK_STR_CONTAINS(texts[1], "step=11\n");
-    CHECK_STR_CONTAINS(texts[1], "stale=0\n");
-    free(texts[0]);
-    free(texts[1]);
-    CHECK_EQ_INT(dtf_client_done(cl, gs), 0);
-    dtf_client_free(cl);
-    for (int i = 0; i < 2; i++)
-        srv_join(&s[i]);
-}
-
-TEST(loopback_sync_pull_after_a_restart_does_not_wait_for_the_next_step)
-{
-    /* A ps restored at step 3 while the workers were at step 10: their
-     * pushes tagged 10 complete step 4, and the pulls that follow (min_step
-     * 11) are answered with step 4 at once. Waiting for step 5 would need
-     * the next pushes, which the workers send only after these pulls. */
-    enum { P = 8 };
-    static float params[P], grads[P];
-    srv s;
-    dtf_shard_config c = sgd_config(P, 1, 0, 2, 1, 0, 1.0f);
-    if (srv_start_at(&s, &c, NULL, NULL, 3) != 0) {
-        FAIL("server: %s", dtf_error());
-        return;
-    }
-    const char *addrs[1] = {s.addr};
-    dtf_client_config c0 = client_config(addrs, 1, 0, P), c1 = client_config(addrs, 1, 1, P);
-    c0.wait_timeout = c1.wait_timeout = 3;
-    dtf_client *a = dtf_client_connect(&c0), *b = dtf_client_connect(&c1);
-    CHECK(a && b);
-    if (!a || !b)
-        return;
-    for (int i = 0; i < P; i++)
-        grads[i] = 1.0f;
-    int64_t gs = -1;
-    CHECK_EQ_INT(dtf_client_push(a, grads, NULL, 10, &gs), 0);
-    CHECK_EQ_INT(dtf_client_last_push(a, 0), DTF_PUSH_PENDING);
-    CHECK_EQ_INT(dtf_client_push(b, grads, NULL, 10, &gs), 0);
-    CHECK_EQ_INT(dtf_client_last_push(b, 0), DTF_PUSH_APPLIED);
-    CHECK_EQ_INT(gs, 4);
-    double t0 = dtf_now();
-    CHECK_EQ_INT(dtf_client_pull(b, params, 11, &gs), 0);
-    CHECK_EQ_INT(gs, 4);
-    CHECK_EQ_INT(dtf_client_pull(a, params, 11, &gs), 0);
-    CHECK_EQ_INT(gs, 4);
-    CHECK(dtf_now() - t0 < 1.0);
-    CHECK_NEAR(params[0], -1.0, 1e-6);
-    /* a plain pull for a later step still waits for at most the next one */
-    CHECK_EQ_INT(dtf_client_push(a, grads, NULL, 4, &gs), 0);
-    CHECK_EQ_INT(dtf_client_push_pull(b, grads, NULL, params, 4, &gs), 0);
-    CHECK_EQ_INT(gs, 5);
-    CHECK_EQ_INT(dtf_client_done(a, 5), 0);
-    CHECK_EQ_INT(dtf_client_done(b, 5), 0);
-    dtf_client_free(a);
-    dtf_client_free(b);
-    srv_join(&s);
-    CHECK_EQ_INT(s.rc, 0);
-}
-
-/* ---- a scripted ps: frames by hand, to kill the ps at a chosen moment ---- */
-
-typedef struct fake_ps {
-    int lfd, port;
-    pthread_t th;
-    int64_t step0;       /* the step it says at HELLO (the second time: restored) */
-    int resent_push;     /* the second connection's first request was a PUSH */
-    int ok;
-} fake_ps;
-
-static int read_full(int fd, uint8_t *b, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, b + got, n - got);
-        if (k <= 0)
-            return -1;
-        got += (size_t)k;
-    }
-    return 0;
-}
-
-/* Reads one frame: its header into *h, its payload (up to cap) into body. */
-static int read_frame(int fd, dtf_wire_hdr *h, uint8_t *body, size_t cap)
-{
-    uint8_t hb[DTF_WIRE_HDR];
-    if (read_full(fd, hb, sizeof hb) < 0 ||
-        dtf_wire_decode_hdr(hb, sizeof hb, 1u << 20, h) != DTF_WIRE_FRAME || h->len > cap)
-        return -1;
-    return read_full(fd, body, h->len);
-}
-
-static void send_reply(int fd, int type, uint32_t id, uint64_t off, uint64_t count, int64_t step,
-                       int aux, const void *payload, uint32_t len)
-{
-    uint8_t b[4096];
-    dtf_wire_hdr h = dtf_wire_make(type, id, off, count, step, len);
-    h.aux = (uint8_t)aux;
-    size_t n = dtf_wire_frame(b, sizeof b, &h, payload, len);
-    if (write(fd, b, n) != (ssize_t)n)
-        return;
-}
-
-static int fake_hello(int fd, int64_t step, uint64_t P)
-{
-    dtf_wire_hdr h;
-    uint8_t body[512];
-    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_HELLO)
-        return -1;
-    dtf_wire_hello_reply r = {0, 1, 2, 1, 0};
-    r.P = P;
-    uint8_t rb[DTF_WIRE_HELLO_REPLY_LEN];
-    dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
-    send_reply(fd, DTF_MSG_HELLO_REPLY, h.id, 0, P, step, 1, rb, sizeof rb);
-    return 0;
-}
-
-/* One sync ps with P = 4 floats: acknowledges the first PUSH as pending,
- * takes the PULL and dies (closes) before answering it; comes back at the
- * step before, and must be sent the PUSH again before the PULL. */
-static void *fake_ps_main(void *arg)
-{
-    fake_ps *f = arg;
-    enum { P = 4 };
-    uint8_t body[4096];
-    float params[P] = {1, 2, 3, 4};
-    dtf_wire_hdr h;
-    int fd = accept(f->lfd, NULL, NULL);
-    if (fd < 0 || fake_hello(fd, f->step0, P) < 0)
-        return NULL;
-    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_PUSH)
-        return NULL;
-    send_reply(fd, DTF_MSG_PUSH_REPLY, h.id, 0, 0, f->step0, DTF_PUSH_PENDING, NULL, 0);
-    if (read_frame(fd, &h, body, sizeof body) < 0 || h.type != DTF_MSG_PULL)
-        return NULL;
-    close(fd); /* killed: the pending gradient is lost with it */
-    fd = accept(f->lfd, NULL, NULL);
-    if (fd < 0 || fake_hello(fd, f->step0, P) < 0)
-        return NULL;
-    if (read_frame(fd, &h, body, sizeof body) < 0)
-        return NULL;
-    f->resent_push = h.type == DTF_MSG_PUSH;
-    if (h.type == DTF_MSG_PUSH) {
-        send_reply(fd, DTF_MSG_PUSH_REPLY, h.id, 0, 0, f->step0 + 1, DTF_PUSH_APPLIED, NULL, 0);
-        if (read_frame(fd, &h, body, sizeof body) == 0 && h.type == DTF_MSG_PULL) {
-            send_reply(fd, DTF_MSG_PULL_REPLY, h.id, 0, P, f->step0 + 1, 0, params, sizeof params);
-            f->ok = 1;
-        }
-    }
-    /* wait for the client to go */
-    while (read(fd, body, sizeof body) > 0)
-        ;
-    close(fd);
-    return NULL;
-}
-
-TEST(client_resends_a_push_the_restarted_ps_lost)
-{
-    fake_ps f;
-    memset(&f, 0, sizeof f);
-    f.step0 = 93;
-    f.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t al = sizeof a;
-    CHECK(bind(f.lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f.lfd, 4) == 0 &&
-          getsockname(f.lfd, (struct sockaddr *)&a, &al) == 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
-    pthread_create(&f.th, NULL, fake_ps_main, &f);
-    const char *addrs[1] = {addr};
-    dtf_client_config cc = client_config(addrs, 1, 0, 4);
-    cc.checksum = 0;
-    cc.reconnect_timeout = 5;
-    dtf_client *cl = dtf_client_connect(&cc);
-    CHECK(cl != NULL);
-    if (cl) {
-        static float grads[4] = {1, 1, 1, 1}, params[4];
-        int64_t gs = -1;
-        CHECK_EQ_INT(dtf_client_push_pull(cl, grads, NULL, params, 93, &gs), 0);
-        CHECK_EQ_INT(gs, 94);
-        CHECK_NEAR(params[3], 4.0, 1e-6);
-        dtf_client_free(cl);
-    }
-    pthread_join(f.th, NULL);
-    close(f.lfd);
-    CHECK(f.resent_push);
-    CHECK(f.ok);
-}
-
-TEST(async_push_resent_after_a_reconnect_is_not_applied_twice)
-{
-    /* The connection drops after the ps applied a push but before its reply
-     * arrived; the client re-sends it (same id, same step tag) on a new
-     * connection: the ps answers DUPLICATE and applies it once. */
-    enum { P = 4 };
-    srv s;
-    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
-    if (srv_start(&s, &c, NULL, NULL) != 0) {
-        FAIL("server: %s", dtf_error());
-        return;
-    }
-    static const float ones[P] = {1, 1, 1, 1};
-    uint8_t b[1024], got[1024];
-    int results[3];
-    for (int k = 0; k < 3; k++) {
-        /* connections 1 and 2 send push id 7 tag 0; 3 sends id 8 tag 1 */
-        int fd = raw_connect(&s);
-        size_t n = hello_frame(b, P, CHECKSUM, NULL, 0);
-        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PUSH, k < 2 ? 7 : 8, 0, P, k < 2 ? 0 : 1, 0);
-        n += dtf_wire_frame(b + n, sizeof b - n, &h, ones, sizeof ones);
-        CHECK_EQ_INT(write(fd, b, n), n);
-        size_t want = 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN;
-        CHECK_EQ_INT(read_full(fd, got, want), 0);
-        dtf_wire_hdr rh;
-        CHECK_EQ_INT(dtf_wire_decode_hdr(got + DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN, DTF_WIRE_HDR,
-                                         1024, &rh), DTF_WIRE_FRAME);
-        CHECK_EQ_INT(rh.type, DTF_MSG_PUSH_REPLY);
-        results[k] = rh.aux;
-        if (k == 1)
-            CHECK_EQ_INT(rh.step, 1);
-        close(fd);
-    }
-    CHECK_EQ_INT(results[0], DTF_PUSH_APPLIED);
-    CHECK_EQ_INT(results[1], DTF_PUSH_DUPLICATE);
-    CHECK_EQ_INT(results[2], DTF_PUSH_APPLIED);
-    const char *addrs[1] = {s.addr};
-    dtf_client_config cc = client_config(addrs, 1, 0, P);
-    dtf_client *cl = dtf_client_connect(&cc);
-    CHECK(cl != NULL);
-    if (cl) {
-        static float params[P];
-        int64_t gs;
-        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
-        CHECK_EQ_INT(gs, 2);
-        CHECK_NEAR(params[0], -2.0, 1e-6);
-        CHECK_EQ_INT(dtf_client_done(cl, gs), 0);
-        dtf_client_free(cl);
-    }
-    srv_join(&s);
-}
-
-TEST(loopback_hostile_peers)
-{
-    enum { P = 16 };
-    srv s;
-    log_reset();
-    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
-    if (srv_start(&s, &c, NULL, "sesame") != 0) {
-        FAIL("server: %s", dtf_error());
-        return;
-    }
-    uint8_t f[512];
-    size_t n;
-    expect_rejected(&s, "GET / HTTP/1.1\r\n\r\n", 18, "bad magic");
-    n = hello_frame(f, P, CHECKSUM, "sesame", 0);
-    f[4] = 2;
-    expect_rejected(&s, f, n, "protocol version 2");
-    n = hello_frame(f, P, CHECKSUM, "wrong!", 0);
-    expect_rejected(&s, f, n, "wrong token");
-    CHECK(!log_has("wrong!"));      /* tokens never reach the log */
-    CHECK(!log_has("sesame"));
-    n = hello_frame(f, P, CHECKSUM, NULL, 0);
-    expect_rejected(&s, f, n, "needs a token");
-    n = hello_frame(f, P, 0x1234, "sesame", 0);
-    expect_rejected(&s, f, n, "worker runs a different model: layout checksum 0000000000001234");
-    n = hello_frame(f, P, CHECKSUM, "sesame", 5);
-    expect_rejected(&s, f, n, "worker index 5 out of range");
-    {   /* a request before HELLO */
-        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL, 9, 0, 4, 0, 0);
-        n = dtf_wire_frame(f, sizeof f, &h, NULL, 0);
-        expect_rejected(&s, f, n, "PULL before HELLO");
-    }
-    {   /* a frame announcing 1 GiB */
-        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PUSH, 9, 0, 1u << 28, 0, 0);
-        h.len = 1u << 30;
-        dtf_wire_encode_hdr(f, &h);
-        expect_rejected(&s, f, DTF_WIRE_HDR, "over the cap");
-    }
-    {   /* a pull outside the shard after a good HELLO */
-        n = hello_frame(f, P, CHECKSUM, "sesame", 0);
-        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL, 2, 10, 10, 0, 0);
-        n += dtf_wire_frame(f + n, sizeof f - n, &h, NULL, 0);
-        int fd = raw_connect(&s);
-        CHECK_EQ_INT(write(fd, f, n), n);
-        uint8_t b[1024];
-        ssize_t got = read_until_close(fd, b, sizeof b - 1);
-        close(fd);
-        CHECK(got > 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN);
-        if (got > 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN) {
-            b[got] = 0;
-            CHECK_STR_CONTAINS((char *)b + 2 * DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN,
-                               "outside this shard's range [0, 16)");
-        }
-    }
-    /* half a frame, then a good client is served meanwhile, then the
-     * half-frame peer disconnects */
-    int slow = raw_connect(&s);
-    n = hello_frame(f, P, CHECKSUM, "sesame", 0);
-    CHECK_EQ_INT(write(slow, f, 20), 20);
-    const char *addrs[1] = {s.addr};
-    dtf_client_config cc = client_config(addrs, 1, 0, P);
-    cc.token = "sesame";
-    cc.token_len = 6;
-    dtf_client *cl = dtf_client_connect(&cc);
-    CHECK(cl != NULL);
-    static float params[P];
-    int64_t gs;
-    if (cl)
-        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
-    close(slow);
-    usleep(100000);
-    CHECK(log_has("disconnected mid-frame (20 of 40 header bytes)"));
-    /* a client with the wrong token gets the ps's reason, not a retry loop */
-    cc.token = "nope";
-    cc.token_len = 4;
-    dtf_client *bad = dtf_client_connect(&cc);
-    CHECK(bad == NULL);
-    CHECK_STR_CONTAINS(dtf_error(), "ps 0 at 127.0.0.1:");
-    CHECK_STR_CONTAINS(dtf_error(), ": wrong token");
-    if (cl) {
-        CHECK_EQ_INT(dtf_client_done(cl, 0), 0);
-        dtf_client_free(cl);
-    }
-    srv_join(&s);
-    CHECK_EQ_INT(s.rc, 0);
-    CHECK(log_has("closing connection from 127.0.0.1:"));
-    CHECK(log_has("closing connection from worker 0 (127.0.0.1:"));
-}
-
-TEST(loopback_backpressure)
-{
-    /* A peer that pipelines 2000 pulls of 16 KB and does not read the
-     * replies: the ps stops reading from it once 16 MB are queued, keeps
-     * serving others, and answers every pull once the peer reads. */
-    enum { P = 4096, NPULL = 2000 };
-    srv s;
-    dtf_shard_config c = sgd_config(P, 1, 0, 1, 0, 0, 1.0f);
-    if (srv_start(&s, &c, NULL, NULL) != 0) {
-        FAIL("server: %s", dtf_error());
-        return;
-    }
-    static uint8_t req[400 + NPULL * DTF_WIRE_HDR];
-    uint8_t p[64];
-    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, P, CHECKSUM, NULL, 0, DTF_DTYPE_FP32};
-    size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
-    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
-    size_t len = dtf_wire_frame(req, sizeof req, &h, p, (uint32_t)n);
-    for (int i = 0; i < NPULL; i++) {
-        h = dtf_wire_make(DTF_MSG_PULL, 2 + (uint32_t)i, 0, P, 0, 0);
-        len += dtf_wire_frame(req + len, sizeof req - len, &h, NULL, 0);
-    }
-    int fd = raw_connect(&s);
-    CHECK_EQ_INT(write(fd, req, len), len);
-    usleep(300000);
-    /* another client is served meanwhile */
-    const char *addrs[1] = {s.addr};
-    dtf_client_config cc = client_config(addrs, 1, 0, P);
-    dtf_client *cl = dtf_client_connect(&cc);
-    CHECK(cl != NULL);
-    static float params[P];
-    int64_t gs;
-    if (cl)
-        CHECK_EQ_INT(dtf_client_pull(cl, params, 0, &gs), 0);
-    /* now read everything the slow peer was sent */
-    size_t want = DTF_WIRE_HDR + DTF_WIRE_HELLO_REPLY_LEN +
-                  (size_t)NPULL * (DTF_WIRE_HDR + 4 * P), got = 0;
-    static uint8_t b[1 << 16];
-    while (got < want) {
-        ssize_t k = read(fd, b, sizeof b);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    close(fd);
-    CHECK_EQ_INT(got, want);
-    char *texts[1] = {NULL};
-    if (cl) {
-        CHECK_EQ_INT(dtf_client_stats(cl, texts), 0);
-        CHECK(texts[0] && !strstr(texts[0], "backpressure_pauses=0\n"));
-        CHECK_STR_CONTAINS(texts[0], "pulls=2001\n");
-        free(texts[0]);
-        CHECK_EQ_INT(dtf_client_done(cl, 0), 0);
-        dtf_client_free(cl);
-    }
-    srv_join(&s);
-    CHECK_EQ_INT(s.rc, 0);
-}
-
-TEST(client_gives_up_and_names_the_ps)
-{
-    /* a port nobody listens on: bind one, close it */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    socklen_t al = sizeof a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &al);
-    close(fd);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
-    const char *addrs[1] = {addr};
-    dtf_client_config cc = client_config(addrs, 1, 0, 10);
-    cc.connect_timeout = 0.5;
-    log_reset();
-    double t0 = dtf_now();
-    dtf_client *cl = dtf_client_connect(&cc);
-    double dt = dtf_now() - t0;
-    CHECK(cl == NULL);
-    CHECK_STR_CONTAINS(dtf_error(), "ps 0 at 127.0.0.1:");
-    CHECK_STR_CONTAINS(dtf_error(), "not reachable within 0.5 s (connection refused)");
-    CHECK(dt >= 0.4 && dt < 2.0);
-    CHECK(log_has("waiting for ps 0 at 127.0.0.1:"));
-    CHECK(log_has("(connection refused), retry in 0.1 s"));
-    const char *bad[1] = {"no-port"};
-    cc.addrs = bad;
-    CHECK(dtf_client_connect(&cc) == NULL);
-    CHECK_STR_CONTAINS(dtf_error(), "is not host:port");
+    dtf_shard_free(s); /* the caller's buffer stays */
+    CHECK_NEAR(own[0], -3.25, 1e-6);
+    c.sched = (dtf_lr_schedule){DTF_LR_COSINE, 0, 0, 0};
+    CHECK(dtf_shard_new(&c, NULL) == NULL);
+    CHECK_STR_CONTAINS(dtf_error(), "needs lr_decay_steps");
 }
 
 RUN_TESTS("test_ps")

@@ -7,6 +7,7 @@
 
 #include "harness.h"
 #include "tensor.h"
+#include "tensor_impl.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -475,6 +476,54 @@ TEST(accuracy_and_bias_backward)
     rel(7, &x, &lab, &idx, &dys, &db1, &db2, &bad);
 }
 
+/* ---- linear layers ------------------------------------------------------------ */
+
+static void linear_case(int N, int K, int D)
+{
+    dtf_tensor x = rnd(2, N, K), w = rnd(2, D, K), b = rnd(1, D);
+    dtf_tensor y1 = mk(2, N, D), y2 = like(&y1);
+    for (int relu = 0; relu < 2; relu++) {
+        CHECK(dtf_linear(&y1, &x, &w, &b, relu) == 0);
+        CHECK(dtf_linear_naive(&y2, &x, &w, &b, relu) == 0);
+        CHECK(maxdiff(&y1, &y2) < 1e-4);
+        dtf_tensor dy = rnd(2, N, D), dym = like(&dy);
+        dtf_tensor dx1 = rnd(2, N, K), dx2 = like(&x), dw1 = rnd(2, D, K), dw2 = like(&w);
+        dtf_tensor db1 = rnd(1, D), db2 = like(&b);
+        dtf_copy(&dw2, &dw1);
+        dtf_copy(&db2, &db1);
+        const dtf_tensor *yy = relu ? &y1 : NULL;
+        CHECK(dtf_linear_backward(&dx1, &dw1, &db1, &dy, &x, &w, yy, &dym) == 0);
+        CHECK(dtf_linear_backward_naive(&dx2, &dw2, &db2, &dy, &x, &w, yy, NULL) == 0);
+        double d = fmax(maxdiff(&dx1, &dx2), fmax(maxdiff(&dw1, &dw2), maxdiff(&db1, &db2)));
+        if (!(d < 1e-4))
+            FAIL("linear bwd %dx%dx%d relu %d: %g", N, K, D, relu, d);
+        /* a transposed dy view, no bias: the same */
+        dtf_tensor dyt0 = mk(2, D, N), dyt;
+        dtf_transpose(&dyt, &dyt0, 0, 1);
+        dtf_copy(&dyt, &dy);
+        dtf_copy(&dw2, &dw1);
+        CHECK(dtf_linear_backward(&dx1, &dw1, NULL, &dyt, &x, &w, yy, &dym) == 0);
+        CHECK(dtf_linear_backward_naive(&dx2, &dw2, NULL, &dy, &x, &w, yy, NULL) == 0);
+        CHECK(maxdiff(&dx1, &dx2) < 1e-4 && maxdiff(&dw1, &dw2) < 1e-4);
+        rel(9, &dy, &dym, &dx1, &dx2, &dw1, &dw2, &db1, &db2, &dyt0);
+    }
+    rel(5, &x, &w, &b, &y1, &y2);
+}
+
+TEST(linear_against_naive)
+{
+    linear_case(64, 784, 100);
+    linear_case(5, 7, 3);
+    linear_case(1, 10, 1);
+    linear_case(3, 5, 17); /* a row longer than one vector, not a multiple */
+    dtf_tensor x = mk(2, 4, 3), w = mk(2, 5, 3), y = mk(2, 4, 4), dy = mk(2, 4, 5), y5 = mk(2, 4, 5);
+    CHECK(dtf_linear(&y, &x, &w, NULL, 0) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "(4x4) must be a contiguous (4x5)");
+    CHECK(dtf_linear_backward(NULL, NULL, NULL, &dy, &x, &w, &y5, NULL) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "workspace");
+    rel(5, &x, &w, &y, &dy, &y5);
+}
+
 /* ---- conv2d, maxpool -------------------------------------------------------- */
 
 static void conv_case(int N, int C, int H, int W, int O, int KH, int KW, int stride, int pad)
@@ -516,23 +565,149 @@ TEST(conv2d_against_naive)
     conv_case(2, 3, 8, 8, 4, 3, 3, 1, 1);
     conv_case(1, 2, 9, 7, 3, 3, 3, 2, 1);
     conv_case(3, 1, 28, 28, 6, 5, 5, 1, 2);
-    conv_case(2, 4, 6, 6, 5, 1, 1, 1, 0); /* pointwise: no im2col */
+    conv_case(2, 4, 6, 6, 5, 1, 1, 1, 0); /* pointwise */
     conv_case(1, 2, 7, 9, 2, 2, 3, 3, 2);
     conv_case(2, 2, 5, 5, 3, 5, 5, 1, 0);
+    conv_case(37, 3, 9, 9, 5, 3, 3, 1, 1); /* several chunks, a short last one */
+}
+
+/* The same convolution with a workspace of one image and of a few:
+ * chunks of 1 and 3 images give the chunk of the full workspace's result. */
+TEST(conv2d_chunks_agree)
+{
+    int N = 7, C = 3, H = 10, W = 9, O = 4, K = 3;
+    dtf_tensor x = rnd(4, N, C, H, W), w = rnd(4, O, C, K, K), b = rnd(1, O);
+    dtf_tensor y1 = mk(4, N, O, H, W), y2 = like(&y1), dy = rnd(4, N, O, H, W);
+    dtf_tensor dx1 = like(&x), dx2 = like(&x), dw1 = like(&w), dw2 = like(&w);
+    size_t full = dtf_conv2d_workspace(&x, &w, 1, 1);
+    size_t one = (size_t)(C * K * K + O) * H * W + (size_t)(H + 2) * (W + 2);
+    CHECK(full >= one);
+    float *ws = malloc(full * sizeof(float));
+    CHECK(dtf_conv2d(&y1, &x, &w, &b, 1, 1, ws, full) == 0);
+    CHECK(dtf_conv2d_backward(&dx1, &dw1, NULL, &dy, &x, &w, 1, 1, ws, full) == 0);
+    size_t sizes[2] = {one, one + 2 * (size_t)(C * K * K + O) * H * W + 5};
+    for (int k = 0; k < 2; k++) {
+        dtf_fill(&dw2, 0);
+        CHECK(dtf_conv2d(&y2, &x, &w, &b, 1, 1, ws, sizes[k]) == 0);
+        CHECK(dtf_conv2d_backward(&dx2, &dw2, NULL, &dy, &x, &w, 1, 1, ws, sizes[k]) == 0);
+        CHECK(maxdiff(&y1, &y2) < 1e-5);
+        CHECK(maxdiff(&dx1, &dx2) < 1e-5);
+        CHECK(maxdiff(&dw1, &dw2) < 1e-4);
+    }
+    CHECK(dtf_conv2d(&y2, &x, &w, &b, 1, 1, ws, one - 1) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "workspace");
+    free(ws);
+    rel(9, &x, &w, &b, &y1, &y2, &dy, &dx1, &dx2, &dw1);
+    dtf_tensor_release(&dw2);
+}
+
+/* conv2d + bias + ReLU + maxpool in one kernel against the three naive
+ * layers; backward with the fast forward's maxima for both. */
+static void block_case(int N, int C, int H, int W, int O, int K, int stride, int pad, size_t ws_cut)
+{
+    dtf_tensor x = rnd(4, N, C, H, W), w = rnd(4, O, C, K, K), b = rnd(1, O);
+    int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    dtf_tensor y1 = mk(4, N, O, OH / 2, OW / 2), y2 = like(&y1), i1 = like(&y1), i2 = like(&y1);
+    size_t wsn = dtf_conv2d_workspace(&x, &w, stride, pad);
+    if (ws_cut)
+        wsn = ws_cut;
+    float *ws = malloc(wsn * sizeof(float));
+    CHECK(dtf_conv2d_relu_pool(&y1, &i1, &x, &w, &b, stride, pad, ws, wsn) == 0);
+    CHECK(dtf_conv2d_relu_pool_naive(&y2, &i2, &x, &w, &b, stride, pad, NULL, 0) == 0);
+    double d = maxdiff(&y1, &y2);
+    if (!(d < 1e-4))
+        FAIL("block fwd N%d C%d H%d W%d O%d K%d s%d p%d: %g", N, C, H, W, O, K, stride, pad, d);
+    int64_t positive = 0, agree = 0;
+    for (int64_t k = 0; k < dtf_numel(&y1); k++)
+        if (dtf_data(&y1)[k] > 1e-4f) {
+            positive++;
+            agree += dtf_data(&i1)[k] == dtf_data(&i2)[k];
+        }
+    CHECK(positive > 0);
+    CHECK_EQ_INT(agree, positive);
+    /* no indices: the same output */
+    CHECK(dtf_conv2d_relu_pool(&y2, NULL, &x, &w, &b, stride, pad, ws, wsn) == 0);
+    CHECK(maxdiff(&y1, &y2) == 0);
+
+    dtf_tensor dy = rnd(4, N, O, OH / 2, OW / 2);
+    dtf_tensor dx1 = rnd(4, N, C, H, W), dx2 = like(&x), dw1 = rnd(4, O, C, K, K), dw2 = like(&w);
+    dtf_tensor db1 = rnd(1, O), db2 = like(&b);
+    dtf_copy(&dw2, &dw1);
+    dtf_copy(&db2, &db1);
+    CHECK(dtf_conv2d_relu_pool_backward(&dx1, &dw1, &db1, &dy, &y1, &i1, &x, &w, stride, pad, ws,
+                                        wsn) == 0);
+    CHECK(dtf_conv2d_relu_pool_backward_naive(&dx2, &dw2, &db2, &dy, &y1, &i1, &x, &w, stride,
+                                              pad, NULL, 0) == 0);
+    d = fmax(maxdiff(&dx1, &dx2), fmax(maxdiff(&dw1, &dw2), maxdiff(&db1, &db2)));
+    if (!(d < 1e-4))
+        FAIL("block bwd N%d C%d H%d W%d O%d K%d s%d p%d: %g", N, C, H, W, O, K, stride, pad, d);
+    /* the first layer: no dx, and no db */
+    CHECK(dtf_conv2d_relu_pool_backward(NULL, &dw1, NULL, &dy, &y1, &i1, &x, &w, stride, pad, ws,
+                                        wsn) == 0);
+    free(ws);
+    rel(14, &x, &w, &b, &y1, &y2, &i1, &i2, &dy, &dx1, &dx2, &dw1, &dw2, &db1, &db2);
+}
+
+TEST(conv2d_relu_pool_against_naive)
+{
+    block_case(2, 1, 28, 28, 8, 5, 1, 2, 0);  /* the CNN's first block */
+    block_case(3, 4, 14, 14, 6, 5, 1, 2, 0);  /* and its second */
+    block_case(2, 3, 9, 7, 4, 3, 1, 1, 0);    /* odd sizes: the last row and column dropped */
+    block_case(2, 2, 11, 11, 3, 3, 2, 1, 0);  /* stride 2 */
+    block_case(9, 2, 8, 8, 3, 3, 1, 1, (2 * 9 + 3) * 64 * 2 + 100); /* chunks of 2 images */
+}
+
+/* The plain loops the AVX-512 ones stand in for (what a CPU without
+ * AVX-512 runs): the same cases. */
+TEST(kernels_on_plain_loops)
+{
+    dtf_simd_force_plain(1);
+    linear_case(64, 784, 100);
+    linear_case(3, 5, 17);
+    conv_case(3, 2, 9, 9, 4, 3, 3, 1, 1);
+    conv_case(37, 3, 9, 9, 5, 3, 3, 1, 1);
+    block_case(2, 1, 28, 28, 8, 5, 1, 2, 0);
+    block_case(3, 4, 14, 14, 6, 5, 1, 2, 0);
+    block_case(2, 3, 9, 7, 4, 3, 1, 1, 0);
+    dtf_simd_force_plain(0);
+}
+
+TEST(conv2d_relu_pool_errors)
+{
+    dtf_tensor x = mk(4, 2, 3, 8, 8), w = mk(4, 4, 3, 3, 3), y = mk(4, 2, 4, 6, 6);
+    dtf_tensor idx = mk(4, 2, 4, 3, 2), dy = mk(4, 2, 4, 3, 3);
+    size_t wsn = dtf_conv2d_workspace(&x, &w, 1, 0);
+    float *ws = malloc(wsn * sizeof(float));
+    CHECK(dtf_conv2d_relu_pool(&y, NULL, &x, &w, NULL, 1, 0, ws, wsn) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "y (2x4x6x6) and expected (2x4x3x3)");
+    dtf_tensor yp = mk(4, 2, 4, 3, 3);
+    CHECK(dtf_conv2d_relu_pool(&yp, &idx, &x, &w, NULL, 1, 0, ws, wsn) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "indices (2x4x3x2)");
+    CHECK(dtf_conv2d_relu_pool_backward(NULL, NULL, NULL, &dy, &yp, &idx, &x, &w, 1, 0, ws, wsn) < 0);
+    CHECK_STR_CONTAINS(dtf_error(), "indices");
+    /* junk indices route nothing and never write outside the planes */
+    dtf_tensor junk = like(&dy), dw = like(&w);
+    dtf_fill(&junk, 1e9f);
+    dtf_fill(&yp, 1);
+    dtf_fill(&dy, 1);
+    CHECK(dtf_conv2d_relu_pool_backward(NULL, &dw, NULL, &dy, &yp, &junk, &x, &w, 1, 0, ws, wsn) == 0);
+    free(ws);
+    rel(8, &x, &w, &y, &idx, &dy, &yp, &junk, &dw);
 }
 
 TEST(conv2d_errors)
 {
     dtf_tensor x = mk(4, 2, 3, 8, 8), w = mk(4, 4, 2, 3, 3), y = mk(4, 2, 4, 6, 6);
-    float ws[1000];
-    CHECK(dtf_conv2d(&y, &x, &w, NULL, 1, 0, ws, 1000) < 0);
+    static float ws[3000];
+    CHECK(dtf_conv2d(&y, &x, &w, NULL, 1, 0, ws, 3000) < 0);
     CHECK_STR_CONTAINS(dtf_error(), "(2x3x8x8) and (4x2x3x3)");
     dtf_tensor w3 = mk(4, 4, 3, 3, 3);
+    CHECK(dtf_conv2d_workspace(&x, &w3, 1, 0) <= 3000);
     CHECK(dtf_conv2d(&y, &x, &w3, NULL, 1, 0, ws, 10) < 0);
     CHECK_STR_CONTAINS(dtf_error(), "workspace");
-    CHECK(dtf_conv2d(&y, &x, &w3, NULL, 1, 0, ws, 1000) == 0);
+    CHECK(dtf_conv2d(&y, &x, &w3, NULL, 1, 0, ws, 3000) == 0);
     dtf_tensor ybad = mk(4, 2, 4, 5, 6);
-    CHECK(dtf_conv2d(&ybad, &x, &w3, NULL, 1, 0, ws, 1000) < 0);
+    CHECK(dtf_conv2d(&ybad, &x, &w3, NULL, 1, 0, ws, 3000) < 0);
     CHECK_STR_CONTAINS(dtf_error(), "y (2x4x5x6) and expected (2x4x6x6)");
     rel(5, &x, &w, &y, &w3, &ybad);
 }

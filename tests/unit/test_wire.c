@@ -228,7 +228,7 @@ TEST(corrupted_headers_fail_on_their_byte)
     check_corrupt(DTF_MSG_PUSH_REPLY, 7, 4, 8, "aux");
     check_corrupt(DTF_MSG_PUSH, 7, 2, 8, "aux");              /* no wire dtype 2 */
     check_corrupt(DTF_MSG_PULL_REPLY, 7, 0x80, 8, "aux");
-    check_corrupt(DTF_MSG_HELLO_REPLY, 7, 4, 8, "aux");       /* sync bit, dtypes 0-1 */
+    check_corrupt(DTF_MSG_HELLO_REPLY, 7, 8, 8, "aux");       /* sync, token bits, dtypes 0-1 */
     check_corrupt(DTF_MSG_PULL, 7, DTF_DTYPE_BF16, 8, "aux"); /* a PULL has no body */
     /* bf16 named, but the 20 bytes of 5 float32s: caught once count is in */
     check_corrupt(DTF_MSG_PUSH, 7, DTF_DTYPE_BF16, 40, "does not hold its 5 bf16 values");
@@ -450,24 +450,36 @@ TEST(hello_carries_the_wire_dtype)
     m.dtype = DTF_DTYPE_FP32;
     dtf_wire_encode_hello(p, sizeof p, &m);
     CHECK_EQ_INT(p[1], 0);
-    /* HELLO_REPLY's aux: bit 0 sync, then the dtype; fp32 leaves it as it was */
-    CHECK_EQ_INT(dtf_wire_hello_reply_aux(0, DTF_DTYPE_FP32), 0);
-    CHECK_EQ_INT(dtf_wire_hello_reply_aux(1, DTF_DTYPE_FP32), 1);
+    /* HELLO_REPLY's aux: bit 0 sync, bit 1 token, then the dtype; fp32
+     * leaves it as it was */
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(0, 0, DTF_DTYPE_FP32), 0);
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(1, 0, DTF_DTYPE_FP32), DTF_HELLO_SYNC);
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(0, 1, DTF_DTYPE_FP32), DTF_HELLO_TOKEN);
     for (int sync = 0; sync < 2; sync++)
-        for (int dt = 0; dt <= DTF_DTYPE_MAX; dt++) {
-            uint8_t aux = dtf_wire_hello_reply_aux(sync, dt);
-            CHECK_EQ_INT(dtf_wire_hello_reply_sync(aux), sync);
-            CHECK_EQ_INT(dtf_wire_hello_reply_dtype(aux), dt);
-            CHECK_EQ_INT(dtf_wire_check_hello_reply(aux, dt), 0);
-            /* the header decoder takes every such aux */
-            dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO_REPLY, 1, 0, 10, 0,
-                                           DTF_WIRE_HELLO_REPLY_LEN);
-            h.aux = aux;
-            uint8_t hb[DTF_WIRE_HDR];
-            dtf_wire_encode_hdr(hb, &h);
-            CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_FRAME);
-        }
-    CHECK_EQ_INT(dtf_wire_check_hello_reply(dtf_wire_hello_reply_aux(1, DTF_DTYPE_BF16),
+        for (int token = 0; token < 2; token++)
+            for (int dt = 0; dt <= DTF_DTYPE_MAX; dt++) {
+                uint8_t aux = dtf_wire_hello_reply_aux(sync, token, dt);
+                CHECK_EQ_INT((aux & DTF_HELLO_SYNC) != 0, sync);
+                CHECK_EQ_INT((aux & DTF_HELLO_TOKEN) != 0, token);
+                CHECK_EQ_INT(dtf_wire_hello_reply_dtype(aux), dt);
+                CHECK_EQ_INT(dtf_wire_check_hello_reply(aux, dt), 0);
+                /* the header decoder takes every such aux */
+                dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO_REPLY, 1, 0, 10, 0,
+                                               DTF_WIRE_HELLO_REPLY_LEN);
+                h.aux = aux;
+                uint8_t hb[DTF_WIRE_HDR];
+                dtf_wire_encode_hdr(hb, &h);
+                CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_FRAME);
+            }
+    /* and refuses a dtype past the last (aux 8: bits 2 on hold 2) */
+    {
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO_REPLY, 1, 0, 10, 0, DTF_WIRE_HELLO_REPLY_LEN);
+        h.aux = (uint8_t)((DTF_DTYPE_MAX + 1) << DTF_HELLO_DTYPE_SHIFT);
+        uint8_t hb[DTF_WIRE_HDR];
+        dtf_wire_encode_hdr(hb, &h);
+        CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_ERROR);
+    }
+    CHECK_EQ_INT(dtf_wire_check_hello_reply(dtf_wire_hello_reply_aux(1, 1, DTF_DTYPE_BF16),
                                             DTF_DTYPE_FP32), -1);
     CHECK_STR_CONTAINS(dtf_error(), "this ps uses wire_dtype=bf16 but this task uses "
                        "wire_dtype=fp32");
@@ -545,6 +557,20 @@ TEST(names)
     CHECK(strcmp(dtf_msg_name(0), "?") == 0);
     CHECK(strcmp(dtf_msg_name(99), "?") == 0);
     CHECK(strcmp(dtf_push_result_name(DTF_PUSH_DUPLICATE), "duplicate") == 0);
+}
+
+TEST(each_request_has_its_reply_type)
+{
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_HELLO), DTF_MSG_HELLO_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_PULL), DTF_MSG_PULL_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_PUSH), DTF_MSG_PUSH_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_GET_STEP), DTF_MSG_STEP_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_WORKER_DONE), DTF_MSG_DONE_REPLY);
+    CHECK_EQ_INT(dtf_msg_reply_type(DTF_MSG_STATS), DTF_MSG_STATS_REPLY);
+    /* replies and errors are not requests */
+    for (int t = 0; t <= DTF_MSG_MAX + 1; t++)
+        if (t == DTF_MSG_ERROR || t == 0 || t > DTF_MSG_MAX || t % 2 == 0)
+            CHECK_EQ_INT(dtf_msg_reply_type(t), 0);
 }
 
 RUN_TESTS("test_wire")
