@@ -33,6 +33,7 @@ function property(e) {
   else if (e.type === "bool") p.type = "boolean";
   else p.type = "string";
   if (e.min !== undefined && (e.type === "int" || e.type === "number")) p.minimum = e.min;
+  if (e.max !== undefined && (e.type === "int" || e.type === "number")) p.maximum = e.max;
   return p;
 }
 

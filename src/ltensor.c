@@ -921,23 +921,31 @@ static int l_conv2d(lua_State *L)
     return 1;
 }
 
+/* A convolution's dw (argument 2) and db (3): nil allocates them (shaped
+ * like w, and w's output channels), false skips them, else the tensor. */
+static void conv_param_grads(lua_State *L, const dtf_tensor *w, dtf_tensor **dw, dtf_tensor **db)
+{
+    *dw = *db = NULL;
+    if (lua_isnoneornil(L, 2))
+        *dw = out_or_new(L, 2, w->ndim, w->shape);
+    else if (lua_toboolean(L, 2))
+        *dw = ltensor_check(L, 2);
+    if (lua_isnoneornil(L, 3)) {
+        int64_t o = w->ndim ? w->shape[0] : 0;
+        *db = out_or_new(L, 3, 1, &o);
+    } else if (lua_toboolean(L, 3)) {
+        *db = ltensor_check(L, 3);
+    }
+}
+
 static int l_conv2d_backward(lua_State *L)
 {
     dtf_tensor *dy = ltensor_check(L, 4), *x = ltensor_check(L, 5), *w = ltensor_check(L, 6);
     int stride = conv_int(L, 7, 1), pad = conv_int(L, 8, 0);
     dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
     size_t need = dtf_conv2d_workspace(x, w, stride, pad);
-    dtf_tensor *dw = NULL, *db = NULL;
-    if (lua_isnil(L, 2) || lua_isnone(L, 2))
-        dw = out_or_new(L, 2, w->ndim, w->shape);
-    else if (lua_toboolean(L, 2))
-        dw = ltensor_check(L, 2);
-    if (lua_isnil(L, 3) || lua_isnone(L, 3)) {
-        int64_t o = w->ndim ? w->shape[0] : 0;
-        db = out_or_new(L, 3, 1, &o);
-    } else if (lua_toboolean(L, 3)) {
-        db = ltensor_check(L, 3);
-    }
+    dtf_tensor *dw, *db;
+    conv_param_grads(L, w, &dw, &db);
     size_t have = 0;
     float *ws = workspace(L, 9, need, &have);
     if (dtf_conv2d_backward(dx, dw, db, dy, x, w, stride, pad, ws, have) < 0)
@@ -1010,17 +1018,8 @@ static int l_conv2d_relu_pool_backward(lua_State *L)
     dtf_tensor *x = ltensor_check(L, 7), *w = ltensor_check(L, 8);
     int stride = conv_int(L, 9, 1), pad = conv_int(L, 10, 0);
     dtf_tensor *dx = lua_toboolean(L, 1) ? ltensor_check(L, 1) : NULL;
-    dtf_tensor *dw = NULL, *db = NULL;
-    if (lua_isnil(L, 2) || lua_isnone(L, 2))
-        dw = out_or_new(L, 2, w->ndim, w->shape);
-    else if (lua_toboolean(L, 2))
-        dw = ltensor_check(L, 2);
-    if (lua_isnil(L, 3) || lua_isnone(L, 3)) {
-        int64_t o = w->ndim ? w->shape[0] : 0;
-        db = out_or_new(L, 3, 1, &o);
-    } else if (lua_toboolean(L, 3)) {
-        db = ltensor_check(L, 3);
-    }
+    dtf_tensor *dw, *db;
+    conv_param_grads(L, w, &dw, &db);
     size_t have = 0;
     float *ws = workspace(L, 11, dtf_conv2d_workspace(x, w, stride, pad), &have);
     if (dtf_conv2d_relu_pool_backward(dx, dw, db, dy, y, idx, x, w, stride, pad, ws, have) < 0)

@@ -21,7 +21,6 @@
  *   progress.start(total), progress.update(step, examples [, loss]) (draws
  *   when due), progress.finish(), progress.active(), progress.log_max(bytes)
  */
-#include <cblas.h>
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -29,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "lmodules.h"
 #include "log.h"
 #include "metrics.h"
@@ -212,12 +212,23 @@ static int m_render(lua_State *L)
     return 1;
 }
 
-/* The corename OpenBLAS picked; a BLAS-core selection of dtf's own would
- * name its choice here instead. */
+/* The BLAS core in use (dtf's choice, see blas.h, or OpenBLAS's own). */
 static int m_blas_core(lua_State *L)
 {
-    const char *name = openblas_get_corename();
+    const char *name = dtf_blas_core();
     lua_pushstring(L, name ? name : "unknown");
+    return 1;
+}
+
+/* true, or fail and dtf_error(): the io library's shape (luaL_fileresult). */
+static int io_result(lua_State *L, int rc)
+{
+    if (rc < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, dtf_error());
+        return 2;
+    }
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -232,13 +243,7 @@ static int ps_close(lua_State *L)
         return 0;
     int rc = dtf_pswatch_free(b->w);
     b->w = NULL;
-    if (rc < 0) {
-        luaL_pushfail(L);
-        lua_pushstring(L, dtf_error());
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return io_result(L, rc);
 }
 
 static int ps_path(lua_State *L)
@@ -317,17 +322,6 @@ static wbox *check_writer(lua_State *L)
     if (!b->w)
         luaL_error(L, "event writer is closed");
     return b;
-}
-
-static int io_result(lua_State *L, int rc)
-{
-    if (rc < 0) {
-        luaL_pushfail(L);
-        lua_pushstring(L, dtf_error());
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
 }
 
 static int t_open(lua_State *L)

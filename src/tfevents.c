@@ -165,31 +165,6 @@ struct dtf_tfevents {
     size_t qlen, qcap;
 };
 
-/* mkdir -p; 0, or -1 with dtf_error(). */
-static int make_dirs(const char *dir)
-{
-    char path[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof path) {
-        dtf_seterr("TensorBoard directory '%s': bad name", dir);
-        return -1;
-    }
-    memcpy(path, dir, n + 1);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != 0)
-            continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            dtf_seterr("cannot create %s: %s", path, strerror(errno));
-            return -1;
-        }
-        *p = c;
-        if (!c)
-            return 0;
-    }
-}
-
 /* Opens a fresh file under dir; sets w->fd and w->path. */
 static int create_file(dtf_tfevents *w, const char *dir, const char *host)
 {
@@ -255,7 +230,7 @@ static int queue_record(dtf_tfevents *w, const uint8_t *rec, size_t n)
 
 dtf_tfevents *dtf_tfevents_open(const char *dir, const char *host)
 {
-    if (make_dirs(dir) < 0)
+    if (dtf_mkdirs(dir) < 0)
         return NULL;
     dtf_tfevents *w = calloc(1, sizeof *w);
     if (!w) {

@@ -21,6 +21,9 @@ local function convert(spec, raw, where)
     if spec.min and v < spec.min then
       usage_error('%s: %s=%s is below its minimum %s', where, spec.name, tostring(raw), tostring(spec.min))
     end
+    if spec.max and v > spec.max then
+      usage_error('%s: %s=%s is above its maximum %s', where, spec.name, tostring(raw), tostring(spec.max))
+    end
   elseif t == 'bool' then
     if raw == true or raw == 'true' or raw == '1' or raw == 'yes' then v = true
     elseif raw == false or raw == 'false' or raw == '0' or raw == 'no' then v = false
@@ -56,7 +59,7 @@ function hparams.help(schema, out, form)
   if form == 'json' then
     local list = {}
     for i, s in ipairs(schema) do
-      list[i] = { name = s.name, type = s.type, default = s.default, min = s.min, choices = s.choices, help = s.help }
+      list[i] = { name = s.name, type = s.type, default = s.default, min = s.min, max = s.max, choices = s.choices, help = s.help }
     end
     out:write(require('dtf.json').encode(list), '\n')
     return
@@ -125,7 +128,7 @@ function hparams.peek(schema, cli, key)
 end
 
 -- parse(schema, cli [, opts]) -> table of values. schema: list of
--- {name=, type='int'|'number'|'bool'|'string', default=, min=, choices=, help=}.
+-- {name=, type='int'|'number'|'bool'|'string', default=, min=, max=, choices=, help=}.
 -- opts.ignore_unknown: keys the schema does not know are skipped instead of
 -- refused (the REPL reads the pods' whole hyperparameter file).
 function hparams.parse(schema, cli, opts)

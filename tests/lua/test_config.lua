@@ -72,7 +72,7 @@ end)
 
 local schema = {
   { name = 'batchsize', type = 'int', default = 64, min = 1 },
-  { name = 'learningrate', type = 'number', default = 0.001 },
+  { name = 'learningrate', type = 'number', default = 0.001, max = 1 },
   { name = 'sync', type = 'bool', default = false },
   { name = 'optimizer', type = 'string', default = 'adam', choices = { 'sgd', 'adam' } },
   { name = 'trainsteps', type = 'int', min = 0 },
@@ -89,6 +89,7 @@ check.case('hparams: bad values are usage errors naming the key', function()
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'batchsize=abc' } }) end) or ''):find("batchsize='abc' is not a number", 1, true))
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'batchsize=2.5' } }) end) or ''):find('not an integer', 1, true))
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'batchsize=0' } }) end) or ''):find('below its minimum', 1, true))
+  check.ok((usage_msg(function() hparams.parse(schema, { set = { 'learningrate=2' } }) end) or ''):find('learningrate=2 is above its maximum 1', 1, true))
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'sync=maybe' } }) end) or ''):find('not true or false', 1, true))
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'optimizer=rmsprop' } }) end) or ''):find('not one of sgd, adam', 1, true))
   check.ok((usage_msg(function() hparams.parse(schema, { set = { 'batchsiz=3' } }) end) or ''):find("unknown hyperparameter 'batchsiz'", 1, true))
