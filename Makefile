@@ -32,7 +32,7 @@ LDLIBS     = $(PKG_LIBS) -levent_pthreads -lm -lpthread
 LDFLAGS  := $(SAN)
 
 # The C core never includes lua.h (STYLE.md): it is linked into unit tests alone.
-CORE     := util cpu blas tensor tensor_conv tensor_simd tensor_naive optim schedule data wire net_io \
+CORE     := util cpu blas tensor tensor_conv tensor_simd tensor_naive optim schedule data bf16 wire net_io \
             net_server net_client ps ps_ckpt ckpt tfevents metrics metrics_http pswatch
 # Bindings and the host: the Lua faces of the core and the dtf command.
 BIND     := cli lopt ltensor ltensor_print ldata lps lckpt lutil log host repl local progress lwatch

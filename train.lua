@@ -249,7 +249,7 @@ if spec.role == 'ps' then
     checkpoint_dir = hp.checkpoint_dir ~= '' and hp.checkpoint_dir or nil,
     checkpoint_secs = hp.checkpoint_secs, checkpoint_steps = hp.checkpoint_steps, layout_json = layout_json,
     sync_timeout = hp.sync_timeout, done_timeout = hp.done_timeout, keepalive = hp.keepalive,
-    log = log.sink, on_ready = util.ready,
+    log = log.sink, on_ready = util.ready, wire_dtype = hp.wire_dtype,
   }
   if not stats then dtf.fail('%s', serr) end
   log.info('ps %d: stopped (%s) at step %d', spec.index,
@@ -272,7 +272,7 @@ local function connect()
     reconnect_timeout = hp.reconnect_timeout, keepalive = hp.keepalive,
     -- A sync pull waits for the slowest replica, which the ps drops after
     -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
-    wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink,
+    wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink, wire_dtype = hp.wire_dtype,
   }
   if not c then dtf.fail('%s', err) end
   return c

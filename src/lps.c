@@ -123,6 +123,15 @@ static void sink_free(lua_State *L, lsink *s)
  * Options
  * ==================================================================== */
 
+/* wire_dtype: "fp32" (the default) or "bf16". */
+static int opt_dtype(lua_State *L, int t, const char *fn)
+{
+    int d = dtf_wire_dtype_parse(lopt_string(L, t, fn, "wire_dtype", "fp32", NULL));
+    if (d < 0)
+        luaL_error(L, "%s: option %s", fn, dtf_error());
+    return d;
+}
+
 /* layout_checksum: an integer, or a hex string ("0x" optional, at most 16
  * digits) as dtf.util.fnv1a returns. nil is 0. */
 static uint64_t opt_checksum(lua_State *L, int t)
@@ -311,6 +320,7 @@ static void server_options(lua_State *L, dtf_server_config *cfg)
     cfg->max_payload = (size_t)lopt_int(L, 1, fn, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                         (lua_Integer)UINT32_MAX);
     cfg->handle_signals = lopt_bool(L, 1, fn, "handle_signals", 1);
+    cfg->wire_dtype = opt_dtype(L, 1, fn);
 }
 
 /* The checkpointer's settings from the options table at 1; 0 when there is
@@ -335,7 +345,7 @@ static int l_serve(lua_State *L)
         "replicas_to_aggregate", "layout_checksum", "token", "log", "idle_timeout",
         "hello_timeout", "sync_timeout", "done_timeout", "max_connections", "max_frame",
         "handle_signals", "checkpoint_dir", "checkpoint_secs", "checkpoint_steps", "layout_json",
-        "keepalive", "on_ready", NULL,
+        "keepalive", "on_ready", "wire_dtype", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     lopt_check_keys(L, 1, "ps.serve", keys);
@@ -723,7 +733,7 @@ static int l_connect(lua_State *L)
     static const char *const keys[] = {
         "addrs", "role", "index", "P", "layout_checksum", "token", "connect_timeout",
         "timeout", "wait_timeout", "reconnect_timeout", "max_frame", "copy_sends", "log",
-        "keepalive", NULL,
+        "keepalive", "wire_dtype", NULL,
     };
     luaL_checktype(L, 1, LUA_TTABLE);
     lopt_check_keys(L, 1, "ps.connect", keys);
@@ -751,6 +761,7 @@ static int l_connect(lua_State *L)
     cfg.max_payload = (size_t)lopt_int(L, 1, fn, "max_frame", DTF_WIRE_MAX_PAYLOAD, 1024,
                                        (lua_Integer)UINT32_MAX);
     cfg.copy_sends = lopt_bool(L, 1, fn, "copy_sends", 0);
+    cfg.wire_dtype = opt_dtype(L, 1, fn);
 
     lclient *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);

@@ -48,6 +48,8 @@ typedef struct dtf_server_config {
                                 * dropped (TCP keepalive, TCP_USER_TIMEOUT); 0 = 25 */
     int max_connections;       /* 0 = 256 */
     size_t max_payload;        /* frame cap; 0 = DTF_WIRE_MAX_PAYLOAD */
+    int wire_dtype;            /* dtf_wire_dtype of PUSH/PULL_REPLY bodies; a peer
+                                * with another is refused at HELLO */
     int handle_signals;        /* SIGTERM/SIGINT end dtf_server_run */
     dtf_log_fn log;            /* NULL: silent */
     void *log_ud;
@@ -108,6 +110,7 @@ typedef struct dtf_client_config {
     size_t max_payload;        /* 0 = DTF_WIRE_MAX_PAYLOAD */
     int copy_sends;            /* 1: copy pushed gradients into the output
                                 * buffer instead of sending them by reference */
+    int wire_dtype;            /* dtf_wire_dtype: must be the ps tasks' */
     dtf_log_fn log;
     void *log_ud;
 } dtf_client_config;

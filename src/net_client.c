@@ -79,6 +79,9 @@ struct dtf_client {
     int failed, timed_out;
     double wait_for;      /* the current call's timeout */
     char err[800];
+    uint8_t *wire_buf;    /* bf16 wire: pushed gradients narrowed, 2 bytes a parameter,
+                           * each shard's at 2 * its offset; referenced by the output
+                           * buffers until the ps has taken them */
 };
 
 static void DTF_PRINTF(3, 4) client_log(dtf_client *cl, int level, const char *fmt, ...)
@@ -185,10 +188,20 @@ static void cc_lost(cconn *cc, const char *why)
 static void send_req(cconn *cc, creq *r)
 {
     dtf_client *cl = cc->cl;
-    uint32_t len = r->type == DTF_MSG_PUSH ? (uint32_t)(r->count * 4) : 0;
+    int dt = cl->cfg.wire_dtype;
+    uint32_t len = r->type == DTF_MSG_PUSH ? (uint32_t)dtf_wire_body_len(r->count, dt) : 0;
     dtf_wire_hdr h = dtf_wire_make(r->type, r->id, r->off, r->count, r->step, len);
+    if (r->type == DTF_MSG_PUSH)
+        h.aux = (uint8_t)dt;
     uint8_t hb[DTF_WIRE_HDR];
     dtf_wire_encode_hdr(hb, &h);
+    if (len && dt == DTF_DTYPE_BF16) {
+        uint8_t *b = cl->wire_buf + 2 * r->off;
+        dtf_wire_put_body(b, r->src, (size_t)r->count, dt);
+        net_send_direct(cc->bev, hb, b, len,
+                        cl->cfg.copy_sends ? NET_BODY_BYTES : NET_BODY_BYTES_REF, NULL);
+        return;
+    }
     /* A gradient goes from the worker's tensor to the socket without a
      * copy. What the socket does not take at once stays referenced: the
      * call blocks until the reply, so the memory stays put, and keep
@@ -203,7 +216,7 @@ static void send_hello(cconn *cc)
     dtf_wire_hello m = {
         .role = (uint8_t)cl->cfg.role, .index = (uint32_t)cl->cfg.index, .P = cl->cfg.P,
         .checksum = cl->cfg.checksum, .token = cl->token,
-        .token_len = (uint16_t)cl->cfg.token_len,
+        .token_len = (uint16_t)cl->cfg.token_len, .dtype = (uint8_t)cl->cfg.wire_dtype,
     };
     uint8_t p[DTF_WIRE_HELLO_FIXED + DTF_WIRE_MAX_TOKEN];
     size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
@@ -261,6 +274,10 @@ static int handle_hello_reply(cconn *cc)
     cc->off = h->offset;
     cc->count = h->count;
     cc->have_range = 1;
+    if (dtf_wire_check_hello_reply(h->aux, cl->cfg.wire_dtype) < 0) {
+        cc_fail(cc, "%s", dtf_error());
+        return -1;
+    }
     cc->step = h->step;
     cl->sync = (h->aux & DTF_HELLO_SYNC) != 0;
     cc->state = CC_READY;
@@ -322,7 +339,7 @@ static int cc_handle(cconn *cc)
         }
         if (h->type == DTF_MSG_PULL_REPLY) {
             /* already in the worker's tensor (cc_start_frame, net_read_body) */
-            dtf_wire_floats_to_host(r->dst, (size_t)r->count);
+            dtf_wire_body_to_host(r->dst, r->count, h->aux);
         } else if (h->type == DTF_MSG_STATS_REPLY) {
             r->text = malloc((size_t)h->len + 1);
             if (!r->text) {
@@ -364,7 +381,11 @@ static int cc_start_frame(cconn *cc)
                 ", +%" PRIu64 ")", h->offset, h->count, r->off, r->count);
         return -1;
     }
-    cc->fs.dst = (uint8_t *)r->dst;
+    if (dtf_wire_check_dtype(h, cc->cl->cfg.wire_dtype) < 0) {
+        cc_fail(cc, "%s", dtf_error());
+        return -1;
+    }
+    cc->fs.dst = dtf_wire_body_dst(r->dst, r->count, h->aux);
     return 0;
 }
 
@@ -635,7 +656,9 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
     cl->token = malloc(cfg->token_len + 1);
     cl->base = event_base_new();
     cl->timer = cl->base ? evtimer_new(cl->base, on_timer, cl) : NULL;
-    if (!cl->c || !cl->token || !cl->timer) {
+    if (cfg->wire_dtype == DTF_DTYPE_BF16)
+        cl->wire_buf = malloc(dtf_wire_body_len(cfg->P, DTF_DTYPE_BF16) + 1);
+    if (!cl->c || !cl->token || !cl->timer || (cfg->wire_dtype == DTF_DTYPE_BF16 && !cl->wire_buf)) {
         dtf_client_free(cl);
         dtf_seterr("out of memory");
         return NULL;
@@ -861,5 +884,6 @@ void dtf_client_free(dtf_client *c)
         event_base_free(c->base);
     free(c->c);
     free(c->token);
+    free(c->wire_buf); /* after the output buffers that referenced it */
     free(c);
 }

@@ -192,7 +192,7 @@ static void unref_storage(const void *data, size_t len, void *extra)
 void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *body, size_t len,
                      net_body kind, dtf_storage *keep)
 {
-    int floats = kind != NET_BODY_BYTES;
+    int floats = kind == NET_BODY_FLOATS || kind == NET_BODY_FLOATS_REF;
     struct evbuffer *out = bufferevent_get_output(bev);
     size_t sent = 0;
     int le = dtf_wire_host_is_le();
@@ -217,7 +217,7 @@ void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *bod
     const uint8_t *rest = (const uint8_t *)body + bsent;
     if (floats && !le) {
         add_floats(out, body, len / 4); /* nothing was sent directly */
-    } else if (kind == NET_BODY_FLOATS_REF) {
+    } else if (kind == NET_BODY_FLOATS_REF || kind == NET_BODY_BYTES_REF) {
         if (keep)
             dtf_storage_retain(keep);
         if (evbuffer_add_reference(out, rest, len - bsent, unref_storage, keep) < 0 && keep)

@@ -70,8 +70,10 @@ typedef enum net_body {
     NET_BODY_BYTES,        /* raw bytes, the rest copied */
     NET_BODY_FLOATS,       /* float32s (little-endian on the wire), the rest copied:
                             * the memory may change before it has left (parameters) */
-    NET_BODY_FLOATS_REF    /* float32s, the rest referenced until sent, keep retained
+    NET_BODY_FLOATS_REF,   /* float32s, the rest referenced until sent, keep retained
                             * meanwhile (a worker's gradients: no copy) */
+    NET_BODY_BYTES_REF     /* raw bytes, the rest referenced until sent: the caller
+                            * keeps them put (a worker's gradients narrowed to bf16) */
 } net_body;
 /* Sends header hb and a body of len bytes. */
 void net_send_direct(struct bufferevent *bev, const uint8_t *hb, const void *body, size_t len,

@@ -126,6 +126,7 @@ struct dtf_server {
     uint64_t pauses;     /* times a peer's reading was stopped for backpressure */
     double first_done;   /* when the first worker said WORKER_DONE; 0: none yet */
     double *absent;      /* per worker: seen with no connection since; 0: connected */
+    uint8_t *wire_buf;   /* bf16 wire: a PULL_REPLY body, narrowed from the shard */
 };
 
 static void DTF_PRINTF(3, 4) slog(dtf_server *s, int level, const char *fmt, ...)
@@ -227,16 +228,23 @@ static void reply_pull(sconn *c, uint32_t id, uint64_t off, uint64_t count)
     dtf_server *s = c->srv;
     dtf_shard *sh = s->shard;
     uint8_t hb[DTF_WIRE_HDR];
-    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL_REPLY, id, off, count, sh->step,
-                                   (uint32_t)(count * 4));
+    int dt = s->cfg.wire_dtype;
+    size_t len = dtf_wire_body_len(count, dt);
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PULL_REPLY, id, off, count, sh->step, (uint32_t)len);
+    h.aux = (uint8_t)dt;
     dtf_wire_encode_hdr(hb, &h);
     /* Straight from the shard when the socket takes it; what it does not
      * is copied, not referenced: the parameters change with the next push,
-     * possibly before the rest has left. */
-    net_send_direct(c->bev, hb, sh->params + (off - sh->offset), (size_t)count * 4,
-                    NET_BODY_FLOATS, NULL);
+     * possibly before the rest has left. A bf16 body is narrowed first. */
+    const float *src = sh->params + (off - sh->offset);
+    if (dt == DTF_DTYPE_BF16) {
+        dtf_wire_put_body(s->wire_buf, src, (size_t)count, dt);
+        net_send_direct(c->bev, hb, s->wire_buf, len, NET_BODY_BYTES, NULL);
+    } else {
+        net_send_direct(c->bev, hb, src, len, NET_BODY_FLOATS, NULL);
+    }
     s->frames_out++;
-    s->bytes_out += DTF_WIRE_HDR + count * 4;
+    s->bytes_out += DTF_WIRE_HDR + len;
 }
 
 /* Answers the parked pulls the current step satisfies (all when force). */
@@ -302,7 +310,7 @@ static int handle_hello(sconn *c)
     }
     evbuffer_remove(bufferevent_get_input(c->bev), buf, h->len);
     dtf_wire_admit a = {s->token, s->cfg.token_len, s->cfg.checksum, sh->cfg.P,
-                        (uint32_t)sh->cfg.workers};
+                        (uint32_t)sh->cfg.workers, s->cfg.wire_dtype};
     int admitted = dtf_wire_admit_hello(buf, h->len, &a, &m);
     if (admitted != -1) /* decoded: the log names the peer by its role and index */
         snprintf(c->who, sizeof c->who, "%s %" PRIu32 " (%s)",
@@ -333,7 +341,7 @@ static int handle_hello(sconn *c)
     dtf_wire_encode_hello_reply(rb, sizeof rb, &r);
     dtf_wire_hdr rh = dtf_wire_make(DTF_MSG_HELLO_REPLY, h->id, sh->offset, sh->count,
                                     sh->step, 0);
-    rh.aux = (uint8_t)((sh->cfg.sync ? DTF_HELLO_SYNC : 0) | (s->token ? DTF_HELLO_TOKEN : 0));
+    rh.aux = dtf_wire_hello_reply_aux(sh->cfg.sync, s->token != NULL, s->cfg.wire_dtype);
     send_frame(c, &rh, rb, sizeof rb);
     slog(s, DTF_LOG_INFO, "ps %d: %s joined at step %" PRId64, sh->cfg.index, c->who, sh->step);
     return 0;
@@ -388,11 +396,15 @@ static int start_frame(sconn *c)
         conn_fail(c, h->id, msg);
         return -1;
     }
+    if (dtf_wire_check_dtype(h, c->srv->cfg.wire_dtype) < 0) {
+        conn_fail(c, h->id, dtf_error());
+        return -1;
+    }
     if (!c->body && !(c->body = malloc(sh->count ? (size_t)sh->count * sizeof(float) : 1))) {
         conn_fail(c, h->id, "out of memory for a gradient");
         return -1;
     }
-    c->fs.dst = (uint8_t *)c->body;
+    c->fs.dst = dtf_wire_body_dst(c->body, sh->count, h->aux);
     return 0;
 }
 
@@ -441,7 +453,7 @@ static int handle_push(sconn *c)
     dtf_shard *sh = s->shard;
     dtf_wire_hdr *h = &c->fs.h;
     dtf_push_outcome o;
-    dtf_wire_floats_to_host(c->body, (size_t)h->count); /* start_frame streamed it here */
+    dtf_wire_body_to_host(c->body, h->count, h->aux); /* start_frame streamed it here */
     if (dtf_shard_push(sh, c->index, h->id, h->step, c->body, &o) < 0) {
         conn_fail(c, h->id, dtf_error());
         return -1;
@@ -916,6 +928,11 @@ dtf_server *dtf_server_new(const dtf_server_config *cfg, dtf_shard *shard)
         memcpy(s->token, cfg->token, cfg->token_len);
         s->token[cfg->token_len] = 0;
     }
+    if (cfg->wire_dtype == DTF_DTYPE_BF16 &&
+        !(s->wire_buf = malloc(dtf_wire_body_len(shard->count, DTF_DTYPE_BF16) + 1))) {
+        dtf_seterr("out of memory");
+        goto fail;
+    }
     if ((uint64_t)shard->count * 4 > s->max_payload) {
         dtf_seterr("shard of %" PRIu64 " floats does not fit a frame of %zu bytes "
                    "(use more ps tasks or raise max_frame)", shard->count, s->max_payload);
@@ -1059,5 +1076,6 @@ void dtf_server_free(dtf_server *s)
         event_base_free(s->base);
     free(s->token);
     free(s->absent);
+    free(s->wire_buf);
     free(s);
 }

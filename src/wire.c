@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "util.h"
 
 /* ---- scalars ------------------------------------------------------------- */
@@ -117,6 +118,26 @@ const char *dtf_push_result_name(int r)
     return r >= 0 && r <= DTF_PUSH_RESULT_MAX ? names[r] : "?";
 }
 
+const char *dtf_wire_dtype_name(int dtype)
+{
+    static const char *const names[] = {"fp32", "bf16"};
+    return dtype >= 0 && dtype <= DTF_DTYPE_MAX ? names[dtype] : "?";
+}
+
+int dtf_wire_dtype_parse(const char *name)
+{
+    for (int d = 0; d <= DTF_DTYPE_MAX; d++)
+        if (strcmp(name, dtf_wire_dtype_name(d)) == 0)
+            return d;
+    dtf_seterr("wire_dtype '%.40s' is not fp32 or bf16", name);
+    return -1;
+}
+
+size_t dtf_wire_dtype_size(int dtype)
+{
+    return dtype == DTF_DTYPE_BF16 ? 2 : 4;
+}
+
 /* ---- header ---------------------------------------------------------------- */
 
 dtf_wire_hdr dtf_wire_make(int type, uint32_t id, uint64_t offset,
@@ -200,11 +221,13 @@ static int check_range(const dtf_wire_hdr *h)
                    h->offset, h->count);
         return -1;
     }
-    if ((h->type == DTF_MSG_PULL_REPLY || h->type == DTF_MSG_PUSH) &&
-        (h->count > UINT32_MAX / 4 || h->len != 4 * h->count)) {
-        dtf_seterr("%s payload of %" PRIu32 " bytes does not hold its %" PRIu64 " floats",
-                   dtf_msg_name(h->type), h->len, h->count);
-        return -1;
+    if (h->type == DTF_MSG_PULL_REPLY || h->type == DTF_MSG_PUSH) {
+        size_t size = dtf_wire_dtype_size(h->aux);
+        if (h->count > UINT32_MAX / size || h->len != size * h->count) {
+            dtf_seterr("%s payload of %" PRIu32 " bytes does not hold its %" PRIu64 " %s values",
+                       dtf_msg_name(h->type), h->len, h->count, dtf_wire_dtype_name(h->aux));
+            return -1;
+        }
     }
     return 0;
 }
@@ -248,8 +271,9 @@ int dtf_wire_decode_hdr(const void *buf, size_t n, size_t max_payload, dtf_wire_
         return DTF_WIRE_INCOMPLETE;
     h->aux = b[7];
     if (h->type == DTF_MSG_PUSH_REPLY ? h->aux > DTF_PUSH_RESULT_MAX
-        : h->type == DTF_MSG_HELLO_REPLY ? (h->aux & ~(DTF_HELLO_SYNC | DTF_HELLO_TOKEN)) != 0
-                                         : h->aux != 0) {
+        : h->type == DTF_MSG_HELLO_REPLY ? (h->aux >> DTF_HELLO_DTYPE_SHIFT) > DTF_DTYPE_MAX
+        : h->type == DTF_MSG_PUSH || h->type == DTF_MSG_PULL_REPLY ? h->aux > DTF_DTYPE_MAX
+        : h->aux != 0) {
         dtf_seterr("%s frame with aux byte %u", dtf_msg_name(h->type), h->aux);
         return DTF_WIRE_ERROR;
     }
@@ -307,8 +331,12 @@ size_t dtf_wire_encode_hello(uint8_t *out, size_t cap, const dtf_wire_hello *m)
         dtf_seterr("HELLO needs %zu bytes, buffer has %zu", need, cap);
         return 0;
     }
+    if (m->dtype > DTF_DTYPE_MAX) {
+        dtf_seterr("HELLO with unknown wire dtype %u", m->dtype);
+        return 0;
+    }
     out[0] = m->role;
-    out[1] = 0;
+    out[1] = m->dtype;
     dtf_put_u16(out + 2, m->token_len);
     dtf_put_u32(out + 4, m->index);
     dtf_put_u64(out + 8, m->P);
@@ -329,8 +357,9 @@ int dtf_wire_decode_hello(const uint8_t *p, size_t n, dtf_wire_hello *m)
         dtf_seterr("HELLO with unknown role %u", m->role);
         return -1;
     }
-    if (p[1] != 0) {
-        dtf_seterr("HELLO with reserved byte %u", p[1]);
+    m->dtype = p[1];
+    if (m->dtype > DTF_DTYPE_MAX) {
+        dtf_seterr("HELLO with unknown wire dtype %u", m->dtype);
         return -1;
     }
     m->token_len = dtf_get_u16(p + 2);
@@ -378,6 +407,12 @@ int dtf_wire_admit_hello(const uint8_t *p, size_t n, const dtf_wire_admit *a,
                        PRIx64, role, m->checksum, a->checksum);
         return -2;
     }
+    if (m->dtype != a->dtype) {
+        dtf_seterr("%s %" PRIu32 " uses wire_dtype=%s but this ps uses wire_dtype=%s (a mixed "
+                   "cluster): every task of a training must set the same wire_dtype", role, m->index,
+                   dtf_wire_dtype_name(m->dtype), dtf_wire_dtype_name(a->dtype));
+        return -2;
+    }
     if (m->role == DTF_ROLE_WORKER && m->index >= a->workers) {
         dtf_seterr("worker index %" PRIu32 " out of range: this ps serves %" PRIu32 " workers",
                    m->index, a->workers);
@@ -418,6 +453,28 @@ int dtf_wire_decode_hello_reply(const uint8_t *p, size_t n, dtf_wire_hello_reply
     return 0;
 }
 
+uint8_t dtf_wire_hello_reply_aux(int sync, int token, int dtype)
+{
+    return (uint8_t)((sync ? DTF_HELLO_SYNC : 0) | (token ? DTF_HELLO_TOKEN : 0) |
+                     ((unsigned)dtype << DTF_HELLO_DTYPE_SHIFT));
+}
+
+int dtf_wire_hello_reply_dtype(uint8_t aux)
+{
+    return aux >> DTF_HELLO_DTYPE_SHIFT;
+}
+
+int dtf_wire_check_hello_reply(uint8_t aux, int want)
+{
+    int d = dtf_wire_hello_reply_dtype(aux);
+    if (d == want)
+        return 0;
+    dtf_seterr("this ps uses wire_dtype=%s but this task uses wire_dtype=%s (a mixed cluster): "
+               "every task of a training must set the same wire_dtype", dtf_wire_dtype_name(d),
+               dtf_wire_dtype_name(want));
+    return -1;
+}
+
 size_t dtf_wire_frame(uint8_t *out, size_t cap, dtf_wire_hdr *h,
                       const void *payload, uint32_t payload_len)
 {
@@ -444,4 +501,68 @@ int dtf_msg_reply_type(int request_type)
     case DTF_MSG_STATS: return DTF_MSG_STATS_REPLY;
     default: return 0;
     }
+}
+
+/* ---- float bodies ------------------------------------------------------------------- */
+
+size_t dtf_wire_body_len(uint64_t count, int dtype)
+{
+    return (size_t)count * dtf_wire_dtype_size(dtype);
+}
+
+uint8_t *dtf_wire_body_dst(float *f, uint64_t n, int dtype)
+{
+    uint8_t *b = (uint8_t *)f;
+    return dtype == DTF_DTYPE_BF16 ? b + 2 * (size_t)n : b;
+}
+
+void dtf_wire_body_to_host(float *f, uint64_t n, int dtype)
+{
+    if (dtype != DTF_DTYPE_BF16) {
+        dtf_wire_floats_to_host(f, (size_t)n);
+        return;
+    }
+    const uint8_t *src = dtf_wire_body_dst(f, n, dtype);
+    if (dtf_wire_host_is_le()) {
+        dtf_bf16_to_floats(f, (const uint16_t *)(const void *)src, (size_t)n);
+        return;
+    }
+    /* front to back: value i is read before bytes 4i..4i+3 are written */
+    for (size_t i = 0; i < n; i++) {
+        float v = dtf_bf16_to_float(dtf_get_u16(src + 2 * i));
+        memcpy((uint8_t *)f + 4 * i, &v, 4);
+    }
+}
+
+void dtf_wire_put_body(uint8_t *out, const float *f, size_t n, int dtype)
+{
+    if (dtype != DTF_DTYPE_BF16) {
+        dtf_wire_put_floats(out, f, n);
+    } else if (dtf_wire_host_is_le()) {
+        dtf_bf16_from_floats((uint16_t *)(void *)out, f, n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dtf_put_u16(out + 2 * i, dtf_bf16_from_float(f[i]));
+    }
+}
+
+void dtf_wire_get_body(float *f, const uint8_t *in, size_t n, int dtype)
+{
+    if (dtype != DTF_DTYPE_BF16) {
+        dtf_wire_get_floats(f, in, n);
+    } else if (dtf_wire_host_is_le()) {
+        dtf_bf16_to_floats(f, (const uint16_t *)(const void *)in, n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            f[i] = dtf_bf16_to_float(dtf_get_u16(in + 2 * i));
+    }
+}
+
+int dtf_wire_check_dtype(const dtf_wire_hdr *h, int agreed)
+{
+    if (h->aux == agreed)
+        return 0;
+    dtf_seterr("%s in %s on a connection that agreed wire_dtype=%s", dtf_msg_name(h->type),
+               dtf_wire_dtype_name(h->aux), dtf_wire_dtype_name(agreed));
+    return -1;
 }

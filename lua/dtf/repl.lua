@@ -56,7 +56,8 @@ if cli.ps then
     local tok = require('dtf.cluster').token(cli)
     local err
     client, err = _G.ps.connect { addrs = addrs, role = 'repl', index = 0, P = net.nparams,
-                                  layout_checksum = net:checksum(), token = tok, connect_timeout = 10 }
+                                  layout_checksum = net:checksum(), token = tok, connect_timeout = 10,
+                                  wire_dtype = hp.wire_dtype }
     -- an unreachable ps, a wrong token or another model: one line, no traceback
     if not client then
       _G.dtf.fail('%s (attach with the training\'s own --config FILE and --set flags)', err)

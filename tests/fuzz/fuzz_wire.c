@@ -2,7 +2,7 @@
  *
  *   clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
  *         -fno-sanitize-recover=undefined -Isrc -o build/fuzz/fuzz_wire \
- *         tests/fuzz/fuzz_wire.c src/wire.c src/util.c
+ *         tests/fuzz/fuzz_wire.c src/wire.c src/bf16.c src/util.c
  *   mkdir -p build/fuzz/corpus-fuzz_wire && cp -r tests/fuzz/corpus/wire/. build/fuzz/corpus-fuzz_wire/
  *   build/fuzz/fuzz_wire -max_total_time=60 -max_len=65536 build/fuzz/corpus-fuzz_wire
  *
@@ -10,16 +10,53 @@
  * decoded frame after frame from one buffer, and again fed in chunks (sizes
  * taken from the input's first byte) to a header decoder that keeps state
  * the way net_io.c does; both must agree. Every accepted header must re-encode
- * to the same bytes, and typed payloads are decoded too. */
+ * to the same bytes, and typed payloads are decoded too: a float body in
+ * its dtype, a bf16 one three ways (out of place, in place in the upper
+ * half of its destination as net_io.c receives it, and the naive twin),
+ * and its bytes taken as float32s narrowed on the CPU's bf16 path against
+ * the naive twin, so arbitrary bit patterns reach the conversions. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len);
 
 #define CAP (1u << 16)
+
+#define MAXV 128
+
+static int same_bits(float a, float b)
+{
+    return memcmp(&a, &b, 4) == 0;
+}
+
+static void check_body(const dtf_wire_hdr *h, const uint8_t *p)
+{
+    size_t n = h->count < MAXV ? (size_t)h->count : MAXV;
+    float f[MAXV], g[MAXV];
+    dtf_wire_get_body(f, p, n, h->aux);
+    if (h->aux != DTF_DTYPE_BF16)
+        return;
+    memcpy(dtf_wire_body_dst(g, n, h->aux), p, 2 * n);
+    dtf_wire_body_to_host(g, n, h->aux);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t b = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+        float want = dtf_bf16_to_float_naive(b);
+        if (!same_bits(f[i], g[i]) || !same_bits(f[i], want))
+            abort();
+    }
+    /* the body's bytes as float32s, narrowed */
+    size_t m = 2 * n / 4;
+    uint16_t out[MAXV];
+    memcpy(f, p, 4 * m);
+    dtf_bf16_from_floats(out, f, m);
+    for (size_t i = 0; i < m; i++)
+        if (out[i] != dtf_bf16_from_float_naive(f[i]))
+            abort();
+}
 
 static void check_payload(const dtf_wire_hdr *h, const uint8_t *p)
 {
@@ -40,11 +77,9 @@ static void check_payload(const dtf_wire_hdr *h, const uint8_t *p)
                 abort();
         }
     } else if (h->type == DTF_MSG_PUSH || h->type == DTF_MSG_PULL_REPLY) {
-        if (h->len != 4 * h->count)
+        if (h->aux > DTF_DTYPE_MAX || h->len != dtf_wire_body_len(h->count, h->aux))
             abort();
-        float f[64];
-        size_t n = h->count < 64 ? (size_t)h->count : 64;
-        dtf_wire_get_floats(f, p, n);
+        check_body(h, p);
     }
 }
 

@@ -4,7 +4,8 @@
 -- keys: P (parameters, default 1000), workers (1), nps (1), index (0),
 --       sync (false), token, checksum (hex), lr (0.1), optimizer (sgd),
 --       hello_timeout, idle_timeout, sync_timeout, max_frame, replicas,
---       checkpoint_dir, checkpoint_steps, checkpoint_secs, keepalive, max_connections
+--       checkpoint_dir, checkpoint_steps, checkpoint_secs, keepalive, max_connections,
+--       wire_dtype
 -- The parameters start as 0, 1, 2, ... (P - 1) so a client can check what
 -- it pulls. Prints the stats as "stat KEY=VALUE" lines at the end.
 local T = require 'dtf.tensor'
@@ -33,6 +34,7 @@ local stats, err = ps.serve {
   replicas_to_aggregate = tonumber(o.replicas), checkpoint_dir = o.checkpoint_dir,
   checkpoint_steps = tonumber(o.checkpoint_steps), checkpoint_secs = tonumber(o.checkpoint_secs),
   keepalive = tonumber(o.keepalive), max_connections = tonumber(o.max_connections), log = log.sink,
+  wire_dtype = o.wire_dtype,
 }
 if not stats then
   io.stderr:write('ps_only: ', err, '\n')

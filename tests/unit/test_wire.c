@@ -1,10 +1,12 @@
 /* Unit tests for wire.c: every message round-trips; truncated, oversized
  * and corrupted frames are rejected, each as soon as the bad byte is
- * buffered; decoding byte by byte gives the same frames. */
+ * buffered; decoding byte by byte gives the same frames; bf16 bodies, the
+ * wire dtype at HELLO and a mixed cluster's refusal. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "harness.h"
 #include "util.h"
 #include "wire.h"
@@ -22,7 +24,8 @@ static size_t make_frame(int type, uint8_t *out, size_t cap)
     dtf_wire_hdr h = dtf_wire_make(type, 77, 0, 0, 0, 0);
     switch (type) {
     case DTF_MSG_HELLO: {
-        dtf_wire_hello m = {DTF_ROLE_WORKER, 3, 79510, 0x0123456789abcdefULL, "s3cret", 6};
+        dtf_wire_hello m = {DTF_ROLE_WORKER, 3, 79510, 0x0123456789abcdefULL, "s3cret", 6,
+                            DTF_DTYPE_FP32};
         plen = (uint32_t)dtf_wire_encode_hello(p, sizeof p, &m);
         break;
     }
@@ -223,6 +226,12 @@ TEST(corrupted_headers_fail_on_their_byte)
     check_corrupt(DTF_MSG_PULL, 6, 14, 7, "unknown message type 14");
     check_corrupt(DTF_MSG_PULL, 7, 1, 8, "aux");
     check_corrupt(DTF_MSG_PUSH_REPLY, 7, 4, 8, "aux");
+    check_corrupt(DTF_MSG_PUSH, 7, 2, 8, "aux");              /* no wire dtype 2 */
+    check_corrupt(DTF_MSG_PULL_REPLY, 7, 0x80, 8, "aux");
+    check_corrupt(DTF_MSG_HELLO_REPLY, 7, 8, 8, "aux");       /* sync, token bits, dtypes 0-1 */
+    check_corrupt(DTF_MSG_PULL, 7, DTF_DTYPE_BF16, 8, "aux"); /* a PULL has no body */
+    /* bf16 named, but the 20 bytes of 5 float32s: caught once count is in */
+    check_corrupt(DTF_MSG_PUSH, 7, DTF_DTYPE_BF16, 40, "does not hold its 5 bf16 values");
     check_corrupt(DTF_MSG_PULL, 12, 4, 16, "expected none");  /* PULL with a body */
     check_corrupt(DTF_MSG_STATS, 12, 1, 16, "expected none");
     check_corrupt(DTF_MSG_HELLO_REPLY, 12, 23, 16, "HELLO_REPLY");
@@ -267,7 +276,7 @@ TEST(oversized_frames_fail_before_allocation)
 TEST(hello_payload_checks)
 {
     uint8_t p[300];
-    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, 10, 1, "", 0}, d;
+    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, 10, 1, "", 0, DTF_DTYPE_FP32}, d;
     size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
     CHECK_EQ_INT(n, DTF_WIRE_HELLO_FIXED);
     CHECK_EQ_INT(dtf_wire_decode_hello(p, n, &d), 0);
@@ -286,7 +295,7 @@ TEST(hello_payload_checks)
     /* a too-long token cannot be encoded */
     char tok[300];
     memset(tok, 'a', sizeof tok);
-    dtf_wire_hello big = {DTF_ROLE_WORKER, 0, 10, 1, tok, 256};
+    dtf_wire_hello big = {DTF_ROLE_WORKER, 0, 10, 1, tok, 256, DTF_DTYPE_FP32};
     CHECK_EQ_INT(dtf_wire_encode_hello(p, sizeof p, &big), 0);
     /* buffer too small */
     CHECK_EQ_INT(dtf_wire_encode_hello(p, 10, &m), 0);
@@ -308,9 +317,9 @@ TEST(hello_payload_checks)
 
 TEST(hello_admission)
 {
-    dtf_wire_admit a = {"sesame", 6, 0xabcdefULL, 1000, 2};
+    dtf_wire_admit a = {"sesame", 6, 0xabcdefULL, 1000, 2, DTF_DTYPE_FP32};
     uint8_t p[DTF_WIRE_HELLO_FIXED + DTF_WIRE_MAX_TOKEN];
-    dtf_wire_hello in = {DTF_ROLE_WORKER, 1, 1000, 0xabcdefULL, "sesame", 6}, m;
+    dtf_wire_hello in = {DTF_ROLE_WORKER, 1, 1000, 0xabcdefULL, "sesame", 6, DTF_DTYPE_FP32}, m;
     size_t n = dtf_wire_encode_hello(p, sizeof p, &in);
     CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
     CHECK_EQ_INT(m.index, 1);
@@ -353,6 +362,165 @@ TEST(hello_admission)
     in.token_len = 8;
     n = dtf_wire_encode_hello(p, sizeof p, &in);
     CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
+}
+
+/* ---- the wire dtype ------------------------------------------------------------ */
+
+/* A bf16 PUSH or PULL_REPLY of n values from f: aux names bf16, the body is
+ * 2n bytes. */
+static size_t bf16_frame(int type, const float *f, uint32_t n, uint8_t *out, size_t cap)
+{
+    uint8_t body[256];
+    dtf_wire_put_body(body, f, n, DTF_DTYPE_BF16);
+    dtf_wire_hdr h = dtf_wire_make(type, 5, 1000, n, 7, 0);
+    h.aux = DTF_DTYPE_BF16;
+    return dtf_wire_frame(out, cap, &h, body, (uint32_t)dtf_wire_body_len(n, DTF_DTYPE_BF16));
+}
+
+TEST(bf16_bodies_round_trip)
+{
+    static const float f[7] = {1.0f, -2.25f, 3.14159265f, 1e-3f, -65504.0f, 1e30f, 0.0f};
+    for (int type = DTF_MSG_PULL_REPLY; type <= DTF_MSG_PUSH; type++) {
+        size_t n = bf16_frame(type, f, 7, buf, sizeof buf);
+        CHECK_EQ_INT(n, DTF_WIRE_HDR + 14);
+        dtf_wire_hdr h;
+        const uint8_t *pl;
+        size_t used;
+        CHECK_EQ_INT(dtf_wire_decode(buf, n, CAP, &h, &pl, &used), DTF_WIRE_FRAME);
+        CHECK_EQ_INT(h.aux, DTF_DTYPE_BF16);
+        CHECK_EQ_INT(h.len, 14);
+        CHECK_EQ_INT(h.count, 7);
+        CHECK_EQ_INT(dtf_wire_check_dtype(&h, DTF_DTYPE_BF16), 0);
+        CHECK_EQ_INT(dtf_wire_check_dtype(&h, DTF_DTYPE_FP32), -1);
+        CHECK_STR_CONTAINS(dtf_error(), "in bf16 on a connection that agreed wire_dtype=fp32");
+        /* each value is its bf16 rounding, little-endian on the wire */
+        float g[7];
+        dtf_wire_get_body(g, pl, 7, h.aux);
+        for (int i = 0; i < 7; i++) {
+            uint16_t want = dtf_bf16_from_float_naive(f[i]);
+            CHECK_EQ_INT(dtf_get_u16(pl + 2 * i), want);
+            CHECK(g[i] == dtf_bf16_to_float_naive(want));
+        }
+        /* received into the upper half of the destination, widened in place */
+        float dst[7];
+        memset(dst, 0xff, sizeof dst);
+        memcpy(dtf_wire_body_dst(dst, 7, h.aux), pl, h.len);
+        CHECK(dtf_wire_body_dst(dst, 7, h.aux) == (uint8_t *)dst + 14);
+        dtf_wire_body_to_host(dst, 7, h.aux);
+        CHECK(memcmp(dst, g, sizeof g) == 0);
+        /* every prefix is incomplete */
+        for (size_t k = 0; k < n; k++)
+            if (dtf_wire_decode(buf, k, CAP, &h, &pl, &used) != DTF_WIRE_INCOMPLETE) {
+                FAIL("%s bf16 prefix of %zu bytes", dtf_msg_name(type), k);
+                break;
+            }
+    }
+    /* an fp32 body is received in place, byte order fixed in place */
+    float d32[3];
+    CHECK(dtf_wire_body_dst(d32, 3, DTF_DTYPE_FP32) == (uint8_t *)d32);
+    uint8_t b32[12];
+    dtf_wire_put_body(b32, (const float[]){1.5f, -2.0f, 7.0f}, 3, DTF_DTYPE_FP32);
+    memcpy(d32, b32, 12);
+    dtf_wire_body_to_host(d32, 3, DTF_DTYPE_FP32);
+    CHECK(d32[0] == 1.5f && d32[1] == -2.0f && d32[2] == 7.0f);
+    CHECK_EQ_INT(dtf_wire_body_len(5, DTF_DTYPE_FP32), 20);
+    CHECK_EQ_INT(dtf_wire_body_len(5, DTF_DTYPE_BF16), 10);
+    /* a bf16 count whose 2 * count passes 32 bits */
+    dtf_wire_hdr h = dtf_wire_make(DTF_MSG_PUSH, 1, 0, (1ULL << 63) + 1, 0, 2);
+    h.aux = DTF_DTYPE_BF16;
+    uint8_t hb[DTF_WIRE_HDR];
+    dtf_wire_encode_hdr(hb, &h);
+    CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_ERROR);
+}
+
+TEST(hello_carries_the_wire_dtype)
+{
+    uint8_t p[64];
+    dtf_wire_hello m = {DTF_ROLE_WORKER, 0, 10, 1, "", 0, DTF_DTYPE_BF16}, d;
+    size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
+    CHECK_EQ_INT(p[1], DTF_DTYPE_BF16);
+    CHECK_EQ_INT(dtf_wire_decode_hello(p, n, &d), 0);
+    CHECK_EQ_INT(d.dtype, DTF_DTYPE_BF16);
+    p[1] = 2;
+    CHECK_EQ_INT(dtf_wire_decode_hello(p, n, &d), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "unknown wire dtype 2");
+    m.dtype = 2;
+    CHECK_EQ_INT(dtf_wire_encode_hello(p, sizeof p, &m), 0);
+    /* fp32 is the byte that was reserved (0): an fp32 HELLO is the old one */
+    m.dtype = DTF_DTYPE_FP32;
+    dtf_wire_encode_hello(p, sizeof p, &m);
+    CHECK_EQ_INT(p[1], 0);
+    /* HELLO_REPLY's aux: bit 0 sync, bit 1 token, then the dtype; fp32
+     * leaves it as it was */
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(0, 0, DTF_DTYPE_FP32), 0);
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(1, 0, DTF_DTYPE_FP32), DTF_HELLO_SYNC);
+    CHECK_EQ_INT(dtf_wire_hello_reply_aux(0, 1, DTF_DTYPE_FP32), DTF_HELLO_TOKEN);
+    for (int sync = 0; sync < 2; sync++)
+        for (int token = 0; token < 2; token++)
+            for (int dt = 0; dt <= DTF_DTYPE_MAX; dt++) {
+                uint8_t aux = dtf_wire_hello_reply_aux(sync, token, dt);
+                CHECK_EQ_INT((aux & DTF_HELLO_SYNC) != 0, sync);
+                CHECK_EQ_INT((aux & DTF_HELLO_TOKEN) != 0, token);
+                CHECK_EQ_INT(dtf_wire_hello_reply_dtype(aux), dt);
+                CHECK_EQ_INT(dtf_wire_check_hello_reply(aux, dt), 0);
+                /* the header decoder takes every such aux */
+                dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO_REPLY, 1, 0, 10, 0,
+                                               DTF_WIRE_HELLO_REPLY_LEN);
+                h.aux = aux;
+                uint8_t hb[DTF_WIRE_HDR];
+                dtf_wire_encode_hdr(hb, &h);
+                CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_FRAME);
+            }
+    /* and refuses a dtype past the last (aux 8: bits 2 on hold 2) */
+    {
+        dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO_REPLY, 1, 0, 10, 0, DTF_WIRE_HELLO_REPLY_LEN);
+        h.aux = (uint8_t)((DTF_DTYPE_MAX + 1) << DTF_HELLO_DTYPE_SHIFT);
+        uint8_t hb[DTF_WIRE_HDR];
+        dtf_wire_encode_hdr(hb, &h);
+        CHECK_EQ_INT(dtf_wire_decode_hdr(hb, DTF_WIRE_HDR, CAP, &h), DTF_WIRE_ERROR);
+    }
+    CHECK_EQ_INT(dtf_wire_check_hello_reply(dtf_wire_hello_reply_aux(1, 1, DTF_DTYPE_BF16),
+                                            DTF_DTYPE_FP32), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "this ps uses wire_dtype=bf16 but this task uses "
+                       "wire_dtype=fp32");
+}
+
+TEST(a_mixed_cluster_is_refused_at_hello)
+{
+    dtf_wire_admit a = {"sesame", 6, 0xabcdefULL, 1000, 2, DTF_DTYPE_FP32};
+    uint8_t p[DTF_WIRE_HELLO_FIXED + DTF_WIRE_MAX_TOKEN];
+    dtf_wire_hello in = {DTF_ROLE_WORKER, 1, 1000, 0xabcdefULL, "sesame", 6, DTF_DTYPE_BF16}, m;
+    size_t n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "worker 1 uses wire_dtype=bf16 but this ps uses "
+                       "wire_dtype=fp32 (a mixed cluster)");
+    CHECK_EQ_INT(m.dtype, DTF_DTYPE_BF16);
+    a.dtype = DTF_DTYPE_BF16;
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), 0);
+    in.dtype = DTF_DTYPE_FP32;
+    in.role = DTF_ROLE_OBSERVER;
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "observer 1 uses wire_dtype=fp32 but this ps uses "
+                       "wire_dtype=bf16");
+    /* a stranger learns nothing about the dtype before its token is right */
+    in.token = "sesamE";
+    n = dtf_wire_encode_hello(p, sizeof p, &in);
+    CHECK_EQ_INT(dtf_wire_admit_hello(p, n, &a, &m), -2);
+    CHECK_STR_CONTAINS(dtf_error(), "wrong token");
+}
+
+TEST(dtype_names)
+{
+    CHECK(strcmp(dtf_wire_dtype_name(DTF_DTYPE_FP32), "fp32") == 0);
+    CHECK(strcmp(dtf_wire_dtype_name(DTF_DTYPE_BF16), "bf16") == 0);
+    CHECK(strcmp(dtf_wire_dtype_name(2), "?") == 0);
+    CHECK_EQ_INT(dtf_wire_dtype_parse("fp32"), DTF_DTYPE_FP32);
+    CHECK_EQ_INT(dtf_wire_dtype_parse("bf16"), DTF_DTYPE_BF16);
+    CHECK_EQ_INT(dtf_wire_dtype_parse("fp16"), -1);
+    CHECK_STR_CONTAINS(dtf_error(), "wire_dtype 'fp16' is not fp32 or bf16");
+    CHECK_EQ_INT(dtf_wire_dtype_size(DTF_DTYPE_FP32), 4);
+    CHECK_EQ_INT(dtf_wire_dtype_size(DTF_DTYPE_BF16), 2);
 }
 
 TEST(random_corruption_never_crashes)
