@@ -1,7 +1,7 @@
 /* libFuzzer target for net_io.c's frame reader, the one the ps server and
  * the worker's client run: net_read_hdr and net_read_body on a real
  * bufferevent over a socketpair, fed the input in chunks (sizes from its
- * first byte) while the event loop runs, a float body (PUSH, PULL_REPLY)
+ * last byte) while the event loop runs, a float body (PUSH, PULL_REPLY)
  * received straight into its destination as net_server.c does. Every frame
  * it reads, header and body bytes, must be the one dtf_wire_decode finds in
  * the whole input at that place; it must fail where that fails (an invalid
@@ -124,6 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
         pos += DTF_WIRE_HDR + h.len;
     }
 
+    unsigned seed = len ? buf[len - 1] : 0;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
         return 0;
@@ -140,13 +141,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
         free(r.small);
         return 0;
     }
-    net_tune_bev(bev, &r.fs, DTF_WIRE_MAX_TEXT, len ? (size_t)(buf[0] % 7 + 1) * 512 : 512);
+    net_tune_bev(bev, &r.fs, DTF_WIRE_MAX_TEXT, (size_t)(seed % 7 + 1) * 512);
     net_fstate_next(&r.fs);
     bufferevent_setcb(bev, on_read, NULL, on_event, &r);
     bufferevent_enable(bev, EV_READ);
 
-    size_t chunk = len ? (size_t)(buf[0] % 17) + 1 : 1;
-    for (size_t fed = 0; fed < len && !r.failed;) {
+    /* Chunk sizes from the input's last byte (its first is the magic's
+     * 'D' in every valid stream): from 1 byte, when a float body comes
+     * through recv(), to most of the input in one write, when the
+     * bufferevent has read the body with its header. */
+    for (size_t fed = 0, w = 0; fed < len && !r.failed; w++) {
+        size_t chunk = 1 + (size_t)((seed * 131u + w * 977u) % (seed % 4 == 0 ? 17u : len + 1));
         size_t k = len - fed < chunk ? len - fed : chunk;
         ssize_t n = write(sv[1], buf + fed, k);
         if (n > 0)

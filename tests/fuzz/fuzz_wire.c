@@ -7,9 +7,10 @@
  *   build/fuzz/fuzz_wire -max_total_time=60 -max_len=65536 build/fuzz/corpus-fuzz_wire
  *
  * The input is a byte stream as a connection would receive it. It is
- * decoded frame after frame from one buffer, and again fed in chunks (sizes
- * taken from the input's first byte) to a header decoder that keeps state
- * the way net_io.c does; both must agree. Every accepted header must re-encode
+ * decoded frame after frame from one buffer, and each frame's header again
+ * from its every prefix, which must never be taken for a whole frame nor
+ * err where the whole header does not (fuzz_netio reads the stream in
+ * chunks through net_io.c's own reader). Every accepted header must re-encode
  * to the same bytes, and typed payloads are decoded too: a float body in
  * its dtype, a bf16 one three ways (out of place, in place in the upper
  * half of its destination as net_io.c receives it, and the naive twin),
@@ -86,18 +87,14 @@ static void check_payload(const dtf_wire_hdr *h, const uint8_t *p)
 int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
 {
     /* Pass 1: whole frames from one buffer. */
-    int frames1 = 0, err1 = 0;
+    int frames1 = 0;
     size_t pos = 0;
     while (pos < len) {
         dtf_wire_hdr h;
         const uint8_t *p;
         size_t used;
         int r = dtf_wire_decode(buf + pos, len - pos, CAP, &h, &p, &used);
-        if (r == DTF_WIRE_ERROR) {
-            err1 = 1;
-            break;
-        }
-        if (r == DTF_WIRE_INCOMPLETE)
+        if (r != DTF_WIRE_FRAME)
             break;
         if (used != DTF_WIRE_HDR + (size_t)h.len || used > len - pos || h.len > CAP)
             abort();
@@ -110,45 +107,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len)
         pos += used;
     }
 
-    /* Pass 2: the same stream in chunks, header state kept across reads as
-     * a connection keeps it (net_io.c net_read_hdr). */
-    size_t chunk = len ? (size_t)(buf[0] % 17) + 1 : 1;
-    uint8_t *acc = malloc(len + 1);
-    if (!acc)
-        return 0;
-    size_t have = 0, fed = 0;
-    int frames2 = 0, err2 = 0;
-    while (fed < len && !err2) {
-        size_t k = len - fed < chunk ? len - fed : chunk;
-        memcpy(acc + have, buf + fed, k);
-        have += k;
-        fed += k;
-        for (;;) {
-            dtf_wire_hdr h;
-            int r = dtf_wire_decode_hdr(acc, have < DTF_WIRE_HDR ? have : DTF_WIRE_HDR, CAP, &h);
-            if (r == DTF_WIRE_ERROR) {
-                err2 = 1;
-                break;
-            }
-            if (r == DTF_WIRE_INCOMPLETE || have - DTF_WIRE_HDR < h.len)
-                break;
-            const uint8_t *p;
-            size_t used;
-            dtf_wire_hdr h2;
-            int r2 = dtf_wire_decode(acc, have, CAP, &h2, &p, &used);
-            if (r2 == DTF_WIRE_ERROR) { /* a typed payload that does not parse */
-                err2 = 1;
-                break;
-            }
-            if (r2 != DTF_WIRE_FRAME)
+    /* Every header prefix the stream's frames start with, up to the first
+     * bad one: a prefix is never a whole frame, and an error found in a
+     * prefix (fields are checked as soon as they are buffered) stands once
+     * the whole header is there. Reading the stream in chunks, as a
+     * connection does, is fuzz_netio's: it drives net_io.c itself. */
+    for (size_t at = 0, k = 0; at < len && k <= (size_t)frames1; k++) {
+        size_t avail = len - at < DTF_WIRE_HDR ? len - at : DTF_WIRE_HDR;
+        dtf_wire_hdr h;
+        int whole = dtf_wire_decode_hdr(buf + at, avail, CAP, &h);
+        for (size_t n = 0; n < avail; n++) {
+            dtf_wire_hdr hp;
+            int r = dtf_wire_decode_hdr(buf + at, n, CAP, &hp);
+            if (r == DTF_WIRE_FRAME || (r == DTF_WIRE_ERROR && whole != DTF_WIRE_ERROR))
                 abort();
-            frames2++;
-            memmove(acc, acc + used, have - used);
-            have -= used;
         }
+        if (whole != DTF_WIRE_FRAME)
+            break;
+        at += DTF_WIRE_HDR + (size_t)h.len;
     }
-    free(acc);
-    if (frames1 != frames2 || err1 != err2)
-        abort();
     return 0;
 }
