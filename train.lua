@@ -303,6 +303,24 @@ local function wait_for_workers()
   end
 end
 
+-- overlap (async only; sync stays exactly push_pull): each exchange sends
+-- this step's round (a pull into `incoming`, then the push) and returns at
+-- once, after collecting the previous round into params, so the next
+-- step's compute runs while its round crosses the link both ways. A step
+-- then computes on parameters one round older than push_pull's: they lack
+-- this worker's last two gradients instead of none.
+local overlap = hp.overlap and not hp.sync
+local incoming = overlap and T.zeros(net.nparams) or nil
+local in_flight = false
+local function finish_round()
+  if not in_flight then return nil end
+  in_flight = false
+  local g, perr = client:exchange_finish()
+  if not g then dtf.fail('%s', perr) end
+  params:copy(incoming)
+  return g
+end
+
 local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function()
   client = connect()
   wait_for_workers()
@@ -310,10 +328,21 @@ local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function(
   if not g then dtf.fail('%s', perr) end
   return g
 end, function(step)
+  if overlap and not client:is_sync() then
+    local g = finish_round()
+    local ok, perr = client:exchange_start(grads, incoming, step)
+    if not ok then dtf.fail('%s', perr) end
+    in_flight = true
+    -- between layers the round moves on: sends what the socket takes, reads what came
+    if not net.between then net.between = function() client:progress() end end
+    return g or step
+  end
   local g, perr = client:push_pull(grads, params, step)
   if not g then dtf.fail('%s', perr) end
   return g
 end)
+net.between = nil -- no round in flight from here on (evaluation, save)
+finish_round() -- the last push lands before done (and worker 0's final pull)
 if stopped then -- not done: a worker of the next pods goes on
   client:close()
   watch.finish()

@@ -537,6 +537,7 @@ typedef struct lclient {
     lsink sink;
     int64_t P;
     int64_t last_step;  /* the step passed to the latest push, for done() */
+    dtf_storage *landing; /* exchange_start's params: retained until the round is in */
 } lclient;
 
 static lclient *check_client(lua_State *L)
@@ -552,8 +553,11 @@ static int client_gc(lua_State *L)
 {
     lclient *c = luaL_checkudata(L, 1, CLIENT_MT);
     c->sink.L = L;
-    dtf_client_free(c->c);
+    dtf_client_free(c->c); /* closes the sockets that may still write into landing */
     c->c = NULL;
+    if (c->landing)
+        dtf_storage_release(c->landing);
+    c->landing = NULL;
     sink_free(L, &c->sink);
     return 0;
 }
@@ -595,6 +599,51 @@ static int client_push_pull(lua_State *L)
     int64_t gs;
     c->last_step = step;
     if (dtf_client_push_pull(c->c, gd, g->st, pd, step, &gs) < 0)
+        return lopt_fail(L);
+    lua_pushinteger(L, gs);
+    return 1;
+}
+
+/* c:exchange_start(grads, params, step): the round of this step goes out
+ * (a pull into params, then the push of a copy of grads) and the call
+ * returns; params fills while the caller computes on its own parameters. */
+static int client_exchange_start(lua_State *L)
+{
+    lclient *c = check_client(L);
+    dtf_tensor *g = check_flat(L, 2, c->P, "exchange_start: grads");
+    dtf_tensor *p = check_flat(L, 3, c->P, "exchange_start: params");
+    lua_Integer step = luaL_checkinteger(L, 4);
+    float *gd = dtf_data(g), *pd = dtf_data(p);
+    if (gd < pd + c->P && pd < gd + c->P)
+        luaL_error(L, "exchange_start: grads and params overlap");
+    c->last_step = step;
+    if (dtf_client_exchange_start(c->c, gd, pd, step) < 0)
+        return lopt_fail(L);
+    dtf_storage_retain(p->st);
+    c->landing = p->st;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* c:progress(): the round in flight moves on as far as the sockets take it
+ * now; never waits, never raises (a failure comes from exchange_finish). */
+static int client_progress(lua_State *L)
+{
+    lclient *c = check_client(L);
+    dtf_client_progress(c->c);
+    return 0;
+}
+
+/* c:exchange_finish() -> step | nil, err: waits for the round in flight. */
+static int client_exchange_finish(lua_State *L)
+{
+    lclient *c = check_client(L);
+    int64_t gs;
+    int r = dtf_client_exchange_finish(c->c, &gs);
+    if (c->landing)
+        dtf_storage_release(c->landing);
+    c->landing = NULL;
+    if (r < 0)
         return lopt_fail(L);
     lua_pushinteger(L, gs);
     return 1;
@@ -796,6 +845,9 @@ static const luaL_Reg client_methods[] = {
     {"pull", client_pull},
     {"push", client_push},
     {"push_pull", client_push_pull},
+    {"exchange_start", client_exchange_start},
+    {"exchange_finish", client_exchange_finish},
+    {"progress", client_progress},
     {"global_step", client_global_step},
     {"done", client_done},
     {"stats", client_stats},

@@ -137,6 +137,17 @@ int dtf_client_push(dtf_client *c, const float *grads, dtf_storage *keep,
  * the PULL waits for step + 1. */
 int dtf_client_push_pull(dtf_client *c, const float *grads, dtf_storage *keep,
                          float *params, int64_t step, int64_t *global_step);
+/* Overlap, async only: exchange_start sends each ps a PULL of its slice
+ * into params (ahead of the push: the reply does not include grads) and
+ * the PUSH of a copy of grads, and returns; the caller computes on other
+ * memory meanwhile, leaves params alone and makes no other call until
+ * exchange_finish has collected the round (global_step: ps 0's, as
+ * push_pull). Refused in sync mode. */
+int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, int64_t step);
+int dtf_client_exchange_finish(dtf_client *c, int64_t *global_step);
+/* Moves the round in flight along as far as the sockets allow now, without
+ * waiting (the worker calls it between layers); nothing when none is. */
+void dtf_client_progress(dtf_client *c);
 int dtf_client_get_step(dtf_client *c, int64_t *global_step);
 /* WORKER_DONE to every ps. */
 int dtf_client_done(dtf_client *c, int64_t step);

@@ -82,6 +82,10 @@ struct dtf_client {
     uint8_t *wire_buf;    /* bf16 wire: pushed gradients narrowed, 2 bytes a parameter,
                            * each shard's at 2 * its offset; referenced by the output
                            * buffers until the ps has taken them */
+    float *push_buf;      /* exchange_start: its gradient, P floats (malloc'd on first
+                           * use), what a reconnect re-sends while the worker has
+                           * long overwritten its own */
+    int in_flight;        /* exchange_start sent a round that exchange_finish collects */
 };
 
 static void DTF_PRINTF(3, 4) client_log(dtf_client *cl, int level, const char *fmt, ...)
@@ -590,6 +594,10 @@ static void clear_reqs(dtf_client *cl)
  * without reconnect_timeout, fails it. */
 static int begin_op(dtf_client *cl)
 {
+    if (cl->in_flight) {
+        dtf_seterr("an exchange is in flight: exchange_finish() it before another call");
+        return -1;
+    }
     clear_reqs(cl);
     for (int i = 0; i < cl->n; i++) {
         cconn *cc = &cl->c[i];
@@ -827,6 +835,58 @@ int dtf_client_push_pull(dtf_client *c, const float *grads, dtf_storage *keep,
     return 0;
 }
 
+/* Overlap (async only): the round of step k goes out and the call returns
+ * at once; the worker computes step k+1 while it travels (the kernel's
+ * socket buffers carry it meanwhile), and dtf_client_exchange_finish runs
+ * the loop until it is in. Each connection gets the PULL before the PUSH,
+ * so the ps answers the pull at once, without this gradient, and the two
+ * bodies cross the link in opposite directions at the same time instead of
+ * one after the other. The gradient is copied first: the worker's own
+ * buffer is rewritten by the next step while a reconnect may re-send it. */
+int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, int64_t step)
+{
+    if (c->sync) {
+        dtf_seterr("exchange_start: the ps tasks train synchronously, where a pull must "
+                   "wait for its step (push_pull)");
+        return -1;
+    }
+    if (begin_op(c) < 0)
+        return -1;
+    if (!c->push_buf && !(c->push_buf = malloc(c->cfg.P ? (size_t)c->cfg.P * sizeof(float) : 1))) {
+        dtf_seterr("out of memory for a gradient");
+        return -1;
+    }
+    memcpy(c->push_buf, grads, (size_t)c->cfg.P * sizeof(float));
+    for (int i = 0; i < c->n; i++) {
+        cconn *cc = &c->c[i];
+        add_req(cc, DTF_MSG_PULL, cc->off, cc->count, 0, NULL, NULL, params + cc->off);
+        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, shard_step(cc, step),
+                c->push_buf + cc->off, NULL, NULL);
+    }
+    event_base_loop(c->base, EVLOOP_NONBLOCK); /* what the sockets take now */
+    c->in_flight = 1;
+    return 0;
+}
+
+void dtf_client_progress(dtf_client *c)
+{
+    if (c->in_flight && !c->failed)
+        event_base_loop(c->base, EVLOOP_NONBLOCK); /* a failure waits for exchange_finish */
+}
+
+int dtf_client_exchange_finish(dtf_client *c, int64_t *global_step)
+{
+    if (!c->in_flight) {
+        dtf_seterr("exchange_finish: no exchange in flight (exchange_start first)");
+        return -1;
+    }
+    c->in_flight = 0;
+    if (cl_wait(c, c->cfg.timeout) < 0)
+        return -1;
+    *global_step = c->c[0].req[0].reply_step; /* ps 0's PULL, added first */
+    return 0;
+}
+
 int dtf_client_get_step(dtf_client *c, int64_t *global_step)
 {
     if (begin_op(c) < 0)
@@ -885,5 +945,6 @@ void dtf_client_free(dtf_client *c)
     free(c->c);
     free(c->token);
     free(c->wire_buf); /* after the output buffers that referenced it */
+    free(c->push_buf);
     free(c);
 }

@@ -52,6 +52,7 @@ function schema.training(script_dir)
     { name = 'checkpoint_dir', type = 'string', default = '', help = 'checkpoints (ps, or one process) go here and are resumed from; empty = none' },
     { name = 'checkpoint_secs', type = 'number', default = defaults.checkpoint_secs, min = 0, help = 'seconds between ps checkpoints' },
     { name = 'checkpoint_steps', type = 'int', default = 0, min = 0, help = 'steps between ps checkpoints; 0 = by time only' },
+    { name = 'overlap', type = 'bool', default = false, help = 'async: a step computes while the previous one\'s push and pull cross the link (parameters one round older); sync ignores it' },
     { name = 'wire_dtype', type = 'string', default = 'fp32', choices = { 'fp32', 'bf16' }, help = 'what pushes and pulls carry: fp32, or bf16 (half the bytes; the ps keeps fp32)' },
   }
   for _, e in ipairs(require('dtf.watch').schema) do list[#list + 1] = e end
