@@ -265,6 +265,19 @@ end
 -- A worker joins the ps tasks (HELLO) once its data is loaded, so that a
 -- joined worker is one ready to train.
 local client
+
+-- A client call failed: a trapped SIGTERM or SIGINT ended its wait (a worker
+-- whose ps is gone stops now, not after reconnect_timeout: a pod has 30 s),
+-- or the error, which names the ps.
+local function client_failed(perr)
+  local sig, name = util.stop_signal()
+  if sig then
+    watch.finish()
+    dtf.stopped(sig, 'worker %d stopped by %s while it waited for the ps tasks', spec.index, name)
+  end
+  dtf.fail('%s', perr)
+end
+
 local function connect()
   local c, err = ps.connect {
     addrs = spec.ps, role = 'worker', index = spec.index, P = net.nparams, layout_checksum = checksum,
@@ -274,7 +287,7 @@ local function connect()
     -- sync_timeout: wait that long (twice, for a restart) beyond a request's.
     wait_timeout = hp.timeout + 2 * hp.sync_timeout, log = log.sink, wire_dtype = hp.wire_dtype,
   }
-  if not c then dtf.fail('%s', err) end
+  if not c then client_failed(err) end
   return c
 end
 
@@ -316,7 +329,7 @@ local function finish_round()
   if not in_flight then return nil end
   in_flight = false
   local g, perr = client:exchange_finish()
-  if not g then dtf.fail('%s', perr) end
+  if not g then client_failed(perr) end
   params:copy(incoming)
   return g
 end
@@ -325,20 +338,20 @@ local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function(
   client = connect()
   wait_for_workers()
   local g, perr = client:pull(params)
-  if not g then dtf.fail('%s', perr) end
+  if not g then client_failed(perr) end
   return g
 end, function(step)
   if overlap and not client:is_sync() then
     local g = finish_round()
     local ok, perr = client:exchange_start(grads, incoming, step)
-    if not ok then dtf.fail('%s', perr) end
+    if not ok then client_failed(perr) end
     in_flight = true
     -- between layers the round moves on: sends what the socket takes, reads what came
     if not net.between then net.between = function() client:progress() end end
     return g or step
   end
   local g, perr = client:push_pull(grads, params, step)
-  if not g then dtf.fail('%s', perr) end
+  if not g then client_failed(perr) end
   return g
 end)
 net.between = nil -- no round in flight from here on (evaluation, save)

@@ -3,6 +3,11 @@
 #define DTF_LMODULES_H
 
 #include <lua.h>
+#include <signal.h>
+
+/* lutil.c: the signal util.trap_signals caught (0: none); a worker's ps
+ * client ends its waits on it (lps.c). */
+extern volatile sig_atomic_t dtf_stop_signal;
 
 int luaopen_dtf_tensor(lua_State *L); /* ltensor.c */
 int luaopen_dtf_data(lua_State *L);   /* ldata.c */

@@ -811,6 +811,7 @@ static int l_connect(lua_State *L)
                                        (lua_Integer)UINT32_MAX);
     cfg.copy_sends = lopt_bool(L, 1, fn, "copy_sends", 0);
     cfg.wire_dtype = opt_dtype(L, 1, fn);
+    cfg.stop = &dtf_stop_signal; /* util.trap_signals' flag: 0 until it caught one */
 
     lclient *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);

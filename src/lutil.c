@@ -133,11 +133,11 @@ static int l_ready(lua_State *L)
  * util.stop_signal() once a step, so nothing is cut mid-update and one
  * process can write its last checkpoint. Without a handler, PID 1 of a
  * container would ignore SIGTERM until the kubelet's SIGKILL. */
-static volatile sig_atomic_t stop_sig;
+volatile sig_atomic_t dtf_stop_signal; /* lmodules.h: the ps client polls it too */
 
 static void on_stop_signal(int sig)
 {
-    stop_sig = sig;
+    dtf_stop_signal = sig;
 }
 
 /* util.trap_signals(): SIGTERM and SIGINT from now on only set the flag. */
@@ -157,7 +157,7 @@ static int l_trap_signals(lua_State *L)
 /* util.stop_signal() -> the signal's number and name, or nil */
 static int l_stop_signal(lua_State *L)
 {
-    int sig = stop_sig;
+    int sig = dtf_stop_signal;
     if (!sig)
         return 0;
     lua_pushinteger(L, sig);

@@ -12,6 +12,7 @@
 #ifndef DTF_NET_H
 #define DTF_NET_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,6 +112,10 @@ typedef struct dtf_client_config {
     int copy_sends;            /* 1: copy pushed gradients into the output
                                 * buffer instead of sending them by reference */
     int wire_dtype;            /* dtf_wire_dtype: must be the ps tasks' */
+    const volatile sig_atomic_t *stop; /* non-zero ends any wait ("stopped"): the
+                                * host's trapped SIGTERM or SIGINT, so that a worker
+                                * waiting for a lost ps stops now, not after
+                                * reconnect_timeout; NULL: none */
     dtf_log_fn log;
     void *log_ud;
 } dtf_client_config;

@@ -544,6 +544,14 @@ static int cl_wait(dtf_client *cl, double timeout)
         struct timeval tv = net_tv(timeout);
         evtimer_add(cl->timer, &tv);
         while (!cl->failed && !cl->timed_out && pending(cl)) {
+            /* checked each time the loop wakes: a reply, a reconnect's
+             * backoff, a timeout (a signal alone does not wake it) */
+            if (cl->cfg.stop && *cl->cfg.stop) {
+                cl->failed = 1;
+                snprintf(cl->err, sizeof cl->err, "stopped by signal %d while waiting for %s",
+                         (int)*cl->cfg.stop, cl->connecting ? "the ps tasks to come up" : "the ps tasks");
+                break;
+            }
             if (event_base_loop(cl->base, EVLOOP_ONCE) < 0) {
                 cl->failed = 1;
                 snprintf(cl->err, sizeof cl->err, "event loop failed");
