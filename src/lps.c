@@ -587,15 +587,28 @@ static int client_push(lua_State *L)
     return 1;
 }
 
+/* The (grads, params) arguments 2 and 3 of a round trip: flat, P elements
+ * each, and apart (the reply lands in params while grads is sent). */
+static void check_round(lua_State *L, const lclient *c, const char *fn, dtf_tensor **g,
+                        dtf_tensor **p)
+{
+    char what[64];
+    snprintf(what, sizeof what, "%s: grads", fn);
+    *g = check_flat(L, 2, c->P, what);
+    snprintf(what, sizeof what, "%s: params", fn);
+    *p = check_flat(L, 3, c->P, what);
+    const float *gd = dtf_data(*g), *pd = dtf_data(*p);
+    if (gd < pd + c->P && pd < gd + c->P)
+        luaL_error(L, "%s: grads and params overlap", fn);
+}
+
 static int client_push_pull(lua_State *L)
 {
     lclient *c = check_client(L);
-    dtf_tensor *g = check_flat(L, 2, c->P, "push_pull: grads");
-    dtf_tensor *p = check_flat(L, 3, c->P, "push_pull: params");
+    dtf_tensor *g, *p;
+    check_round(L, c, "push_pull", &g, &p);
     lua_Integer step = luaL_checkinteger(L, 4);
     float *gd = dtf_data(g), *pd = dtf_data(p);
-    if (gd < pd + c->P && pd < gd + c->P)
-        luaL_error(L, "push_pull: grads and params overlap");
     int64_t gs;
     c->last_step = step;
     if (dtf_client_push_pull(c->c, gd, g->st, pd, step, &gs) < 0)
@@ -610,12 +623,10 @@ static int client_push_pull(lua_State *L)
 static int client_exchange_start(lua_State *L)
 {
     lclient *c = check_client(L);
-    dtf_tensor *g = check_flat(L, 2, c->P, "exchange_start: grads");
-    dtf_tensor *p = check_flat(L, 3, c->P, "exchange_start: params");
+    dtf_tensor *g, *p;
+    check_round(L, c, "exchange_start", &g, &p);
     lua_Integer step = luaL_checkinteger(L, 4);
     float *gd = dtf_data(g), *pd = dtf_data(p);
-    if (gd < pd + c->P && pd < gd + c->P)
-        luaL_error(L, "exchange_start: grads and params overlap");
     c->last_step = step;
     if (dtf_client_exchange_start(c->c, gd, pd, step) < 0)
         return lopt_fail(L);
