@@ -22,7 +22,8 @@ SAN      ?=
 PKGS     := lua5.4 libevent openblas zlib libedit
 
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
-            -Wmissing-prototypes -Wvla -Wformat=2 -Wno-unused-parameter
+            -Wmissing-prototypes -Wvla -Wformat=2 -Wno-unused-parameter \
+            -Werror=implicit-function-declaration -Werror=int-conversion
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -D_GNU_SOURCE -fno-strict-aliasing \
             -MMD -MP $(SAN) $(EXTRA_CFLAGS)
 # pkg-config runs lazily so that `make deps` can install the .pc files first.
@@ -44,7 +45,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 DTF      := $(BUILD)/dtf
 
-.PHONY: all deps deps-test deps-bench run test test-unit test-lua \
+.PHONY: FORCE all deps deps-test deps-bench run test test-unit test-lua \
         test-integration test-chart test-cores asan valgrind bench fuzz image deploy test-k8s e2e \
         chart-schema clean kat-fixture kat-fixture-check
 
@@ -62,11 +63,21 @@ deps-bench:
 $(DTF): $(CORE_OBJ) $(BIND_OBJ) $(BUILD)/src/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/src/%.o: src/%.c
+# Every object depends on the flags it was built with: one compiled before
+# `make deps` (no pkg-config flags, another package's cblas.h) is rebuilt
+# once they change, not linked with a pointer truncated through an
+# implicitly declared function.
+FLAGS_STAMP := $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS) $(PKG_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(PKG_CFLAGS)' >$@
+FORCE:
+
+$(BUILD)/src/%.o: src/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Isrc -Itests/unit -o $@ $< $(CORE_OBJ) $(LDFLAGS) $(LDLIBS)
 
