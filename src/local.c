@@ -425,12 +425,14 @@ static int spawn(sup *s, task *t)
 
 /* Signals a task's process group (and the task itself, should it have left
  * the group). */
+/* The task's process group (it and anything it started), or the task
+ * alone while its setpgid has not happened yet; once, not both: a ps
+ * stopping on the first SIGTERM is writing its last checkpoint when a
+ * second one comes. */
 static void signal_task(task *t, int sig)
 {
-    if (t->pid > 0) {
-        kill(-t->pid, sig);
+    if (t->pid > 0 && kill(-t->pid, sig) < 0)
         kill(t->pid, sig);
-    }
 }
 
 static void describe(int status, char *out, size_t n)

@@ -996,7 +996,7 @@ void dtf_server_stop(dtf_server *s)
 int dtf_server_run(dtf_server *s)
 {
     dtf_shard *sh = s->shard;
-    if (s->cfg.handle_signals) {
+    if (s->cfg.handle_signals && !s->sig_term) {
         s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
         s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
         if (!s->sig_term || !s->sig_int || evsignal_add(s->sig_term, NULL) < 0 ||
@@ -1023,12 +1023,10 @@ int dtf_server_run(dtf_server *s)
              sh->cfg.index, sh->cfg.replicas, sh->cfg.workers,
              s->cfg.sync_timeout > 0 ? "" : " (no sync_timeout: waits for every one)");
     int r = event_base_dispatch(s->base);
-    if (s->sig_term) {
-        /* Deleting the events gives the signals their old handlers back. */
-        event_free(s->sig_term);
-        event_free(s->sig_int);
-        s->sig_term = s->sig_int = NULL;
-    }
+    /* The signal events stay until dtf_server_free (deleting them gives the
+     * signals their old handlers back, the default ones that kill): a
+     * second SIGTERM, which a supervisor may send right after the first,
+     * must not end the process before the last checkpoint is written. */
     evtimer_del(s->tick);
     evtimer_del(s->finish_timer);
     if (strcmp(s->reason, "running") == 0)
