@@ -32,6 +32,10 @@ check "the files carry the sharding" test -f "$CK/ckpt-$(printf '%08d' "${S0:-0}
 
 # What the stopped model scores: its shards merged by dtf export.
 expect_exit 0 "export the stopped training" "$DTF" export "$CK" "$SCRATCH/stopped.safetensors"
+mkdir -p "$SCRATCH/empty"
+expect_exit 1 "export of a directory without checkpoints fails" "$DTF" export "$SCRATCH/empty" "$SCRATCH/none.safetensors"
+expect_out "^dtf export: $SCRATCH/empty: no complete set of ps checkpoints" "with one line naming the directory"
+check "and no Lua traceback" test "$(printf '%s\n' "$OUT" | grep -c traceback)" -eq 0
 expect_exit 0 "and evaluate it" "$DTF" run tests/integration/eval_export.lua -- "$SCRATCH/stopped.safetensors"
 A=$(sed -nE 's/^export accuracy: ([0-9.]+).*/\1/p' <<<"$OUT")
 
