@@ -345,16 +345,13 @@ end, function(step)
     local g = finish_round()
     local ok, perr = client:exchange_start(grads, incoming, step)
     if not ok then client_failed(perr) end
-    in_flight = true
-    -- between layers the round moves on: sends what the socket takes, reads what came
-    if not net.between then net.between = function() client:progress() end end
+    in_flight = true -- the client's exchange thread moves it while the next step computes
     return g or step
   end
   local g, perr = client:push_pull(grads, params, step)
   if not g then client_failed(perr) end
   return g
 end)
-net.between = nil -- no round in flight from here on (evaluation, save)
 finish_round() -- the last push lands before done (and worker 0's final pull)
 if stopped then -- not done: a worker of the next pods goes on
   client:close()

@@ -636,15 +636,6 @@ static int client_exchange_start(lua_State *L)
     return 1;
 }
 
-/* c:progress(): the round in flight moves on as far as the sockets take it
- * now; never waits, never raises (a failure comes from exchange_finish). */
-static int client_progress(lua_State *L)
-{
-    lclient *c = check_client(L);
-    dtf_client_progress(c->c);
-    return 0;
-}
-
 /* c:exchange_finish() -> step | nil, err: waits for the round in flight. */
 static int client_exchange_finish(lua_State *L)
 {
@@ -859,7 +850,6 @@ static const luaL_Reg client_methods[] = {
     {"push_pull", client_push_pull},
     {"exchange_start", client_exchange_start},
     {"exchange_finish", client_exchange_finish},
-    {"progress", client_progress},
     {"global_step", client_global_step},
     {"done", client_done},
     {"stats", client_stats},

@@ -147,12 +147,10 @@ int dtf_client_push_pull(dtf_client *c, const float *grads, dtf_storage *keep,
  * the PUSH of a copy of grads, and returns; the caller computes on other
  * memory meanwhile, leaves params alone and makes no other call until
  * exchange_finish has collected the round (global_step: ps 0's, as
- * push_pull). Refused in sync mode. */
+ * push_pull). Refused in sync mode. Meanwhile the client's own thread runs
+ * its event loop: the round crosses the link while the caller computes. */
 int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, int64_t step);
 int dtf_client_exchange_finish(dtf_client *c, int64_t *global_step);
-/* Moves the round in flight along as far as the sockets allow now, without
- * waiting (the worker calls it between layers); nothing when none is. */
-void dtf_client_progress(dtf_client *c);
 int dtf_client_get_step(dtf_client *c, int64_t *global_step);
 /* WORKER_DONE to every ps. */
 int dtf_client_done(dtf_client *c, int64_t step);

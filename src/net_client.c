@@ -1,15 +1,21 @@
 /* net_client: the worker's side (net.h): one connection per ps in one event
  * loop, HELLO, reconnecting with backoff while a ps is away, and calls that
  * look synchronous to Lua (pull, push, push_pull, step, done, stats), each
- * with a timeout. */
+ * with a timeout; with overlap, an exchange thread that runs the loop while
+ * the worker computes. */
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -28,6 +34,8 @@ enum { CC_IDLE, CC_CONNECTING, CC_HELLO, CC_READY, CC_DOWN, CC_DEAD };
 #define CONNECT_ATTEMPT 5.0  /* s one TCP connect may take before a retry */
 #define BACKOFF_FIRST 0.1
 #define BACKOFF_MAX 5.0
+
+#define XLOG_MAX 32          /* log lines the exchange thread holds for the worker's thread */
 
 typedef struct creq {
     int used, done;
@@ -55,6 +63,8 @@ typedef struct cconn {
     int have_range;
     int64_t step;         /* the shard's step in its latest reply */
     int64_t pulled_step;  /* the shard's step when its slice was last pulled; -1 */
+    int64_t used_step;    /* overlap: the step of the parameters the worker computes on; -1 */
+    int64_t grad_step;    /* overlap: the step of those the next pushed gradient came from; -1 */
     int last_push;
     uint32_t next_id, hello_id;
     creq req[CC_MAXREQ];
@@ -65,6 +75,28 @@ typedef struct cconn {
     char err[800];        /* why it is DEAD (or DOWN) */
     char why[256];        /* DOWN: what happened to the connection */
 } cconn;
+
+/* The exchange thread (overlap): from exchange_start to exchange_finish it
+ * runs the client's event loop, so a round's bodies cross the link in both
+ * directions while the worker's thread computes the next step; at finish
+ * the worker's thread takes the loop back and waits there as every other
+ * call does. Exactly one thread runs the loop at any time: it is handed
+ * over under mu, which also orders everything the other wrote. Log lines
+ * the thread produces wait in log[] for the worker's thread: a log
+ * function may be Lua, which only the worker's thread may enter. */
+typedef struct xthread {
+    pthread_t tid;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running;          /* the thread has the loop (under mu) */
+    int quit;             /* under mu */
+    atomic_int back;      /* the worker's thread wants the loop back */
+    int wake[2];          /* a pipe: a byte ends the thread's wait in the loop */
+    struct event *wake_ev;
+    int nlog, dropped;    /* under mu */
+    struct { int level; char msg[480]; } log[XLOG_MAX];
+} xthread;
 
 struct dtf_client {
     dtf_client_config cfg;
@@ -86,13 +118,27 @@ struct dtf_client {
                            * use), what a reconnect re-sends while the worker has
                            * long overwritten its own */
     int in_flight;        /* exchange_start sent a round that exchange_finish collects */
+    xthread x;
 };
 
 static void DTF_PRINTF(3, 4) client_log(dtf_client *cl, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    net_vlog(cl->cfg.log, cl->cfg.log_ud, level, fmt, ap);
+    if (cl->x.started && pthread_equal(pthread_self(), cl->x.tid)) {
+        xthread *x = &cl->x;
+        pthread_mutex_lock(&x->mu);
+        if (x->nlog < XLOG_MAX) {
+            x->log[x->nlog].level = level;
+            vsnprintf(x->log[x->nlog].msg, sizeof x->log[0].msg, fmt, ap);
+            x->nlog++;
+        } else {
+            x->dropped++;
+        }
+        pthread_mutex_unlock(&x->mu);
+    } else {
+        net_vlog(cl->cfg.log, cl->cfg.log_ud, level, fmt, ap);
+    }
     va_end(ap);
 }
 
@@ -688,7 +734,7 @@ dtf_client *dtf_client_connect(const dtf_client_config *cfg)
         cc->cl = cl;
         cc->i = i;
         cc->last_push = -1;
-        cc->pulled_step = -1;
+        cc->pulled_step = cc->used_step = cc->grad_step = -1;
         snprintf(cc->addr, sizeof cc->addr, "%s", cfg->addrs[i]);
         int port;
         if (dtf_parse_hostport(cfg->addrs[i], cc->host, sizeof cc->host, &port) < 0) {
@@ -771,6 +817,16 @@ static int64_t shard_step(const cconn *cc, int64_t step)
     return cc->pulled_step >= 0 ? cc->pulled_step : step;
 }
 
+/* A pull that landed in the worker's own parameters: the next gradient
+ * comes from them (overlap's bookkeeping starts again from there). */
+static void pulled_into_params(dtf_client *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        c->c[i].used_step = c->c[i].pulled_step;
+        c->c[i].grad_step = -1;
+    }
+}
+
 static double pull_timeout(const dtf_client *c, int64_t min_step)
 {
     double t = c->cfg.timeout;
@@ -793,6 +849,7 @@ int dtf_client_pull(dtf_client *c, float *params, int64_t min_step, int64_t *glo
     }
     if (cl_wait(c, pull_timeout(c, min_step)) < 0)
         return -1;
+    pulled_into_params(c);
     *global_step = r0->reply_step;
     return 0;
 }
@@ -839,18 +896,153 @@ int dtf_client_push_pull(dtf_client *c, const float *grads, dtf_storage *keep,
     }
     if (cl_wait(c, pull_timeout(c, min_step)) < 0)
         return -1;
+    pulled_into_params(c);
     *global_step = r0->reply_step;
     return 0;
 }
 
+/* ======================================================================
+ * The exchange thread
+ * ==================================================================== */
+
+static void on_wake(evutil_socket_t fd, short ev, void *arg)
+{
+    char b[64];
+    (void)ev;
+    (void)arg;
+    while (read(fd, b, sizeof b) > 0) {
+    }
+}
+
+static void *x_main(void *arg)
+{
+    dtf_client *cl = arg;
+    xthread *x = &cl->x;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (!x->running && !x->quit)
+            pthread_cond_wait(&x->cv, &x->mu);
+        if (x->quit)
+            break;
+        pthread_mutex_unlock(&x->mu);
+        /* A failure waits for exchange_finish, which reports it; so does
+         * a timeout (the round's timeout runs from there, as push_pull's). */
+        while (!atomic_load(&x->back) && !cl->failed && pending(cl))
+            if (event_base_loop(cl->base, EVLOOP_ONCE) < 0)
+                break;
+        pthread_mutex_lock(&x->mu);
+        x->running = 0;
+        pthread_cond_broadcast(&x->cv);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+/* Starts the thread on the first exchange: 0, or -1 (the rounds then move
+ * only while exchange_finish waits, as without overlap). Every signal is
+ * blocked in it, so a handler runs on the worker's thread as before. */
+static int x_start(dtf_client *cl)
+{
+    xthread *x = &cl->x;
+    if (x->started)
+        return 0;
+    if (pipe2(x->wake, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    x->wake_ev = event_new(cl->base, x->wake[0], EV_READ | EV_PERSIST, on_wake, cl);
+    if (!x->wake_ev || event_add(x->wake_ev, NULL) < 0)
+        goto fail;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = pthread_create(&x->tid, NULL, x_main, cl);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+        pthread_cond_destroy(&x->cv);
+        pthread_mutex_destroy(&x->mu);
+        goto fail;
+    }
+    x->started = 1;
+    return 0;
+fail:
+    if (x->wake_ev)
+        event_free(x->wake_ev);
+    x->wake_ev = NULL;
+    close(x->wake[0]);
+    close(x->wake[1]);
+    return -1;
+}
+
+static void x_hand_over(dtf_client *cl)
+{
+    xthread *x = &cl->x;
+    if (!x->started)
+        return;
+    pthread_mutex_lock(&x->mu);
+    atomic_store(&x->back, 0);
+    x->running = 1;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* The loop comes back to the worker's thread (a byte in the pipe ends the
+ * thread's wait at once), with the log lines the thread held. */
+static void x_take_back(dtf_client *cl)
+{
+    xthread *x = &cl->x;
+    if (!x->started)
+        return;
+    pthread_mutex_lock(&x->mu);
+    if (x->running) {
+        atomic_store(&x->back, 1);
+        ssize_t w = write(x->wake[1], "", 1); /* a full pipe already wakes it */
+        (void)w;
+        while (x->running)
+            pthread_cond_wait(&x->cv, &x->mu);
+    }
+    int n = x->nlog, dropped = x->dropped;
+    x->nlog = x->dropped = 0;
+    pthread_mutex_unlock(&x->mu);
+    for (int i = 0; i < n; i++)
+        client_log(cl, x->log[i].level, "%s", x->log[i].msg);
+    if (dropped)
+        client_log(cl, DTF_LOG_WARNING, "(%d more lines from the exchange thread)", dropped);
+}
+
+static void x_stop(dtf_client *cl)
+{
+    xthread *x = &cl->x;
+    if (!x->started)
+        return;
+    x_take_back(cl);
+    pthread_mutex_lock(&x->mu);
+    x->quit = 1;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    pthread_join(x->tid, NULL);
+    pthread_cond_destroy(&x->cv);
+    pthread_mutex_destroy(&x->mu);
+    event_free(x->wake_ev);
+    close(x->wake[0]);
+    close(x->wake[1]);
+    x->started = 0;
+}
+
 /* Overlap (async only): the round of step k goes out and the call returns
- * at once; the worker computes step k+1 while it travels (the kernel's
- * socket buffers carry it meanwhile), and dtf_client_exchange_finish runs
- * the loop until it is in. Each connection gets the PULL before the PUSH,
- * so the ps answers the pull at once, without this gradient, and the two
- * bodies cross the link in opposite directions at the same time instead of
- * one after the other. The gradient is copied first: the worker's own
- * buffer is rewritten by the next step while a reconnect may re-send it. */
+ * at once; the exchange thread runs the loop while the worker computes
+ * step k+1, and dtf_client_exchange_finish takes it back and waits until
+ * the round is in. Each connection gets the PULL before the PUSH, so the ps
+ * answers the pull at once, without this gradient, and the two bodies
+ * cross the link in opposite directions at the same time instead of one
+ * after the other. The gradient is copied first: the worker's own buffer
+ * is rewritten by the next step while a reconnect may re-send it.
+ *
+ * Its tag is the step of the parameters it was computed from. The caller
+ * puts each round's pull into its parameters right after exchange_finish,
+ * while the gradient it then pushes was computed before, on the previous
+ * round's: so a finish moves used_step (now in the parameters) into
+ * grad_step (what the next push came from). */
 int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, int64_t step)
 {
     if (c->sync) {
@@ -868,18 +1060,14 @@ int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, 
     for (int i = 0; i < c->n; i++) {
         cconn *cc = &c->c[i];
         add_req(cc, DTF_MSG_PULL, cc->off, cc->count, 0, NULL, NULL, params + cc->off);
-        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, shard_step(cc, step),
-                c->push_buf + cc->off, NULL, NULL);
+        int64_t tag = cc->grad_step >= 0 ? cc->grad_step : shard_step(cc, step);
+        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, tag, c->push_buf + cc->off, NULL, NULL);
     }
-    event_base_loop(c->base, EVLOOP_NONBLOCK); /* what the sockets take now */
+    if (x_start(c) < 0)
+        event_base_loop(c->base, EVLOOP_NONBLOCK); /* no thread: what the sockets take now */
     c->in_flight = 1;
+    x_hand_over(c);
     return 0;
-}
-
-void dtf_client_progress(dtf_client *c)
-{
-    if (c->in_flight && !c->failed)
-        event_base_loop(c->base, EVLOOP_NONBLOCK); /* a failure waits for exchange_finish */
 }
 
 int dtf_client_exchange_finish(dtf_client *c, int64_t *global_step)
@@ -888,9 +1076,15 @@ int dtf_client_exchange_finish(dtf_client *c, int64_t *global_step)
         dtf_seterr("exchange_finish: no exchange in flight (exchange_start first)");
         return -1;
     }
+    x_take_back(c);
     c->in_flight = 0;
     if (cl_wait(c, c->cfg.timeout) < 0)
         return -1;
+    for (int i = 0; i < c->n; i++) {
+        cconn *cc = &c->c[i];
+        cc->grad_step = cc->used_step >= 0 ? cc->used_step : cc->pulled_step;
+        cc->used_step = cc->pulled_step;
+    }
     *global_step = c->c[0].req[0].reply_step; /* ps 0's PULL, added first */
     return 0;
 }
@@ -938,6 +1132,7 @@ void dtf_client_free(dtf_client *c)
 {
     if (!c)
         return;
+    x_stop(c); /* before the loop and the connections it runs go */
     if (c->c) {
         clear_reqs(c);
         for (int i = 0; i < c->n; i++) {

@@ -382,7 +382,6 @@ function Sequential:forward(x, inference)
     local ok, y = pcall(l.forward, l, x, inference)
     if not ok then error(layer_error(i, l, y), 0) end
     x = y
-    if self.between then self.between() end
   end
   self.output = x
   return x
@@ -395,7 +394,6 @@ function Sequential:backward(x, dy)
     local ok, dx = pcall(l.backward, l, inputs[i], dy)
     if not ok then error(layer_error(i, l, dx), 0) end
     dy = dx
-    if self.between then self.between() end
   end
   return dy
 end

@@ -13,15 +13,22 @@ acc_of() { printf '%s\n' "$OUT" | sed -nE 's/.*Test accuracy: ([0-9.]+) \(10000 
 
 # ---- the client's rounds against ps_only ---------------------------------------------
 port=$(free_port)
-"$DTF" run "$HERE/ps_only.lua" -- "$port" P=1001 >"$SCRATCH/ps.log" 2>&1 &
+# 3M floats: 12 MB each way, more than the sockets take at once
+"$DTF" run "$HERE/ps_only.lua" -- "$port" P=3000001 >"$SCRATCH/ps.log" 2>&1 &
 ps=$!
-expect_exit 0 "exchange_start / exchange_finish against ps_only" "$DTF" run "$HERE/overlap_client.lua" -- "$port" 1001
+check "the ps is up" wait_for_log "$SCRATCH/ps.log" 'serving parameters'
+expect_exit 0 "exchange_start / exchange_finish against ps_only" "$DTF" run "$HERE/overlap_client.lua" -- "$port" 3000001
 printf '%s\n' "$OUT" | grep -E '^(not )?ok ' | sed 's/^/  /'
 expect_out '^ok exchange_finish with nothing in flight' "a finish with nothing in flight is refused"
 expect_out '^ok a pull while a round is in flight is refused' "another call while a round is in flight is refused"
 expect_out '^ok round 1: the pull went ahead of its push' "the pull goes ahead of the push"
 expect_out '^ok round 2: the pull carries round 1' "the next round's pull carries the previous push"
 expect_out '^ok a pull after round 2 sees both pushes' "every push lands"
+expect_out "^ok round 3's push of 12000004 bytes lands while this thread leaves the client alone" \
+  "the exchange thread carries a round while the worker computes"
+expect_out '^ok round 3: the pull carries rounds 1 and 2' "the third round's pull carries the two before"
+expect_out "^ok round 5's gradient is tagged with the step of the parameters it came from" \
+  "a pushed gradient is tagged with the step it was computed from (the ps's staleness)"
 wait_for_exit $ps 10
 check "the ps exits 0 (exit $RC)" test "$RC" -eq 0
 
