@@ -317,21 +317,22 @@ local function wait_for_workers()
 end
 
 -- overlap (async only; sync stays exactly push_pull): each exchange sends
--- this step's round (a pull into `incoming`, then the push) and returns at
--- once, after collecting the previous round into params, so the next
--- step's compute runs while its round crosses the link both ways. A step
--- then computes on parameters one round older than push_pull's: they lack
--- this worker's last two gradients instead of none.
+-- this step's round (a pull into a landing buffer, then the push) and
+-- returns at once, after collecting the previous round, so the next step's
+-- compute runs while its round crosses the link both ways. A step then
+-- computes on parameters one round older than push_pull's: they lack this
+-- worker's last two gradients instead of none. Two landing buffers: the
+-- round just collected goes into params after the next one is on its way.
 local overlap = hp.overlap and not hp.sync
-local incoming = overlap and T.zeros(net.nparams) or nil
-local in_flight = false
-local function finish_round()
+local landing = overlap and { T.zeros(net.nparams), T.zeros(net.nparams) } or nil
+local next_landing, in_flight = 1, nil
+local function finish_round() -- -> the global step and the buffer the pull landed in
   if not in_flight then return nil end
-  in_flight = false
+  local landed = in_flight
+  in_flight = nil
   local g, perr = client:exchange_finish()
   if not g then client_failed(perr) end
-  params:copy(incoming)
-  return g
+  return g, landed
 end
 
 local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function()
@@ -342,17 +343,23 @@ local t0, t1, _, stopped, last = train_loop(spec.index, #spec.workers, function(
   return g
 end, function(step)
   if overlap and not client:is_sync() then
-    local g = finish_round()
-    local ok, perr = client:exchange_start(grads, incoming, step)
+    local g, landed = finish_round()
+    local buf = landing[next_landing]
+    next_landing = 3 - next_landing
+    local ok, perr = client:exchange_start(grads, buf, step)
     if not ok then client_failed(perr) end
-    in_flight = true -- the client's exchange thread moves it while the next step computes
+    in_flight = buf -- the client's exchange thread moves it while the next step computes
+    if landed then params:copy(landed) end
     return g or step
   end
   local g, perr = client:push_pull(grads, params, step)
   if not g then client_failed(perr) end
   return g
 end)
-finish_round() -- the last push lands before done (and worker 0's final pull)
+do -- the last push lands before done (and worker 0's final pull)
+  local _, landed = finish_round()
+  if landed then params:copy(landed) end
+end
 if stopped then -- not done: a worker of the next pods goes on
   client:close()
   watch.finish()
