@@ -423,9 +423,7 @@ static int spawn(sup *s, task *t)
     return 0;
 }
 
-/* Signals a task's process group (and the task itself, should it have left
- * the group). */
-/* The task's process group (it and anything it started), or the task
+/* Signals the task's process group (it and anything it started), or the task
  * alone while its setpgid has not happened yet; once, not both: a ps
  * stopping on the first SIGTERM is writing its last checkpoint when a
  * second one comes. */

@@ -1039,10 +1039,11 @@ static void x_stop(dtf_client *cl)
  * is rewritten by the next step while a reconnect may re-send it.
  *
  * Its tag is the step of the parameters it was computed from. The caller
- * puts each round's pull into its parameters right after exchange_finish,
- * while the gradient it then pushes was computed before, on the previous
- * round's: so a finish moves used_step (now in the parameters) into
- * grad_step (what the next push came from). */
+ * puts each round's pull into its parameters after exchange_finish, before
+ * it computes again, while the gradient it pushes next was computed before
+ * that, on the previous round's: so a finish moves used_step (what the
+ * parameters are about to hold) into grad_step (what the next push came
+ * from). */
 int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, int64_t step)
 {
     if (c->sync) {
