@@ -43,7 +43,8 @@ typedef struct creq {
     uint8_t type;
     uint64_t off, count;
     int64_t step;
-    const float *src;     /* PUSH body: count floats */
+    const float *src;     /* PUSH body: count floats (bf16 wire: NULL when the body
+                           * is in wire_buf already) */
     dtf_storage *keep;    /* retained while src sits in an output buffer */
     float *dst;           /* PULL_REPLY body lands here: count floats */
     int64_t reply_step;
@@ -114,9 +115,9 @@ struct dtf_client {
     uint8_t *wire_buf;    /* bf16 wire: pushed gradients narrowed, 2 bytes a parameter,
                            * each shard's at 2 * its offset; referenced by the output
                            * buffers until the ps has taken them */
-    float *push_buf;      /* exchange_start: its gradient, P floats (malloc'd on first
-                           * use), what a reconnect re-sends while the worker has
-                           * long overwritten its own */
+    float *push_buf;      /* exchange_start, fp32 wire: its gradient, P floats (malloc'd
+                           * on first use), what a reconnect re-sends while the worker
+                           * has long overwritten its own (bf16: wire_buf is) */
     int in_flight;        /* exchange_start sent a round that exchange_finish collects */
     xthread x;
 };
@@ -247,7 +248,8 @@ static void send_req(cconn *cc, creq *r)
     dtf_wire_encode_hdr(hb, &h);
     if (len && dt == DTF_DTYPE_BF16) {
         uint8_t *b = cl->wire_buf + 2 * r->off;
-        dtf_wire_put_body(b, r->src, (size_t)r->count, dt);
+        if (r->src) /* NULL: exchange_start narrowed it into wire_buf already */
+            dtf_wire_put_body(b, r->src, (size_t)r->count, dt);
         net_send_direct(cc->bev, hb, b, len,
                         cl->cfg.copy_sends ? NET_BODY_BYTES : NET_BODY_BYTES_REF, NULL);
         return;
@@ -1035,8 +1037,9 @@ static void x_stop(dtf_client *cl)
  * the round is in. Each connection gets the PULL before the PUSH, so the ps
  * answers the pull at once, without this gradient, and the two bodies
  * cross the link in opposite directions at the same time instead of one
- * after the other. The gradient is copied first: the worker's own buffer
- * is rewritten by the next step while a reconnect may re-send it.
+ * after the other. The gradient is copied first (bf16: narrowed): the
+ * worker's own buffer is rewritten by the next step while a reconnect may
+ * re-send it.
  *
  * Its tag is the step of the parameters it was computed from. The caller
  * puts each round's pull into its parameters after exchange_finish, before
@@ -1053,7 +1056,9 @@ int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, 
     }
     if (begin_op(c) < 0)
         return -1;
-    if (!c->push_buf && !(c->push_buf = malloc(c->cfg.P ? (size_t)c->cfg.P * sizeof(float) : 1))) {
+    int bf16 = c->cfg.wire_dtype == DTF_DTYPE_BF16;
+    if (!bf16 && !c->push_buf &&
+        !(c->push_buf = malloc(c->cfg.P ? (size_t)c->cfg.P * sizeof(float) : 1))) {
         dtf_seterr("out of memory for a gradient");
         return -1;
     }
@@ -1061,11 +1066,17 @@ int dtf_client_exchange_start(dtf_client *c, const float *grads, float *params, 
     for (int i = 0; i < c->n; i++)
         add_req(&c->c[i], DTF_MSG_PULL, c->c[i].off, c->c[i].count, 0, NULL, NULL,
                 params + c->c[i].off);
-    memcpy(c->push_buf, grads, (size_t)c->cfg.P * sizeof(float));
+    /* bf16: narrowed once, straight from the worker's gradient; wire_buf is
+     * what the sockets and a reconnect's re-send read from then */
+    if (bf16)
+        dtf_wire_put_body(c->wire_buf, grads, (size_t)c->cfg.P, DTF_DTYPE_BF16);
+    else
+        memcpy(c->push_buf, grads, (size_t)c->cfg.P * sizeof(float));
     for (int i = 0; i < c->n; i++) {
         cconn *cc = &c->c[i];
         int64_t tag = cc->grad_step >= 0 ? cc->grad_step : shard_step(cc, step);
-        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, tag, c->push_buf + cc->off, NULL, NULL);
+        add_req(cc, DTF_MSG_PUSH, cc->off, cc->count, tag, bf16 ? NULL : c->push_buf + cc->off,
+                NULL, NULL);
     }
     if (x_start(c) < 0)
         event_base_loop(c->base, EVLOOP_NONBLOCK); /* no thread: what the sockets take now */

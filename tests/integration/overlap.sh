@@ -32,6 +32,19 @@ expect_out "^ok round 5's gradient is tagged with the step of the parameters it 
 wait_for_exit $ps 10
 check "the ps exits 0 (exit $RC)" test "$RC" -eq 0
 
+# The bf16 wire: the gradient is narrowed once, straight from the worker's
+# buffer, and the same rounds come out (lr 1, P < 256: every value exact).
+port=$(free_port)
+"$DTF" run "$HERE/ps_only.lua" -- "$port" P=101 lr=1 wire_dtype=bf16 >"$SCRATCH/ps_bf16.log" 2>&1 &
+ps=$!
+expect_exit 0 "the same rounds over the bf16 wire" "$DTF" run "$HERE/overlap_client.lua" -- "$port" 101 bf16 1
+printf '%s\n' "$OUT" | grep -E '^(not )?ok ' | sed 's/^/  /'
+expect_out '^ok round 2: the pull carries round 1' "bf16: the next round's pull carries the previous push"
+expect_out '^ok round 3: the pull carries rounds 1 and 2' "bf16: every push lands"
+expect_out "^ok round 5's gradient is tagged" "bf16: the tags"
+wait_for_exit $ps 10
+check "the bf16 ps exits 0 (exit $RC)" test "$RC" -eq 0
+
 port=$(free_port)
 "$DTF" run "$HERE/ps_only.lua" -- "$port" P=10 sync=true >"$SCRATCH/ps_sync.log" 2>&1 &
 ps=$!

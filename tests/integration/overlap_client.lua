@@ -1,5 +1,7 @@
 -- overlap_client.lua: exchange_start / exchange_finish against ps_only.lua
--- (overlap.sh).   dtf run tests/integration/overlap_client.lua -- PORT P
+-- (overlap.sh).   dtf run tests/integration/overlap_client.lua -- PORT P [WIRE_DTYPE LR]
+-- (the ps with the same wire_dtype and lr; bf16 with lr=1 and P < 256
+-- keeps every value exact)
 -- ps_only.lua starts the parameters as 0, 1, ..., P - 1 (sgd, lr 0.1). Two
 -- rounds of a gradient of 1 everywhere: the first round's pull went ahead
 -- of its push, so it carries the parameters untouched; the second's carries
@@ -16,9 +18,11 @@ local ps = require 'dtf.ps'
 local util = require 'dtf.util'
 
 local port, P = tonumber(arg[1]), math.tointeger(tonumber(arg[2]))
+local dtype, lr = arg[3] or 'fp32', tonumber(arg[4] or 0.1)
 local function connect(role)
   return assert(ps.connect { addrs = { '127.0.0.1:' .. port }, role = role, index = 0, P = P,
-                             layout_checksum = '00000000c0ffee00', connect_timeout = 10 })
+                             layout_checksum = '00000000c0ffee00', connect_timeout = 10,
+                             wire_dtype = dtype })
 end
 local c = connect('worker')
 local failed = 0
@@ -26,7 +30,8 @@ local function report(ok, what)
   if not ok then failed = failed + 1 end
   print((ok and 'ok ' or 'not ok ') .. what)
 end
-local function off_by(t, d) -- nil when t[i] == i - 1 - d everywhere (float32 rounding)
+local function off_by(t, pushes) -- nil when t[i] == i - 1 - pushes * lr everywhere (float32 rounding)
+  local d = pushes * lr
   for i = 1, P do
     local want = i - 1 - d
     if math.abs(t[i] - want) > 1e-5 * math.abs(want) + 1e-6 then
@@ -53,11 +58,11 @@ report(not bad, 'round 1: the pull went ahead of its push (parameters untouched)
 grads:fill(1)
 assert(c:exchange_start(grads, incoming, s1))
 local s2 = assert(c:exchange_finish())
-bad = off_by(incoming, 0.1)
+bad = off_by(incoming, 1)
 report(not bad, 'round 2: the pull carries round 1\'s push, not its own' .. (bad and ': ' .. bad or ''))
 report(s2 >= s1, string.format('the global step goes on (%d then %d)', s1, s2))
 assert(c:pull(params))
-bad = off_by(params, 0.2)
+bad = off_by(params, 2)
 report(not bad, 'a pull after round 2 sees both pushes' .. (bad and ': ' .. bad or ''))
 
 local obs = connect('observer')
@@ -72,7 +77,7 @@ until util.now() > deadline
 report(seen, string.format('round 3\'s push of %d bytes lands while this thread leaves the client alone ' ..
                            '(ps step %d, then %s)', 4 * P, before, tostring(seen)))
 assert(c:exchange_finish())
-bad = off_by(incoming, 0.2)
+bad = off_by(incoming, 2)
 report(not bad, 'round 3: the pull carries rounds 1 and 2' .. (bad and ': ' .. bad or ''))
 
 -- Tags: a worker copies each round's pull into its parameters right after
