@@ -227,7 +227,7 @@ static size_t hello_frame(uint8_t *out, uint64_t P, uint64_t checksum, const cha
 {
     uint8_t p[300];
     dtf_wire_hello m = {DTF_ROLE_WORKER, index, P, checksum, token,
-                        (uint16_t)(token ? strlen(token) : 0)};
+                        (uint16_t)(token ? strlen(token) : 0), DTF_DTYPE_FP32};
     size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
     return dtf_wire_frame(out, 400, &h, p, (uint32_t)n);
@@ -727,7 +727,7 @@ TEST(loopback_backpressure)
     }
     static uint8_t req[400 + NPULL * DTF_WIRE_HDR];
     uint8_t p[64];
-    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, P, CHECKSUM, NULL, 0};
+    dtf_wire_hello m = {DTF_ROLE_OBSERVER, 0, P, CHECKSUM, NULL, 0, DTF_DTYPE_FP32};
     size_t n = dtf_wire_encode_hello(p, sizeof p, &m);
     dtf_wire_hdr h = dtf_wire_make(DTF_MSG_HELLO, 1, 0, 0, 0, 0);
     size_t len = dtf_wire_frame(req, sizeof req, &h, p, (uint32_t)n);
